@@ -1,0 +1,69 @@
+"""Embedded data: model architectures, quantisation formats, hardware, engine flags.
+
+Every entry carries a `source`. Users add their own models and rigs in YAML files named by
+RIGBENCH_CATALOG (a path list) or placed in ~/.config/rigbench/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_DATA = resources.files("rigbench.catalog") / "data"
+
+
+def _user_files() -> list[Path]:
+    paths = [Path(p) for p in os.environ.get("RIGBENCH_CATALOG", "").split(os.pathsep) if p]
+    home = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "rigbench"
+    if home.is_dir():
+        paths += sorted(home.glob("*.yaml"))
+    return paths
+
+
+def _load_yaml(name: str) -> dict[str, Any]:
+    return yaml.safe_load((_DATA / name).read_text()) or {}
+
+
+@cache
+def models() -> dict[str, dict[str, Any]]:
+    data = dict(_load_yaml("models.yaml"))
+    for path in _user_files():
+        extra = yaml.safe_load(path.read_text()) or {}
+        data.update(extra.get("models", {}))
+    return data
+
+
+@cache
+def hardware() -> dict[str, Any]:
+    data = _load_yaml("hardware.yaml")
+    for path in _user_files():
+        extra = yaml.safe_load(path.read_text()) or {}
+        for section in ("gpus", "memory", "links", "rigs"):
+            data.setdefault(section, {}).update(extra.get(section, {}))
+    return data
+
+
+@cache
+def quants() -> dict[str, Any]:
+    return _load_yaml("quants.yaml")
+
+
+@cache
+def engines() -> dict[str, Any]:
+    return _load_yaml("engines.yaml")
+
+
+@cache
+def llama_server_flags() -> dict[str, int]:
+    return json.loads((_DATA / "llama_server_flags.json").read_text())["flags"]
+
+
+def clear_cache() -> None:
+    for fn in (models, hardware, quants, engines, llama_server_flags):
+        fn.cache_clear()

@@ -1,0 +1,1 @@
+"""Engine adapters: option records, command-line parsing and building, process control."""

@@ -1,0 +1,27 @@
+"""Errors a user can cause. Each message is one line that says what to do."""
+
+
+class RigbenchError(Exception):
+    """Base class: the CLI prints the message without a traceback and exits non-zero."""
+
+    exit_code = 2
+
+
+class UnknownModelError(RigbenchError):
+    pass
+
+
+class ModelFileError(RigbenchError):
+    """A file that is not a GGUF / config.json, or a truncated one."""
+
+
+class UnknownRigError(RigbenchError):
+    pass
+
+
+class EngineOptionError(RigbenchError):
+    """An unknown flag, a bad value, or an option the engine cannot honour on this rig."""
+
+
+class DoesNotFitError(RigbenchError):
+    exit_code = 3

@@ -1,0 +1,172 @@
+"""Rig: GPUs (VRAM, bandwidth, FLOPs), system RAM and its bandwidth, the host link.
+
+From a catalog name (`rtx4090`, `2x rtx3090`, `h100`), a YAML file, or detected on this machine
+(nvidia-smi when present, /proc/meminfo, the CPU count).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+
+from rigbench import catalog
+from rigbench.errors import UnknownRigError
+
+GB = 1_000_000_000
+GIB = 1024**3
+# NVML reports slightly less than the marketed size in GiB (RTX 4090: 24564 MiB, H100 80GB: 81559 MiB,
+# RTX 5080: 16303 MiB), so a card's usable total is its marketed GB as GiB times this factor.
+NVML_USABLE = 0.995
+
+
+class GPU(BaseModel):
+    name: str
+    vram_bytes: int
+    bandwidth_gbs: float
+    fp16_tflops: float
+    arch: str = ""
+    fp8: bool = False
+    fp4: bool = False
+    unified: bool = False
+    source: str = ""
+
+
+class Rig(BaseModel):
+    name: str
+    gpus: list[GPU] = []
+    ram_bytes: int
+    ram_bandwidth_gbs: float
+    link_gbs: float = 25.0
+    cores: int = 8
+    source: str = ""
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus)
+
+    @property
+    def vram_bytes(self) -> int:
+        return sum(g.vram_bytes for g in self.gpus)
+
+    def describe(self) -> str:
+        gpus = " + ".join(g.name for g in self.gpus) or "no GPU"
+        return f"{gpus}, {self.ram_bytes / GB:.0f} GB RAM @ {self.ram_bandwidth_gbs:.0f} GB/s"
+
+
+def gpu_from_catalog(key: str) -> GPU:
+    gpus = catalog.hardware()["gpus"]
+    k = _norm(key)
+    for name, e in gpus.items():
+        if k in (name, _norm(e["name"])):
+            return GPU(name=e["name"], vram_bytes=int(e["vram_gb"] * GIB * NVML_USABLE), bandwidth_gbs=e["bandwidth_gbs"],
+                       fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""), fp8=e.get("fp8", False),
+                       fp4=e.get("fp4", False), unified=e.get("unified", False), source=e.get("source", ""))
+    close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownRigError(
+        f"unknown GPU {key!r}{hint}; give its memory and bandwidth in a rig YAML (gpus: [{{name, vram_gb, "
+        f"bandwidth_gbs, fp16_tflops}}]) or see `rigbench rigs`")
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s_]+", "-", s.strip().lower())
+
+
+def _build(name: str, e: dict) -> Rig:
+    hw = catalog.hardware()
+    mem = hw["memory"].get(e.get("memory", "ddr5-dual"), {"bandwidth_gbs": 70})
+    link = hw["links"].get(e.get("link", "pcie4x16"), {"bandwidth_gbs": 25})
+    gpus = []
+    for g in e.get("gpus", []):
+        gpus.append(gpu_from_catalog(g) if isinstance(g, str) else GPU(
+            name=g["name"], vram_bytes=int(g["vram_gb"] * GIB * NVML_USABLE), bandwidth_gbs=g["bandwidth_gbs"],
+            fp16_tflops=g.get("fp16_tflops", 50), source=g.get("source", "user YAML")))
+    ram = int(e.get("ram_gb", 64) * GIB)
+    if e.get("unified") and gpus:
+        ram = 0  # unified memory: the GPU entry holds it all
+    return Rig(name=name, gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=e.get("ram_bandwidth_gbs", mem["bandwidth_gbs"]),
+               link_gbs=link["bandwidth_gbs"], cores=e.get("cores", 8), source=e.get("source", ""))
+
+
+def from_catalog(ref: str) -> Rig:
+    rigs = catalog.hardware()["rigs"]
+    k = _norm(ref)
+    if k in rigs:
+        return _build(k, rigs[k])
+    m = re.fullmatch(r"(\d+)\s*x\s*-?(.+)", k)
+    count, gpu_key = (int(m.group(1)), m.group(2).strip("-")) if m else (1, k)
+    if gpu_key in rigs and rigs[gpu_key].get("gpus"):
+        base = dict(rigs[gpu_key])
+        base["gpus"] = base["gpus"] * count
+        return _build(k, base)
+    try:
+        gpu_from_catalog(gpu_key)
+    except UnknownRigError:
+        close = difflib.get_close_matches(k, list(rigs), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownRigError(f"unknown rig {ref!r}{hint}; `rigbench rigs` lists them, or pass a rig YAML") from None
+    return _build(k, {"gpus": [gpu_key] * count, "ram_gb": 64, "memory": "ddr5-dual", "link": "pcie4x16"})
+
+
+def from_yaml(path: Path) -> Rig:
+    try:
+        e = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UnknownRigError(f"cannot read rig YAML {path}: {err}") from None
+    if not isinstance(e, dict):
+        raise UnknownRigError(f"{path}: a rig YAML is a mapping with gpus, ram_gb, memory")
+    return _build(e.get("name", path.stem), e)
+
+
+def detect() -> Rig:
+    """This machine: GPUs from nvidia-smi, RAM from /proc/meminfo, cores from the OS."""
+    gpus: list[GPU] = []
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        for line in out.strip().splitlines():
+            name, mib = (s.strip() for s in line.split(",")[:2])
+            try:
+                known = gpu_from_catalog(_match_gpu(name))
+                known.vram_bytes = int(float(mib) * 2**20)
+            except UnknownRigError:
+                known = GPU(name=name, vram_bytes=int(float(mib) * 2**20), bandwidth_gbs=500, fp16_tflops=50,
+                            source="detected; bandwidth unknown (500 GB/s assumed) - add it to a rig YAML")
+            gpus.append(known)
+    ram = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = int(line.split()[1]) * 1024
+    except OSError:
+        ram = 16 * GB
+    return Rig(name="detected", gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=catalog.hardware()["memory"]["ddr5-dual"]
+               ["bandwidth_gbs"], cores=os.cpu_count() or 1, source="detected on this machine")
+
+
+def _match_gpu(smi_name: str) -> str:
+    n = smi_name.lower()
+    for key, e in catalog.hardware()["gpus"].items():
+        if e["name"].lower().replace(" sxm", "") in n or key in n.replace(" ", ""):
+            return key
+    return smi_name
+
+
+def load(ref: str | None) -> Rig:
+    if ref in (None, "", "detect", "local"):
+        return detect()
+    p = Path(ref).expanduser()
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return from_yaml(p)
+    return from_catalog(ref)

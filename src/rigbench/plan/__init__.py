@@ -1,0 +1,1 @@
+"""Planning: memory placement (memory.py); later speed, tune and advise."""

@@ -1,0 +1,626 @@
+"""Memory placement per engine policy: bytes per device for weights, KV cache, recurrent state, buffers.
+
+Each rule below names the engine source it follows, so a reader can check it against the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel
+
+from rigbench import catalog, quant
+from rigbench.engines.options import EngineOptions, LlamaCppOptions, VllmOptions, llama_args, vllm_args
+from rigbench.errors import EngineOptionError
+from rigbench.hardware import Rig
+from rigbench.model import GROUPS, LINEAR, MAMBA, SLIDING, ModelSpec, Tensor
+
+MIB = 1024 * 1024
+
+
+class DeviceUse(BaseModel):
+    name: str
+    kind: Literal["gpu", "cpu"]
+    capacity_bytes: int
+    weights_bytes: int = 0
+    kv_cache_bytes: int = 0
+    recurrent_bytes: int = 0
+    compute_bytes: int = 0
+    other_bytes: int = 0          # output buffer, CUDA context, NCCL, CUDA graphs
+    vram_bytes: int = 0
+    ram_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.recurrent_bytes + self.compute_bytes + self.other_bytes
+
+    def settle(self) -> DeviceUse:
+        if self.kind == "gpu":
+            self.vram_bytes = max(self.vram_bytes, self.total)
+        else:
+            self.ram_bytes = self.total
+        return self
+
+
+class Plan(BaseModel):
+    model: str
+    engine: str
+    rig: str
+    quant: str
+    context: int
+    parallel: int
+    weights_bytes: int
+    weights_by_group: dict[str, int]
+    devices: list[DeviceUse]
+    kv_cache_bytes: int
+    recurrent_state_bytes: int
+    compute_bytes: int
+    kv_cache_tokens: int
+    max_concurrency: float
+    fits: bool
+    reason: str
+    shortfall_bytes: int = 0
+    suggestion: str | None = None
+    alternatives: list[str] = []
+    command: list[str] = []
+    notes: list[str] = []
+    block_size: int | None = None      # vLLM: attention block size (hybrid models change it)
+    placement: dict[str, dict[str, int]] = {}   # group -> device -> bytes
+
+    def summary(self) -> str:
+        return f"{self.model} on {self.rig} ({self.engine}, {self.quant}, ctx {self.context}): " + (
+            "fits" if self.fits else f"does not fit: {self.reason}")
+
+
+def _llama_rules() -> dict:
+    return catalog.engines()["llama_cpp"]
+
+
+def _vllm_rules() -> dict:
+    return catalog.engines()["vllm"]
+
+
+def pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+# ---- weights ---------------------------------------------------------------------------------
+
+def weight_table(spec: ModelSpec, quant_name: str | None, include_mtp: bool) -> tuple[list[Tensor], str]:
+    """Tensors with a GGML type and byte count each: the file's own when read from a GGUF."""
+    if spec.tensors is not None:
+        rows = [t for t in spec.tensors if include_mtp or t.group != "mtp"]
+        return rows, spec.file_type or "gguf"
+    name, scheme = quant.resolve_file_type(quant_name or "Q4_K_M")
+    n_attn_v = sum(1 for c in spec.layout if c in "ASC*")
+    counters: dict[str, int] = {}
+    rows = []
+    from rigbench.model import tensor_table
+    for t in tensor_table(spec, include_mtp=include_mtp):
+        typ = quant.assign_gguf_type(t.name, t.shape, t.group, scheme, counters, n_attn_v, spec.layers)
+        rows.append(t.model_copy(update={"type": typ, "nbytes": quant.tensor_bytes(t.shape, typ)}))
+    return rows, name
+
+
+def bytes_by_group(rows: list[Tensor]) -> dict[str, int]:
+    out = dict.fromkeys(GROUPS, 0)
+    for t in rows:
+        out[t.group] += t.nbytes or 0
+    return {k: v for k, v in out.items() if v}
+
+
+# ---- llama.cpp ---------------------------------------------------------------------------------
+
+def _kv_row_bytes(kv_type: str, n: int) -> int:
+    """Bytes of n elements of a KV cache type (ggml row size for block types)."""
+    return int(round(quant.kv_bytes_per_element(kv_type) * n))
+
+
+def recurrent_state_bytes_per_seq(spec: ModelSpec) -> int:
+    """llama-hparams.cpp n_embd_r() + n_embd_s(), F32, summed over recurrent layers."""
+    total = 0
+    for code in spec.layout:
+        if code == LINEAR and spec.linear:
+            la = spec.linear
+            d_inner = la.v_heads * la.v_dim
+            n_r = (la.conv_kernel - 1) * (d_inner + 2 * la.k_heads * la.k_dim)
+            n_s = la.k_dim * d_inner
+        elif code == MAMBA and spec.mamba:
+            m = spec.mamba
+            n_r = (m.conv_kernel - 1) * (m.d_inner + 2 * m.groups * m.state)
+            n_s = m.state * m.d_inner
+        else:
+            continue
+        total += (n_r + n_s) * _llama_rules()["recurrent_dtype_bytes"]
+    return total
+
+
+class _LlamaLayout(BaseModel):
+    n_ctx: int
+    n_seq: int
+    unified: bool
+
+
+def _llama_ctx(spec: ModelSpec, o: LlamaCppOptions, ctx: int | None) -> _LlamaLayout:
+    rules = _llama_rules()
+    n_seq = o.parallel if o.parallel > 0 else rules["server_parallel_auto"]
+    unified = o.kv_unified if o.kv_unified is not None else (o.parallel < 0)
+    n_ctx = pad(ctx or spec.context, rules["n_ctx_pad"])
+    if not unified:
+        # llama-context.cpp: n_ctx_seq = GGML_PAD(n_ctx / n_seq_max, 256); n_ctx = n_ctx_seq * n_seq_max
+        n_ctx = pad(n_ctx // n_seq, rules["n_ctx_pad"]) * n_seq
+    return _LlamaLayout(n_ctx=n_ctx, n_seq=n_seq, unified=unified)
+
+
+def _device_of_layers(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, ngl: int) -> list[int]:
+    """Device index per layer slot (0..n_layer, the last slot is the output layer); -1 is the CPU.
+
+    llama-model.cpp load_tensors: i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0); GPU layers are split
+    over devices by the cumulative tensor split (default: proportional to each device's memory).
+    """
+    n = spec.layers
+    if not rig.gpus or ngl == 0:
+        return [-1] * (n + 1)
+    ngl = min(ngl, n + 1) if ngl >= 0 else n + 1
+    start = max(n + 1 - ngl, 0)
+    if o.split_mode == "none" or len(rig.gpus) == 1:
+        weights = [1.0 if i == o.main_gpu else 0.0 for i in range(len(rig.gpus))]
+    else:
+        weights = o.tensor_split or [g.vram_bytes for g in rig.gpus]
+        weights = (weights + [0.0] * len(rig.gpus))[:len(rig.gpus)]
+    total = sum(weights)
+    cum, acc = [], 0.0
+    for w in weights:
+        acc += w / total
+        cum.append(acc)
+    out = []
+    for il in range(n + 1):
+        if il < start:
+            out.append(-1)
+            continue
+        frac = (il - start) / (n + 1 - start)
+        out.append(next(i for i, c in enumerate(cum) if frac < c - 1e-12) if frac < cum[-1] else len(cum) - 1)
+    return out
+
+
+def _overrides(o: LlamaCppOptions) -> list[tuple[re.Pattern, str]]:
+    rules = _llama_rules()
+    pats = [(re.compile(p), b) for p, b in o.overrides]
+    if o.cpu_moe:
+        pats.append((re.compile(rules["exps_regex"]), "CPU"))
+    if o.n_cpu_moe:
+        # common.h llm_add_n_cpu_ffn_overrides: one "blk\.i<regex>" per layer i < N
+        for i in range(o.n_cpu_moe):
+            pats.append((re.compile(rf"blk\.{i}{rules['exps_regex']}"), "CPU"))
+    return pats
+
+
+def _buffer_device(buf: str, rig: Rig) -> int | None:
+    b = buf.upper()
+    if b.startswith("CPU"):
+        return -1
+    m = re.match(r"(CUDA|ROCM|VULKAN|METAL|SYCL|GPU)(\d*)", b)
+    if m and rig.gpus:
+        i = int(m.group(2) or 0)
+        return min(i, len(rig.gpus) - 1)
+    return None
+
+
+def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bool, n_outputs: int,
+                        with_output: bool) -> int:
+    """Scratch for one u-batch graph: the largest live activations (F32) of one layer plus the logits.
+
+    ggml-alloc reuses memory between ops, so the peak is about the widest FFN step (gate, up and their
+    product alive together) plus a few residual-width tensors; without flash attention the KQ matrix
+    (n_kv x n_ubatch x n_head) dominates at long context.
+    """
+    f32 = 4
+    if spec.moe:
+        ffn = spec.moe.top_k * spec.moe.expert_ffn + spec.moe.shared_ffn
+        router = spec.moe.experts * 2
+    else:
+        ffn, router = spec.intermediate, 0
+    if spec.ffn == "moe+dense":
+        ffn = max(ffn, spec.intermediate)
+    qkv = spec.head_dim * (spec.heads * (2 if spec.attn_output_gate else 1) + 2 * spec.kv_heads)
+    if spec.linear:
+        la = spec.linear
+        qkv = max(qkv, 2 * (2 * la.k_heads * la.k_dim + la.v_heads * la.v_dim))
+    if spec.mamba:
+        qkv = max(qkv, 2 * spec.mamba.d_inner + 2 * spec.mamba.groups * spec.mamba.state)
+    width = max(3 * ffn, qkv) + 4 * spec.hidden + router
+    act = ubatch * width * f32
+    if not flash_attn and spec.attention_layers():
+        act = max(act, 2 * n_ctx * ubatch * spec.heads * f32)
+    logits = spec.vocab * n_outputs * f32 if with_output else 0
+    return act + logits + _llama_rules()["compute_overhead_bytes"]
+
+
+def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None = None,
+                  ngl: int | None = None, ctx: int | None = None) -> Plan:
+    """One placement, exactly as flags say (no --fit). `ngl`/`ctx` override the options' values."""
+    rules = _llama_rules()
+    include_mtp = bool(o.spec_type and "mtp" in o.spec_type)
+    rows, qname = weight_table(spec, quant_name, include_mtp)
+    ngl_v = ngl if ngl is not None else (o.ngl if o.ngl is not None else -2)
+    lay = _llama_ctx(spec, o, ctx if ctx is not None else o.ctx)
+    slot_dev = _device_of_layers(spec, rig, o, ngl_v)
+    out_dev = slot_dev[spec.layers]
+    overrides = _overrides(o)
+    devs = [DeviceUse(name=f"{g.name} #{i}" if len(rig.gpus) > 1 else g.name, kind="gpu",
+                      capacity_bytes=g.vram_bytes) for i, g in enumerate(rig.gpus)]
+    cpu = DeviceUse(name="CPU (system RAM)", kind="cpu", capacity_bytes=rig.ram_bytes)
+
+    def dev(i: int) -> DeviceUse:
+        return cpu if i < 0 else devs[i]
+
+    placement: dict[str, dict[str, int]] = {}
+    cpu_weight_max = 0
+    for t in rows:
+        if t.name.startswith("token_embd"):
+            d = -1  # llama.cpp keeps the input layer on the CPU
+        elif t.layer is None or t.layer >= spec.layers:
+            d = out_dev
+        else:
+            d = slot_dev[t.layer]
+        for pat, buf in overrides:
+            if pat.search(t.name):
+                bd = _buffer_device(buf, rig)
+                if bd is not None:
+                    d = bd
+                break
+        dev(d).weights_bytes += t.nbytes or 0
+        placement.setdefault(t.group, {}).setdefault(dev(d).name, 0)
+        placement[t.group][dev(d).name] += t.nbytes or 0
+        if d < 0 and t.layer is not None:
+            cpu_weight_max = max(cpu_weight_max, t.nbytes or 0)
+
+    # KV cache: llama-kv-cache.cpp, one K and one V row per cell per attention layer
+    kv_total = 0
+    kv_layers = [(i, c) for i, c in enumerate(spec.layout) if c in "ASC*"]
+    if include_mtp:
+        kv_layers += [(spec.layers + j, "A") for j in range(spec.mtp_layers)]
+    n_embd_kv = spec.kv_heads * spec.head_dim
+    for il, code in kv_layers:
+        cells = lay.n_ctx
+        if code in (SLIDING, "C") and spec.sliding_window and not o.swa_full:
+            # llama-kv-cache-iswa.cpp: size_swa = GGML_PAD(min(size, n_swa*(unified ? n_seq : 1) + n_ubatch), 256)
+            per_stream = lay.n_ctx if lay.unified else lay.n_ctx // lay.n_seq
+            swa = pad(min(per_stream, spec.sliding_window * (lay.n_seq if lay.unified else 1) + o.ubatch),
+                      rules["swa_pad"])
+            cells = swa if lay.unified else swa * lay.n_seq
+        b = cells * (_kv_row_bytes(o.cache_type_k, n_embd_kv) + _kv_row_bytes(o.cache_type_v, n_embd_kv))
+        d = slot_dev[min(il, spec.layers)] if o.kv_offload else -1
+        dev(d).kv_cache_bytes += b
+        kv_total += b
+
+    # recurrent state: llama-memory-recurrent.cpp, max(1, n_seq_max) cells per recurrent layer
+    rs_total = 0
+    per_seq = recurrent_state_bytes_per_seq(spec)
+    if per_seq:
+        n_rec = len(spec.recurrent_layers())
+        for il in spec.recurrent_layers():
+            d = slot_dev[il] if o.kv_offload else -1
+            b = per_seq // n_rec * max(1, lay.n_seq)
+            dev(d).recurrent_bytes += b
+            rs_total += b
+
+    flash = o.flash_attn != "off"
+    used_gpus = {slot for slot in slot_dev if slot >= 0} | {i for i, d in enumerate(devs) if d.weights_bytes}
+    for i in sorted(used_gpus):
+        devs[i].compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev == i)
+        if cpu.weights_bytes and o.ubatch >= 32:
+            # big batches run CPU-resident weights on the GPU: one weight tensor at a time is copied over
+            devs[i].compute_bytes += cpu_weight_max
+        devs[i].other_bytes = rules["cuda_context_bytes"]
+    cpu.compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev < 0)
+    if used_gpus:
+        cpu.compute_bytes = min(cpu.compute_bytes, 64 * MIB + spec.hidden * o.ubatch * 4 * 4)  # host staging only
+    cpu.other_bytes = spec.vocab * lay.n_seq * 4  # llama-context output buffer: logits of n_seq_max outputs
+
+    for d in [*devs, cpu]:
+        d.settle()
+    margin = rules["fit_margin_bytes"] if rig.gpus else 0
+    over = []
+    for d in devs:
+        if d.total > d.capacity_bytes:
+            over.append((d, d.total - d.capacity_bytes))
+    ram_cap = rig.ram_bytes - rules["host_reserve_bytes"]
+    if rig.ram_bytes and cpu.total > ram_cap:
+        over.append((cpu, cpu.total - ram_cap))
+    fits = not over
+    reason = "fits" if fits else "; ".join(
+        f"{d.name} needs {d.total / MIB:,.0f} MiB of {d.capacity_bytes / MIB:,.0f} MiB "
+        f"(short by {s / MIB:,.0f} MiB)" for d, s in over)
+    notes = []
+    if fits and devs and any(d.capacity_bytes - d.total < margin for d in devs if d.total):
+        notes.append("less than llama.cpp's 1 GiB --fit margin is left on a GPU")
+    cmd_o = o.model_copy(update={"ctx": lay.n_ctx if (ctx or o.ctx) else o.ctx,
+                                 "ngl": ngl if ngl is not None else o.ngl})
+    kv_tokens = lay.n_ctx if kv_layers else 0
+    return Plan(
+        model=spec.name, engine="llama.cpp", rig=rig.name, quant=qname, context=lay.n_ctx, parallel=lay.n_seq,
+        weights_bytes=sum(t.nbytes or 0 for t in rows), weights_by_group=bytes_by_group(rows),
+        devices=[*devs, cpu], kv_cache_bytes=kv_total, recurrent_state_bytes=rs_total,
+        compute_bytes=sum(d.compute_bytes for d in [*devs, cpu]), kv_cache_tokens=kv_tokens,
+        max_concurrency=round(kv_tokens / min(lay.n_ctx, spec.context), 2) if kv_tokens else float(lay.n_seq),
+        fits=fits, reason=reason, shortfall_bytes=sum(s for _, s in over), command=llama_args(cmd_o),
+        notes=notes, placement=placement,
+    )
+
+
+def _fits_with_margin(p: Plan, margin: int) -> bool:
+    return p.fits and all(d.capacity_bytes - d.total >= margin for d in p.devices if d.kind == "gpu" and d.total)
+
+
+def fit_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None = None) -> Plan:
+    """llama.cpp's --fit (on by default), as common/fit.cpp does it: keep what the user set, then
+    shrink the context to no less than --fit-ctx, then overflow the experts of the last layers to the
+    CPU (MoE) or drop layers from the GPU (dense), keeping a 1 GiB margin per device."""
+    rules = _llama_rules()
+    margin = rules["fit_margin_bytes"] if not o.fit_target_mib else o.fit_target_mib[0] * MIB
+    base = plan_llamacpp(spec, rig, o, quant_name)
+    if not o.fit or not rig.gpus or _fits_with_margin(base, margin):
+        return base
+    if o.user_set_placement or o.ngl is not None:
+        base.notes.append("--fit gave up: placement flags (-ngl/--cpu-moe/--n-cpu-moe/-ot) were set by hand")
+        return base
+    notes = []
+    ctx_choice = o.ctx
+    if o.ctx is None:
+        lo, hi = o.fit_ctx, spec.context
+        best = None
+        while lo <= hi:
+            mid = pad((lo + hi) // 2, 256)
+            p = plan_llamacpp(spec, rig, o, quant_name, ctx=mid)
+            if _fits_with_margin(p, margin):
+                best, lo = mid, mid + 256
+            else:
+                hi = mid - 256
+        if best:
+            p = plan_llamacpp(spec, rig, o, quant_name, ctx=best)
+            p.notes.append(f"--fit: context reduced to {best} to fit")
+            return p
+        ctx_choice = o.fit_ctx
+        notes.append(f"--fit: context reduced to the minimum {o.fit_ctx}")
+    o2 = o.model_copy(update={"ctx": ctx_choice})
+    if spec.is_moe:
+        for k in range(1, spec.layers + 1):
+            layers = range(spec.layers - k, spec.layers)
+            pat = rf"blk\.({'|'.join(map(str, layers))})\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+            o3 = o2.model_copy(update={"overrides": [(pat, "CPU")]})
+            p = plan_llamacpp(spec, rig, o3, quant_name)
+            if _fits_with_margin(p, margin):
+                p.notes += [*notes, f"--fit: experts of the last {k} layers moved to the CPU"]
+                return p
+    for ngl in range(spec.layers, -1, -1):
+        p = plan_llamacpp(spec, rig, o2, quant_name, ngl=ngl)
+        if _fits_with_margin(p, margin):
+            p.notes += [*notes, f"--fit: {ngl} of {spec.layers + 1} layers on the GPU"]
+            return p
+    base.notes.append("--fit found no placement that fits")
+    return base
+
+
+def suggest_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None,
+                     plan: Plan) -> Plan:
+    """When a plan does not fit, the cheapest changes that make it fit, cheapest first."""
+    if plan.fits:
+        return plan
+    tries: list[tuple[str, LlamaCppOptions, dict]] = []
+    if o.cache_type_k == "f16" and (plan.kv_cache_bytes > 0):
+        tries.append(("-ctk q8_0 -ctv q8_0 (KV cache at 8 bits)",
+                      o.model_copy(update={"cache_type_k": "q8_0", "cache_type_v": "q8_0"}), {}))
+    found: list[str] = []
+    for label, o2, kw in tries:
+        if plan_llamacpp(spec, rig, o2, quant_name, **kw).fits:
+            found.append(label)
+    for c in (131072, 65536, 32768, 16384, 8192, 4096):
+        if c < plan.context and plan_llamacpp(spec, rig, o, quant_name, ctx=c).fits:
+            found.append(f"-c {c} (smaller context)")
+            break
+    if spec.is_moe and not o.cpu_moe:
+        for n in range(1, spec.layers + 1):
+            if plan_llamacpp(spec, rig, o.model_copy(update={"n_cpu_moe": n}), quant_name).fits:
+                found.append(f"--n-cpu-moe {n} (experts of the first {n} layers in RAM)")
+                break
+    if rig.gpus:
+        for ngl in range(spec.layers, 0, -1):
+            if plan_llamacpp(spec, rig, o, quant_name, ngl=ngl).fits:
+                found.append(f"-ngl {ngl} (the rest of the layers on the CPU)")
+                break
+    if spec.tensors is None:
+        for q in ("Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K"):
+            if q != (quant_name or "Q4_K_M").upper() and plan_llamacpp(spec, rig, o, q).fits:
+                found.append(f"--quant {q} (smaller weights)")
+                break
+    if found:
+        plan.suggestion, plan.alternatives = found[0], found[1:]
+    else:
+        plan.suggestion = "no single change fits it on this rig; choose a smaller model or a bigger rig"
+    return plan
+
+
+# ---- vLLM ----------------------------------------------------------------------------------------
+
+_VLLM_QUANT = {"awq": "awq", "awq_marlin": "awq", "gptq": "gptq", "gptq_marlin": "gptq", "auto_round": "autoround",
+               "autoround": "autoround", "fp8": "fp8", "mxfp4": "mxfp4", "modelopt_fp4": "nvfp4"}
+# groups whose linear layers a weight-quantised checkpoint stores at low precision
+_QUANTISED_GROUPS = {"attention", "linear_attention", "dense_ffn", "routed_experts", "shared_experts", "mtp"}
+
+
+def _vllm_weight_bytes(spec: ModelSpec, fmt: str, include_mtp: bool, include_vision: bool) -> dict[str, int]:
+    from rigbench.model import tensor_table
+
+    out = dict.fromkeys(GROUPS, 0)
+    for t in tensor_table(spec, include_mtp=include_mtp):
+        quantised = t.group in _QUANTISED_GROUPS and len(t.shape) >= 2 and "ssm_conv1d" not in t.name \
+            and not t.name.endswith(("ssm_alpha.weight", "ssm_beta.weight"))
+        out[t.group] += int(t.n_params * quant.checkpoint_bits(fmt, quantised) / 8)
+    if include_vision and spec.vision:
+        out["vision"] = spec.vision.params() * 2
+    return {k: v for k, v in out.items() if v}
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _mamba_page_bytes(spec: ModelSpec, tp: int, model_dtype_bytes: int) -> int:
+    """vLLM MambaSpec.page_size_bytes: conv state (model dtype) + temporal state, per layer per request,
+    sharded by tensor parallel (gdn: models/qwen3_next.py get_mamba_state_shape_from_config)."""
+    if spec.linear:
+        la = spec.linear
+        conv = (la.conv_kernel - 1) * (2 * la.k_heads * la.k_dim + la.v_heads * la.v_dim) // tp
+        # Qwen3.5/3.6 and Qwen3-Next configs set mamba_ssm_dtype float32
+        ssm_bytes = 4 if spec.arch in ("qwen35", "qwen35moe", "qwen3next") else model_dtype_bytes
+        return conv * model_dtype_bytes + (la.v_heads // tp) * la.k_dim * la.v_dim * ssm_bytes
+    if spec.mamba:
+        m = spec.mamba
+        conv = (m.conv_kernel - 1) * (m.d_inner + 2 * m.groups * m.state) // tp
+        return conv * model_dtype_bytes + (m.heads // tp) * m.head_dim * m.state * model_dtype_bytes
+    return 0
+
+
+def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
+    rules = _vllm_rules()
+    if not rig.gpus:
+        raise EngineOptionError(f"vLLM needs a GPU and rig {rig.name!r} has none; plan it with llama.cpp "
+                                f"(--engine llama.cpp) or pick a GPU rig")
+    world = o.tensor_parallel * o.pipeline_parallel
+    if world > len(rig.gpus):
+        raise EngineOptionError(f"--tensor-parallel-size x --pipeline-parallel-size = {world} but rig "
+                                f"{rig.name!r} has {len(rig.gpus)} GPU(s); lower it or use a bigger rig")
+    tp = o.tensor_parallel
+    fmt = _VLLM_QUANT.get((o.quantization or "").lower()) or spec.native_quant or "bf16"
+    if o.quantization and (o.quantization.lower() not in _VLLM_QUANT):
+        raise EngineOptionError(f"rigbench does not model --quantization {o.quantization}; "
+                                f"known: {', '.join(sorted(_VLLM_QUANT))}")
+    gpu0 = rig.gpus[0]
+    if fmt == "fp8" and not gpu0.fp8:
+        fmt_note = f"{gpu0.name} has no FP8 units: vLLM runs FP8 weights through the Marlin W8A16 path"
+    else:
+        fmt_note = ""
+    model_dtype = 2
+    spec_tokens = o.num_speculative_tokens
+    mtp = bool(o.speculative_config and o.speculative_config.get("method") in ("mtp", "qwen3_next_mtp"))
+    if mtp and not spec.mtp_layers:
+        raise EngineOptionError(f"{spec.name} has no MTP head; drop --speculative-config method mtp")
+    include_vision = bool(spec.vision) and not o.language_model_only
+    groups_bytes = _vllm_weight_bytes(spec, fmt, include_mtp=mtp, include_vision=include_vision)
+    weights_total = sum(groups_bytes.values())
+    weights_per_gpu = weights_total // world + (0 if tp == 1 else 0)
+    weights_per_gpu -= int(o.cpu_offload_gb * 1e9)
+
+    max_len = o.max_model_len or spec.context
+    batched = o.max_num_batched_tokens or rules["max_num_batched_tokens"]
+    max_seqs = o.max_num_seqs or rules["max_num_seqs"]
+    kv_bytes = 1 if "fp8" in o.kv_cache_dtype else (4 if o.kv_cache_dtype == "float32" else model_dtype)
+    kv_heads = max(1, spec.kv_heads // tp)
+    attn_page_1 = 2 * kv_heads * spec.head_dim * kv_bytes
+    mamba_page = _mamba_page_bytes(spec, tp, model_dtype)
+    hybrid = mamba_page > 0
+    notes = [n for n in [fmt_note] if n]
+    mode = o.mamba_cache_mode
+    if hybrid:
+        if mode is None:
+            mode = "align" if o.enable_prefix_caching else "none"
+        align = rules["kernel_block_alignment"]
+        # model_executor/models/config.py HybridAttentionMambaModelConfig: page(attn) >= page(mamba)
+        block = align * cdiv(mamba_page, align * attn_page_1)
+        if o.block_size and o.block_size >= block:
+            block = o.block_size
+        notes.append(f"hybrid model: vLLM sets the attention block size to {block} tokens "
+                     f"so one attention page holds one recurrent state")
+    else:
+        block = o.block_size or rules["block_size"]
+    page = block * attn_page_1
+    if hybrid:
+        mamba_page = page  # padded up to the attention page
+
+    # layer types -> groups (v1/core/kv_cache_utils.py _get_kv_cache_groups_uniform_page_size)
+    full = sum(1 for c in spec.layout if c in "A*") + (spec.mtp_layers if mtp else 0)
+    sliding = sum(1 for c in spec.layout if c in "SC")
+    recurrent = len(spec.recurrent_layers())
+    counts = {k: v for k, v in {"full": full, "sliding": sliding, "mamba": recurrent}.items() if v}
+    lo, hi = min(counts.values()), max(counts.values())
+    group_size = hi if hi < rules["group_size_slack"] * lo else lo
+    groups = {k: cdiv(v, group_size) for k, v in counts.items()}
+    n_groups = sum(groups.values())
+
+    # per-request pages (kv_cache_interface.py max_memory_usage_bytes)
+    spec_blocks = spec_tokens if hybrid else 0
+    per_req = {
+        "full": cdiv(max_len, block),
+        "sliding": cdiv((spec.sliding_window or 0) - 1 + batched, block) + 1,
+        "mamba": (2 if mode == "align" else 1) + spec_blocks,
+    }
+    blocks_per_request = sum(per_req[k] * n for k, n in groups.items())
+
+    # memory vLLM keeps for itself (gpu_worker.determine_available_memory)
+    ffn_w = (spec.moe.top_k * spec.moe.expert_ffn + spec.moe.shared_ffn) if spec.moe else spec.intermediate
+    activation = batched * model_dtype * (2 * ffn_w // tp + 6 * spec.hidden) + max_seqs * spec.vocab * 4
+    overhead = rules["non_torch_bytes"] + (rules["nccl_bytes_per_gpu_tp"] if world > 1 else 0) \
+        + (0 if o.enforce_eager else rules["cudagraph_bytes"])
+    capacity = min(g.vram_bytes for g in rig.gpus[:world])
+    budget = int(capacity * o.gpu_memory_utilization)
+    kv_avail = o.kv_cache_memory_bytes or (budget - weights_per_gpu - activation - overhead)
+    num_blocks = max(0, kv_avail // (page * group_size))
+    tokens = num_blocks // n_groups * block if n_groups else 0
+    concurrency = num_blocks / blocks_per_request if blocks_per_request else 0.0
+    kv_bytes_used = num_blocks * page * group_size
+
+    devs = []
+    for i, g in enumerate(rig.gpus):
+        if i < world:
+            d = DeviceUse(name=f"{g.name} #{i}" if len(rig.gpus) > 1 else g.name, kind="gpu",
+                          capacity_bytes=g.vram_bytes, weights_bytes=weights_per_gpu,
+                          kv_cache_bytes=kv_bytes_used, compute_bytes=activation, other_bytes=overhead)
+            d.vram_bytes = max(budget, d.total)
+        else:
+            d = DeviceUse(name=f"{g.name} #{i}", kind="gpu", capacity_bytes=g.vram_bytes)
+        devs.append(d)
+    cpu = DeviceUse(name="CPU (system RAM)", kind="cpu", capacity_bytes=rig.ram_bytes,
+                    weights_bytes=int(o.cpu_offload_gb * 1e9) * world).settle()
+    per_request_bytes = blocks_per_request * page * group_size
+    fits, reason, shortfall, suggestion = True, "fits", 0, None
+    if kv_avail <= 0:
+        fits, shortfall = False, -kv_avail
+        reason = (f"weights ({weights_per_gpu / 2**30:.1f} GiB per GPU) and vLLM's own memory "
+                  f"({(activation + overhead) / 2**30:.1f} GiB) exceed {o.gpu_memory_utilization:g} x "
+                  f"{capacity / 2**30:.1f} GiB")
+        suggestion = "a smaller quantisation, more tensor parallelism, or a higher --gpu-memory-utilization"
+    elif num_blocks < blocks_per_request:
+        fits, shortfall = False, per_request_bytes - kv_avail
+        fit_len = max_len
+        while fit_len > block and (cdiv(fit_len, block) * groups.get("full", 0) + sum(
+                per_req[k] * n for k, n in groups.items() if k != "full")) > num_blocks:
+            fit_len = int(fit_len * 0.9)
+        reason = (f"--max-model-len {max_len} needs {per_request_bytes / 2**30:.2f} GiB of KV cache per GPU for "
+                  f"one request; only {kv_avail / 2**30:.2f} GiB is left (vLLM refuses to start)")
+        suggestion = f"--max-model-len {fit_len // 1024 * 1024}"
+    if hybrid and mode == "align" and batched < block:
+        fits = False
+        reason = (f"--mamba-cache-mode align needs --max-num-batched-tokens >= the hybrid block size {block} "
+                  f"(it is {batched}); vLLM crashes at start")
+        suggestion = f"--max-num-batched-tokens {max(8192, pad(block, 1024))}"
+    if hybrid and mode == "align":
+        notes.append("prefix caching in align mode caches whole blocks only: prompts shorter than "
+                     f"{block} tokens are never cached")
+    return Plan(
+        model=spec.name, engine="vllm", rig=rig.name, quant=fmt, context=max_len, parallel=max_seqs,
+        weights_bytes=weights_total, weights_by_group=groups_bytes, devices=[*devs, cpu],
+        kv_cache_bytes=kv_bytes_used * world, recurrent_state_bytes=0, compute_bytes=activation * world,
+        kv_cache_tokens=tokens, max_concurrency=round(concurrency, 2), fits=fits, reason=reason,
+        shortfall_bytes=shortfall, suggestion=suggestion, command=vllm_args(o), notes=notes, block_size=block,
+        placement={g: {d.name: b // world for d in devs[:world]} for g, b in groups_bytes.items()},
+    )
+
+
+def plan(spec: ModelSpec, rig: Rig, options: EngineOptions, quant_name: str | None = None) -> Plan:
+    """The placement the engine would make, with a suggestion when it does not fit."""
+    if isinstance(options, VllmOptions):
+        return plan_vllm(spec, rig, options)
+    p = fit_llamacpp(spec, rig, options, quant_name)
+    return suggest_llamacpp(spec, rig, options, quant_name, p)

@@ -1,0 +1,143 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGUFWriter
+
+from rigbench import model, quant
+from rigbench.errors import ModelFileError, UnknownModelError
+
+
+def test_qwen36_35b_a3b_params_by_hand():
+    s = model.from_catalog("qwen3.6-35b-a3b")
+    assert s.layout.count("L") == 30 and s.layout.count("A") == 10 and s.layout[:4] == "LLLA"
+    embed = 2048 * 248320
+    attn = 2048 * (16 * 256 * 2) + 2 * 2048 * (2 * 256) + (16 * 256) * 2048 + 2 * 256  # gated q, k, v, o, q/k norms
+    key, value = 16 * 128, 32 * 128
+    gdn = 2048 * (2 * key + value) + 2048 * value + 4 * (2 * key + value) + 32 + 32 + 2 * 2048 * 32 + 128 \
+        + value * 2048
+    experts = 3 * 2048 * 512 * 256
+    shared = 2048 + 3 * 2048 * 512
+    router = 2048 * 256
+    norms = 2 * 2048
+    total = 2 * embed + 10 * attn + 30 * gdn + 40 * (experts + shared + router + norms) + 2048
+    g = s.params_by_group(include_mtp=False, include_vision=False)
+    assert g["routed_experts"] == 40 * experts
+    assert g["attention"] == 10 * attn
+    assert g["linear_attention"] == 30 * gdn
+    assert s.total_params() == total
+    # active: everything but embeddings, with 8 of 256 experts
+    assert s.active_params() == total - embed - 40 * experts + 40 * experts * 8 // 256
+
+
+def test_every_catalog_model_loads_with_a_consistent_layout():
+    for name in model.catalog_names():
+        s = model.from_catalog(name)
+        assert len(s.layout) == s.layers
+        assert s.total_params() > 0 and s.source
+
+
+def test_published_sizes():
+    # model cards: GPT-OSS-20B 20.9B total / 3.6B active; 120B 116.8B / 5.1B; Nemotron 3 Nano 31.6B
+    assert model.from_catalog("gpt-oss-20b").total_params() / 1e9 == pytest.approx(20.9, abs=0.1)
+    assert model.from_catalog("gpt-oss-20b").active_params() / 1e9 == pytest.approx(3.6, abs=0.1)
+    assert model.from_catalog("gpt-oss-120b").total_params() / 1e9 == pytest.approx(116.8, abs=0.2)
+    assert model.from_catalog("nemotron-3-nano-30b-a3b").total_params() / 1e9 == pytest.approx(31.6, abs=0.2)
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(UnknownModelError, match="did you mean.*qwen3.6"):
+        model.load("qwen3.6-72b")
+
+
+def _qwen36_config(tmp_path: Path) -> Path:
+    text = {
+        "model_type": "qwen3_5_moe_text", "hidden_size": 2048, "num_hidden_layers": 40, "vocab_size": 248320,
+        "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "attn_output_gate": True,
+        "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 10, "num_experts": 256,
+        "num_experts_per_tok": 8, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+        "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "max_position_embeddings": 262144,
+        "mtp_num_hidden_layers": 1, "mamba_ssm_dtype": "float32",
+    }
+    cfg = {"architectures": ["Qwen3_5MoeForConditionalGeneration"], "model_type": "qwen3_5_moe",
+           "tie_word_embeddings": False, "text_config": text,
+           "vision_config": {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
+                             "patch_size": 16, "out_hidden_size": 2048}}
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def test_hf_config_with_nested_text_config_matches_catalog(tmp_path):
+    s = model.load(str(_qwen36_config(tmp_path)))
+    c = model.from_catalog("qwen3.6-35b-a3b")
+    assert s.arch == "qwen35moe" and s.layout == c.layout and s.mtp_layers == 1
+    assert s.total_params() == c.total_params()
+    assert s.params_by_group()["vision"] == c.params_by_group()["vision"]
+
+
+def test_bad_config_files(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text("{not json")
+    with pytest.raises(ModelFileError, match="not a readable config.json"):
+        model.load(str(p))
+    p.write_text(json.dumps({"model_type": "deepseek_v3", "hidden_size": 7168}))
+    with pytest.raises(ModelFileError, match="not one rigbench reads"):
+        model.load(str(p))
+    with pytest.raises(ModelFileError, match="no such file"):
+        model.load(str(tmp_path / "missing.gguf"))
+
+
+def test_real_gguf_tensor_table_equals_the_catalog_shape(qwen_gguf):
+    s = model.load(str(qwen_gguf))
+    assert (s.arch, s.layers, s.hidden, s.heads, s.kv_heads, s.file_type) == ("qwen2", 24, 896, 14, 2, "Q4_K_M")
+    derived = {(t.name, t.shape) for t in model.tensor_table(model.from_catalog("qwen2.5-coder-0.5b"))}
+    assert {(t.name, t.shape) for t in s.tensors} == derived
+
+
+def test_real_gguf_bytes_are_exact(qwen_gguf):
+    from gguf import GGUFReader
+
+    s = model.load(str(qwen_gguf))
+    for t in s.tensors:
+        assert t.nbytes == quant.tensor_bytes(t.shape, t.type), t.name
+    r = GGUFReader(qwen_gguf)
+    end = max(t.data_offset + t.n_bytes for t in r.tensors)
+    padding = sum((-t.n_bytes) % 32 for t in sorted(r.tensors, key=lambda t: t.data_offset)[:-1])
+    assert sum(t.nbytes for t in s.tensors) == end - r.data_offset - padding
+
+
+def _tiny_gguf(path: Path) -> Path:
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(32)
+    w.add_head_count(4)
+    w.add_tensor("token_embd.weight", np.zeros((64, 32), dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gguf_errors(tmp_path):
+    ok = model.load(str(_tiny_gguf(tmp_path / "tiny.gguf")))
+    assert ok.layers == 1 and ok.vocab == 64
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(ModelFileError, match="not a GGUF"):
+        model.load(str(bad))
+    data = (tmp_path / "tiny.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ModelFileError, match="truncated"):
+        model.load(str(cut))
+
+
+def test_split_gguf_needs_every_part(tmp_path):
+    _tiny_gguf(tmp_path / "m-00001-of-00002.gguf")
+    with pytest.raises(ModelFileError, match="missing m-00002-of-00002.gguf"):
+        model.load(str(tmp_path / "m-00001-of-00002.gguf"))
