@@ -212,8 +212,9 @@ def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bo
     """Scratch for one u-batch graph: the largest live activations (F32) of one layer plus the logits.
 
     ggml-alloc reuses memory between ops, so the peak is about the widest FFN step (gate, up and their
-    product alive together) plus a few residual-width tensors; without flash attention the KQ matrix
-    (n_kv x n_ubatch x n_head) dominates at long context.
+    product alive together) plus a few residual-width tensors and the KQ mask; without flash attention the
+    KQ matrix (n_kv x n_ubatch x n_head) dominates at long context. Checked against llama-server's
+    "compute buffer size" on the CPU backend (benchmarks/plan_accuracy.py).
     """
     f32 = 4
     if spec.moe:
@@ -231,10 +232,14 @@ def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bo
         qkv = max(qkv, 2 * spec.mamba.d_inner + 2 * spec.mamba.groups * spec.mamba.state)
     width = max(3 * ffn, qkv) + 4 * spec.hidden + router
     act = ubatch * width * f32
-    if not flash_attn and spec.attention_layers():
-        act = max(act, 2 * n_ctx * ubatch * spec.heads * f32)
+    mask = 0
+    if spec.attention_layers():
+        # KQ mask: one f16 per (KV cell, u-batch token), alive for the whole graph (llama-graph.cpp)
+        mask = n_ctx * ubatch * 2
+        if not flash_attn:
+            act = max(act, 2 * n_ctx * ubatch * spec.heads * f32)
     logits = spec.vocab * n_outputs * f32 if with_output else 0
-    return act + logits + _llama_rules()["compute_overhead_bytes"]
+    return act + mask + logits + _llama_rules()["compute_overhead_bytes"]
 
 
 def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None = None,
