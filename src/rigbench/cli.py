@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -155,17 +155,17 @@ def _quote(a: str) -> str:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def plan(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Argument(help="catalog name, config.json or .gguf")] = None,
-    model_opt: Annotated[Optional[str], typer.Option("--model", help="what the pasted command's model path is")] = None,
-    rig: Annotated[Optional[str], typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")] = None,
+    model: Annotated[str | None, typer.Argument(help="catalog name, config.json or .gguf")] = None,
+    model_opt: Annotated[str | None, typer.Option("--model", help="what the pasted command's model path is")] = None,
+    rig: Annotated[str | None, typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")] = None,
     engine: Annotated[str, typer.Option(help="llama.cpp or vllm")] = "llama.cpp",
-    quant: Annotated[Optional[str], typer.Option(help="GGUF type (Q4_K_M, UD-Q4_K_XL, ...) or vLLM format")] = None,
-    context: Annotated[Optional[int], typer.Option("--ctx", "-c", help="context length")] = None,
-    ngl: Annotated[Optional[int], typer.Option(help="llama.cpp: layers on the GPU")] = None,
+    quant: Annotated[str | None, typer.Option(help="GGUF type (Q4_K_M, UD-Q4_K_XL, ...) or vLLM format")] = None,
+    context: Annotated[int | None, typer.Option("--ctx", "-c", help="context length")] = None,
+    ngl: Annotated[int | None, typer.Option(help="llama.cpp: layers on the GPU")] = None,
     cpu_moe: Annotated[bool, typer.Option("--cpu-moe", help="llama.cpp: all experts in RAM")] = False,
     n_cpu_moe: Annotated[int, typer.Option(help="llama.cpp: experts of the first N layers in RAM")] = 0,
-    kv_type: Annotated[Optional[str], typer.Option(help="KV cache type (q8_0, q4_0, fp8_e5m2, ...)")] = None,
-    parallel: Annotated[Optional[int], typer.Option(help="sequences served at once")] = None,
+    kv_type: Annotated[str | None, typer.Option(help="KV cache type (q8_0, q4_0, fp8_e5m2, ...)")] = None,
+    parallel: Annotated[int | None, typer.Option(help="sequences served at once")] = None,
     tp: Annotated[int, typer.Option(help="vLLM tensor parallel size")] = 1,
     gpu_util: Annotated[float, typer.Option(help="vLLM --gpu-memory-utilization")] = 0.9,
     as_json: JsonOpt = False,

@@ -486,7 +486,8 @@ def _read_gguf_part(path: Path):
     except ModelFileError:
         raise
     except Exception as e:  # the gguf reader raises many kinds on a damaged header
-        raise ModelFileError(f"{path}: damaged or truncated GGUF ({type(e).__name__}: {e}); re-download the file") from None
+        raise ModelFileError(
+            f"{path}: damaged or truncated GGUF ({type(e).__name__}: {e}); re-download the file") from None
     size = path.stat().st_size
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
