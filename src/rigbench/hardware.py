@@ -66,7 +66,8 @@ def gpu_from_catalog(key: str) -> GPU:
     for name, e in gpus.items():
         if k in (name, _norm(e["name"])):
             return GPU(name=e["name"], vram_bytes=int(e["vram_gb"] * GIB * NVML_USABLE),
-                       bandwidth_gbs=e["bandwidth_gbs"], fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""), fp8=e.get("fp8", False),
+                       bandwidth_gbs=e["bandwidth_gbs"], fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""),
+                       fp8=e.get("fp8", False),
                        fp4=e.get("fp4", False), unified=e.get("unified", False), source=e.get("source", ""))
     close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
