@@ -258,7 +258,7 @@ def _moe(spec: ModelSpec, p: str) -> Iterator[tuple[str, tuple[int, ...]]]:
 
 
 def _post_norm_name(spec: ModelSpec) -> str:
-    return "attn_post_norm" if spec.arch in ("qwen35", "qwen35moe", "qwen3next") else "ffn_norm"
+    return "post_attention_norm" if spec.arch in ("qwen35", "qwen35moe", "qwen3next", "gpt-oss") else "ffn_norm"
 
 
 def _block(spec: ModelSpec, il: int, code: str) -> Iterator[tuple[str, tuple[int, ...]]]:

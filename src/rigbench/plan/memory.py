@@ -227,7 +227,9 @@ def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bo
     qkv = spec.head_dim * (spec.heads * (2 if spec.attn_output_gate else 1) + 2 * spec.kv_heads)
     if spec.linear:
         la = spec.linear
-        qkv = max(qkv, 2 * (2 * la.k_heads * la.k_dim + la.v_heads * la.v_dim))
+        # Gated DeltaNet: conv input/output, the q/k/v split and the chunked delta-rule intermediates keep
+        # about 3.5 conv widths alive per token (calibrated on llama-server's CPU compute buffer, u-batch 256-1024)
+        qkv = max(qkv, int(3.5 * (2 * la.k_heads * la.k_dim + la.v_heads * la.v_dim)))
     if spec.mamba:
         qkv = max(qkv, 2 * spec.mamba.d_inner + 2 * spec.mamba.groups * spec.mamba.state)
     width = max(3 * ffn, qkv) + 4 * spec.hidden + router

@@ -1,0 +1,209 @@
+"""Synthetic GGUF models: random weights at the exact tensor names, shapes and quant types of an architecture.
+
+The tensor table comes from the planner (`plan.memory.weight_table`), so a synthetic file has exactly the
+bytes the planner counts; a real GGUF given as the model yields its twin, tensor for tensor. Tensor data is
+written streaming from a small pool of random blocks, so memory use does not depend on model size.
+Tokenizer metadata comes from a real vocabulary (the packaged Qwen2.5-Coder GGUF, qwen2 BPE), padded with
+unused tokens up to the architecture's vocabulary size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+from gguf.constants import GGML_QUANT_SIZES
+
+from rigbench import packaged
+from rigbench.errors import ModelFileError, RigbenchError
+from rigbench.model import LINEAR, ModelSpec, MoE
+from rigbench.plan.memory import weight_table
+
+SUPPORTED_ARCHS = ("qwen35", "qwen35moe", "qwen2", "qwen3", "qwen3moe", "llama")
+
+# Byte offsets of the scale fields in one block of each type (ggml-common.h block_* structs):
+# random bytes there could be inf/NaN, so they get small finite scales.
+_F16_FIELDS = {
+    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82], "Q3_K": [108],
+    "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "IQ4_NL": [0], "IQ4_XS": [0],
+}
+_E8M0_FIELDS = {"MXFP4": [0]}
+POOL_BYTES = 1 << 24
+
+
+class SynthError(RigbenchError):
+    pass
+
+
+def scale_down(spec: ModelSpec, layers: int | None = None, experts: int | None = None) -> ModelSpec:
+    """The same architecture with fewer layers (keeping the layer pattern) and/or fewer experts."""
+    upd: dict = {}
+    if layers:
+        period = _period(spec.layout)
+        n = max(period, layers // period * period) if period > 1 else layers
+        upd["layout"] = (spec.layout * (n // len(spec.layout) + 1))[:n]
+        upd["layers"] = n
+    if experts and spec.moe:
+        upd["moe"] = MoE(**{**spec.moe.model_dump(), "experts": experts, "top_k": min(spec.moe.top_k, experts)})
+    if not upd:
+        return spec
+    tag = "-".join(f"{k}{v if not isinstance(v, MoE) else v.experts}" for k, v in upd.items() if k != "layout")
+    return spec.model_copy(update={**upd, "name": f"{spec.name}-synth-{tag}", "tensors": None})
+
+
+def _period(layout: str) -> int:
+    for p in range(1, len(layout) + 1):
+        if len(layout) % p == 0 and layout[:p] * (len(layout) // p) == layout:
+            return p
+    return len(layout)
+
+
+def _vocab_source() -> GGUFReader:
+    try:
+        return GGUFReader(packaged.qwen_coder_05b())
+    except ModelFileError as e:
+        raise SynthError(f"synth needs a real vocabulary: {e}") from None
+
+
+def _add_tokenizer(w: GGUFWriter, n_vocab: int) -> None:
+    r = _vocab_source()
+    tokens = [bytes(r.fields["tokenizer.ggml.tokens"].parts[i]).decode("utf-8", "replace")
+              for i in r.fields["tokenizer.ggml.tokens"].data]
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    if n_vocab < len(tokens):
+        raise SynthError(f"vocabulary of {n_vocab} is smaller than the qwen2 vocabulary ({len(tokens)}) it is built on")
+    pad = n_vocab - len(tokens)
+    tokens += [f"<|synth_unused_{i}|>" for i in range(pad)]
+    types += [5] * pad  # llama_token_type UNUSED
+    merges = [bytes(r.fields["tokenizer.ggml.merges"].parts[i]).decode("utf-8", "replace")
+              for i in r.fields["tokenizer.ggml.merges"].data]
+    w.add_tokenizer_model(r.fields["tokenizer.ggml.model"].contents())
+    w.add_tokenizer_pre(r.fields["tokenizer.ggml.pre"].contents())
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    for key, fn in (("tokenizer.ggml.eos_token_id", w.add_eos_token_id),
+                    ("tokenizer.ggml.bos_token_id", w.add_bos_token_id),
+                    ("tokenizer.ggml.padding_token_id", w.add_pad_token_id)):
+        if key in r.fields:
+            fn(int(r.fields[key].contents()))
+    w.add_add_bos_token(False)
+    if "tokenizer.chat_template" in r.fields:
+        w.add_chat_template(r.fields["tokenizer.chat_template"].contents())
+
+
+def _add_hparams(w: GGUFWriter, spec: ModelSpec) -> None:
+    w.add_name(spec.name)
+    w.add_block_count(spec.layers)
+    w.add_context_length(spec.context)
+    w.add_embedding_length(spec.hidden)
+    w.add_head_count(spec.heads)
+    w.add_head_count_kv(spec.kv_heads)
+    w.add_key_length(spec.head_dim)
+    w.add_value_length(spec.head_dim)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1e7 if spec.arch.startswith("qwen35") else 1e6)
+    if spec.intermediate:
+        w.add_feed_forward_length(spec.intermediate)
+    if spec.moe:
+        w.add_expert_count(spec.moe.experts)
+        w.add_expert_used_count(spec.moe.top_k)
+        w.add_expert_feed_forward_length(spec.moe.expert_ffn)
+        if spec.moe.shared_ffn:
+            w.add_expert_shared_feed_forward_length(spec.moe.shared_ffn)
+    if spec.arch in ("qwen35", "qwen35moe"):
+        la = spec.linear
+        assert la is not None
+        # conversion/qwen.py: Qwen3.5 writes these from the linear_* config fields
+        w.add_ssm_conv_kernel(la.conv_kernel)
+        w.add_ssm_state_size(la.k_dim)
+        w.add_ssm_group_count(la.k_heads)
+        w.add_ssm_time_step_rank(la.v_heads)
+        w.add_ssm_inner_size(la.v_dim * la.v_heads)
+        w.add_full_attention_interval(_period(spec.layout) if LINEAR in spec.layout else 1)
+        w.add_rope_dimension_count(spec.head_dim // 4)  # partial_rotary_factor 0.25
+        w.add_rope_dimension_sections([11, 11, 10, 0])  # interleaved MRoPE default section
+    else:
+        w.add_rope_dimension_count(spec.head_dim)
+
+
+def _block_pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
+    """POOL_BYTES of valid random blocks of a quantised type (scale fields finite and small)."""
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    n = max(1, POOL_BYTES // size)
+    pool = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
+    for off in _F16_FIELDS.get(type_name, []):
+        scales = rng.uniform(0.0005, 0.004, size=n).astype(np.float16)
+        pool[:, off:off + 2] = scales.view(np.uint8).reshape(n, 2)
+    for off in _E8M0_FIELDS.get(type_name, []):
+        pool[:, off] = rng.integers(116, 120, size=n, dtype=np.uint8)
+    return pool.reshape(-1)
+
+
+def _float_data(name: str, n: int, type_name: str, rng: np.random.Generator) -> bytes:
+    if "norm" in name:
+        a = np.ones(n)
+    elif name.endswith("ssm_a"):
+        a = -np.ones(n)
+    else:
+        a = rng.normal(0, 0.02, size=n)
+    if type_name == "F32":
+        return a.astype(np.float32).tobytes()
+    if type_name == "F16":
+        return a.astype(np.float16).tobytes()
+    if type_name == "BF16":
+        return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    raise SynthError(f"no float writer for {type_name}")
+
+
+def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
+          progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write `spec` as a GGUF of random weights; returns the path. `progress(done_bytes, total_bytes)`."""
+    if spec.arch not in SUPPORTED_ARCHS:
+        raise SynthError(f"synth does not know llama.cpp's tensor layout for {spec.arch!r}; "
+                         f"supported: {', '.join(SUPPORTED_ARCHS)}")
+    rows, qname = weight_table(spec, quant, include_mtp=False)
+    rng = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    w = GGUFWriter(str(tmp), spec.arch)
+    _add_hparams(w, spec)
+    w.add_string("general.type", "model")
+    w.add_string("rigbench.synth", f"random weights, {qname}, seed {seed}")
+    _add_tokenizer(w, spec.vocab)
+    for t in rows:
+        shape = tuple(reversed(t.shape))  # gguf-py takes numpy order
+        w.add_tensor_info(t.name, shape, np.dtype(np.float32), t.nbytes, raw_dtype=GGMLQuantizationType[t.type])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    f = w.fout[0]
+    w.write_padding(f, f.tell())
+    pools: dict[str, np.ndarray] = {}
+    total, done = sum(t.nbytes for t in rows), 0
+    for t in rows:
+        if t.type in ("F32", "F16", "BF16"):
+            f.write(_float_data(t.name, t.n_params, t.type, rng))
+        else:
+            pool = pools.get(t.type)
+            if pool is None:
+                pool = pools[t.type] = _block_pool(t.type, rng)
+            left, pos = t.nbytes, int(rng.integers(0, len(pool) // 2))
+            size = GGML_QUANT_SIZES[GGMLQuantizationType[t.type]][1]
+            pos -= pos % size
+            while left:
+                chunk = min(left, len(pool) - pos)
+                f.write(pool[pos:pos + chunk].tobytes())
+                left -= chunk
+                pos = 0
+        w.write_padding(f, t.nbytes)
+        done += t.nbytes
+        if progress:
+            progress(done, total)
+    w.close()
+    tmp.replace(out)
+    return out
+
+
