@@ -17,8 +17,15 @@ from gguf import GGUFWriter
 from rigbench import model, synth
 from rigbench.engines import llamacpp
 from rigbench.engines.options import parse_llama_args
-from rigbench.engines.process import (BinaryNotFound, LaunchSpec, PortInUse, Server, ServerCrashed, ServerTimeout,
-                                      free_port)
+from rigbench.engines.process import (
+    BinaryNotFound,
+    LaunchSpec,
+    PortInUse,
+    Server,
+    ServerCrashed,
+    ServerTimeout,
+    free_port,
+)
 from tests.test_options import ENV, SETUP_C
 
 
@@ -173,3 +180,15 @@ def test_serve_embedded_default_until_ctrl_c(llama_server, qwen_gguf):
         proc.wait(30)
     assert proc.returncode == 0
     assert not _alive(server_pid)
+
+
+def test_sglang_and_ollama_launch_specs():
+    from rigbench.engines import others
+
+    s = others.sglang_launch("/models/q", tp=2, context=65536, mem_fraction=0.85, port=30000, served_name="q")
+    assert s.argv[1:3] == ["-m", "sglang.launch_server"]
+    assert s.argv[s.argv.index("--tp-size") + 1] == "2" and "--mem-fraction-static" in s.argv
+    o = others.ollama_launch(port=11500)
+    assert o.env["OLLAMA_HOST"] == "127.0.0.1:11500" and o.health_paths == ["/api/version"]
+    assert others.ollama_modelfile("/m.gguf", 32768, 99).splitlines() == [
+        "FROM /m.gguf", "PARAMETER num_ctx 32768", "PARAMETER num_gpu 99"]

@@ -445,7 +445,49 @@ def demo(out_dir: Annotated[Path, typer.Option(help="where the report goes")] = 
             t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}", f"{row['ram_gib']}",
                       f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]", row["change"])
         out.print(t)
+    speed = _demo_serve(out_dir)
+    if speed:
+        md_speed = (f"\n## Embedded default server\n\n{speed['model']} on llama-server ({speed['command']}):\n"
+                    f"prompt {speed['prompt_tokens']} tokens at {speed['prefill_tok_s']:.1f} tok/s, "
+                    f"generated {speed['completion_tokens']} tokens at {speed['decode_tok_s']:.1f} tok/s\n")
+        with (out_dir / "plans.md").open("a") as f:
+            f.write(md_speed)
+        (out_dir / "serve.json").write_text(json.dumps(speed, indent=2))
     out.print(f"report: {(out_dir / 'plans.md').resolve()} (JSON: {(out_dir / 'plans.json').resolve()})")
+
+
+def _demo_serve(out_dir: Path) -> dict | None:
+    """Start the embedded default model on llama-server, send one chat request, report its speed."""
+    import httpx
+
+    from rigbench.engines import llamacpp
+    from rigbench.engines.options import parse_llama_args
+
+    try:
+        gguf = embedded_default()
+        binary = llamacpp.find_binary()
+    except RigbenchError as e:
+        err.print(f"skipping the server demo: {e}")
+        return None
+    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(gguf), "-c", "8192", "-np", "1", "--jinja"]), binary,
+                                gpu=hardware.detect().has_gpu, alias=EMBEDDED_NAME)
+    out.print(f"[bold]starting the embedded default[/]: {spec.shell()}", soft_wrap=True, highlight=False)
+    server = llamacpp.start(spec, out_dir / "llama-server.log", timeout=180)
+    try:
+        r = httpx.post(server.url + "/v1/chat/completions", timeout=300, json={
+            "model": EMBEDDED_NAME, "max_tokens": 64, "temperature": 0,
+            "messages": [{"role": "user", "content": "Write a Python function that reverses a string."}]})
+        r.raise_for_status()
+        body = r.json()
+    finally:
+        server.stop()
+    t = body.get("timings", {})
+    speed = {"model": EMBEDDED_NAME, "command": spec.shell(), "prompt_tokens": body["usage"]["prompt_tokens"],
+             "completion_tokens": body["usage"]["completion_tokens"], "prefill_tok_s": t.get("prompt_per_second", 0),
+             "decode_tok_s": t.get("predicted_per_second", 0)}
+    out.print(f"one chat request: {speed['prompt_tokens']} prompt tokens at {speed['prefill_tok_s']:.1f} tok/s, "
+              f"{speed['completion_tokens']} generated at {speed['decode_tok_s']:.1f} tok/s")
+    return speed
 
 
 def main() -> None:

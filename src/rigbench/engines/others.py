@@ -40,7 +40,8 @@ def sglang_launch(model_path: str, tp: int = 1, context: int | None = None, mem_
 def ollama_launch(host: str = "127.0.0.1", port: int = 0) -> LaunchSpec:
     """`ollama serve` on its own port; models are then created from a Modelfile (`FROM path.gguf`)."""
     port = port or free_port(host)
-    return LaunchSpec(engine="ollama", argv=[shutil.which("ollama") or "ollama", "serve"], env={"OLLAMA_HOST": f"{host}:{port}"}, host=host,
+    return LaunchSpec(engine="ollama", argv=[shutil.which("ollama") or "ollama", "serve"],
+                      env={"OLLAMA_HOST": f"{host}:{port}"}, host=host,
                       port=port, health_paths=["/api/version"])
 
 
