@@ -409,6 +409,133 @@ def synth(
               f"{written.layers} layers)")
 
 
+# ---- bench / runs ----------------------------------------------------------------------------------
+
+SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop")
+DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (default .rigbench/rigbench.db)")]
+
+
+def _scenario_row(name: str, res) -> dict:
+    s = res.summary
+    return {"scenario": name, "completed": s.completed, "failed": s.failed,
+            "ttft_ms_p50": s.ttft_ms.median, "ttft_ms_p99": s.ttft_ms.p99, "tpot_ms_p50": s.tpot_ms.median,
+            "itl_ms_p99": s.itl_ms.p99, "output_tok_s": s.output_throughput,
+            "per_stream_tok_s": s.per_stream_output_tok_s, "prefill_tok_s": s.prefill_tok_s.median,
+            "request_throughput": s.request_throughput, "goodput": s.goodput,
+            "errors": s.errors, "facts": res.facts}
+
+
+def _fmt(x, nd=1) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+@app.command()
+def bench(
+    url: Annotated[str, typer.Option(help="base URL of an OpenAI-compatible server")],
+    model_name: Annotated[str | None, typer.Option("--model", help="model to request (default: served)")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="comma-separated subset of: " + ", ".join(SCENARIOS))] = None,
+    quick: Annotated[bool, typer.Option(help="small sizes: a short run for a small model or a slow machine")] = False,
+    sweep: Annotated[str | None, typer.Option(help="concurrency levels, e.g. 1,2,4,8,16")] = None,
+    long_context: Annotated[int | None, typer.Option(help="context for the long-context decode")] = None,
+    slo: Annotated[str | None, typer.Option(help="goodput SLOs in ms, e.g. ttft=2000,tpot=100")] = None,
+    time_limit: Annotated[float, typer.Option(help="seconds per load phase before it stops itself")] = 600,
+    db: DbOpt = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="also write the table as CSV")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The speed suite against any OpenAI-compatible endpoint; every request is stored as it finishes."""
+    from rigbench import store
+    from rigbench.bench.suite import BenchConfig, ServerGone, Suite
+
+    cfg = BenchConfig(url=url, model=model_name, time_limit=time_limit)
+    if quick:
+        cfg = cfg.model_copy(update={"short_prompt": 32, "decode_output": 64, "repeats": 2, "long_context": 4096,
+                                     "sweep": [1, 2, 4], "requests_per_level": 1, "sweep_output": 32,
+                                     "kv_prompt": 1024, "kv_max_streams": 8, "agent_turns": 4,
+                                     "agent_turn_tokens": 200})
+    if scenarios:
+        cfg.scenarios = [x.strip() for x in scenarios.split(",") if x.strip()]
+    if sweep:
+        cfg.sweep = [int(x) for x in sweep.split(",")]
+    if long_context:
+        cfg.long_context = long_context
+    if slo:
+        cfg.slo_ms = {k.strip(): float(v) for k, v in (kv.split("=") for kv in slo.split(","))}
+    bad = [x for x in cfg.scenarios if x not in SCENARIOS]
+    if bad:
+        raise typer.BadParameter(f"unknown scenario(s) {', '.join(bad)}")
+    engine_db = store.connect(db)
+    rows: dict[str, dict] = {}
+
+    def on_summary(name, res):
+        rows[name] = _scenario_row(name, res)
+        store.add_summary(engine_db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
+
+    suite = Suite(cfg, on_result=lambda r: store.add_request(engine_db, run_id, r), on_summary=on_summary,
+                  progress=lambda n: err.print(f"[dim]bench: {n}[/]") if not as_json else None)
+    info = suite.info
+    gpu = ", ".join(g.name for g in hardware.detect().gpus) or "none (CPU)"
+    run_id = store.new_run(engine_db, "bench", url=info.base, model=info.model, engine=info.engine,
+                           engine_version=info.version, gpu=gpu,
+                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots},
+                           config=cfg.model_dump())
+    status, error = "done", None
+    try:
+        suite.run()
+    except KeyboardInterrupt:
+        status, error = "interrupted", "Ctrl-C"
+    except ServerGone as e:
+        status, error = "failed", str(e)
+    finally:
+        store.finish_run(engine_db, run_id, status, error)
+    result = {"run": run_id, "status": status, "error": error, "server": info.model_dump(),
+              "exact_prompt_lengths": suite.exact, "scenarios": rows}
+    if csv_path:
+        import csv
+        with csv_path.open("w", newline="") as f:
+            cols = [k for k in next(iter(rows.values()), {}) if k not in ("errors", "facts")]
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows.values())
+    if as_json:
+        _emit_json(result)
+    else:
+        t = Table(title=f"bench run {run_id}: {info.model} on {info.engine} at {info.base} ({status})")
+        for c in ("scenario", "ok", "fail", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "ITL p99 ms",
+                  "output tok/s", "per-stream tok/s", "prefill tok/s", "notes"):
+            t.add_column(c, justify="left" if c in ("scenario", "notes") else "right")
+        for name, r in rows.items():
+            f = r["facts"]
+            note = "; ".join(f"{k}={v}" for k, v in f.items() if k not in ("turns", "levels"))
+            if "levels" in f:
+                note = " ".join(f"{n}:{v['total_tok_s']}" for n, v in f["levels"].items()) + " tok/s"
+            t.add_row(name, str(r["completed"]), str(r["failed"]), _fmt(r["ttft_ms_p50"]), _fmt(r["ttft_ms_p99"]),
+                      _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
+                      _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), note[:80])
+        out.print(t)
+        if error:
+            err.print(f"[red]{status}:[/] {error} (finished requests are kept in run {run_id})")
+    if status != "done":
+        raise typer.Exit(1 if status == "failed" else 130)
+
+
+@app.command()
+def runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List stored runs."""
+    from rigbench import store
+
+    rows = store.list_runs(store.connect(db))
+    if as_json:
+        return _emit_json(rows)
+    t = Table(title="runs")
+    for c in ("id", "kind", "status", "started", "model", "engine", "requests", "error"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
+                  str(r["engine"] or ""), str(r["requests"]), (r["error"] or "")[:60])
+    out.print(t)
+
+
 # ---- demo ----------------------------------------------------------------------------------------
 
 @app.command()

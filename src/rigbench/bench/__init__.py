@@ -1,0 +1,1 @@
+"""Load generator and speed suite against any OpenAI-compatible endpoint."""

@@ -1,0 +1,132 @@
+"""One streamed request, timed per chunk.
+
+Definitions follow `vllm bench serve`: TTFT is the time from sending the request to the first streamed
+token (reasoning tokens count); ITL is the gap between consecutive streamed chunks; TPOT is
+(E2E - TTFT) / (output tokens - 1); token counts come from the server's `usage`, never from chunk counts
+(speculative decoding sends several tokens per chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+from pydantic import BaseModel
+
+
+class RequestResult(BaseModel):
+    scenario: str = ""
+    index: int = 0
+    start: float = 0.0                 # monotonic seconds when the request was sent
+    ttft: float | None = None          # seconds
+    e2e: float | None = None
+    chunk_times: list[float] = []      # monotonic receive time of each content chunk
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    server_timings: dict | None = None  # llama-server's per-response `timings`
+    error: str | None = None
+    status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def itl(self) -> list[float]:
+        t = self.chunk_times
+        return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+    @property
+    def tpot(self) -> float | None:
+        if self.ttft is None or self.e2e is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (self.e2e - self.ttft) / (self.output_tokens - 1)
+
+    @property
+    def prefill_tok_s(self) -> float | None:
+        if self.ttft and self.prompt_tokens:
+            new = self.prompt_tokens - (self.cached_tokens or 0)
+            return new / self.ttft if new > 0 else None
+        return None
+
+
+def _content(delta: dict) -> bool:
+    return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+                or delta.get("tool_calls"))
+
+
+async def stream(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "", index: int = 0,
+                 timeout: float = 600.0, stall_timeout: float = 60.0) -> RequestResult:
+    """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL)."""
+    body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+    res = RequestResult(scenario=scenario, index=index)
+    res.start = time.monotonic()
+    deadline = res.start + timeout
+    try:
+        async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as r:
+            res.status = r.status
+            if r.status != 200:
+                text = (await r.text())[:200].replace("\n", " ")
+                res.error = f"HTTP {r.status}: {text}"
+                return res
+            while True:
+                wait = min(stall_timeout, deadline - time.monotonic())
+                if wait <= 0:
+                    res.error = f"timeout: no end of stream within {timeout:.0f} s"
+                    return res
+                try:
+                    line = await asyncio.wait_for(r.content.readline(), wait)
+                except TimeoutError:
+                    res.error = (f"stall: no data for {stall_timeout:.0f} s" if wait == stall_timeout
+                                 else f"timeout: no end of stream within {timeout:.0f} s")
+                    return res
+                now = time.monotonic()
+                if not line:
+                    res.error = "stream ended without [DONE]"
+                    return res
+                line = line.strip()
+                if not line or line.startswith(b":"):
+                    continue
+                if not line.startswith(b"data:"):
+                    if line.startswith((b"event:", b"id:", b"retry:")):
+                        continue
+                    res.error = f"malformed SSE line: {line[:80]!r}"
+                    return res
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    res.e2e = now - res.start
+                    if res.output_tokens is None:
+                        res.error = "no usage in the stream (server did not report token counts)"
+                    return res
+                try:
+                    event = json.loads(data)
+                except json.JSONDecodeError:
+                    res.error = f"malformed SSE data: {data[:80]!r}"
+                    return res
+                if "error" in event:
+                    res.error = f"server error: {str(event['error'])[:200]}"
+                    return res
+                for choice in event.get("choices") or []:
+                    if _content(choice.get("delta") or {}) or choice.get("text"):
+                        if res.ttft is None:
+                            res.ttft = now - res.start
+                        res.chunk_times.append(now)
+                usage = event.get("usage")
+                if usage:
+                    res.prompt_tokens = usage.get("prompt_tokens")
+                    res.output_tokens = usage.get("completion_tokens")
+                    details = usage.get("prompt_tokens_details") or {}
+                    res.cached_tokens = details.get("cached_tokens")
+                if "timings" in event:
+                    res.server_timings = event["timings"]
+                    if res.cached_tokens is None and "cache_n" in event["timings"]:
+                        res.cached_tokens = event["timings"]["cache_n"]
+    except (aiohttp.ClientError, ConnectionError, OSError) as e:
+        res.error = f"connection: {type(e).__name__}: {str(e)[:160]}"
+    except asyncio.CancelledError:
+        res.error = "cancelled"
+        raise
+    return res

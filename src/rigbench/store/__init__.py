@@ -1,0 +1,125 @@
+"""Runs, requests and aggregates in SQLAlchemy Core tables (a SQLite file by default, any URL with --db)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),          # bench | eval
+    Column("status", String(16), nullable=False),        # running | done | failed | interrupted
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("url", Text), Column("model", Text), Column("engine", Text), Column("engine_version", Text),
+    Column("flags", Text), Column("gpu", Text),
+    Column("environment", JSON), Column("config", JSON), Column("error", Text),
+)
+
+requests = Table(
+    "requests", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
+    Column("scenario", String(64)), Column("idx", Integer), Column("start", Float),
+    Column("ttft", Float), Column("e2e", Float), Column("tpot", Float),
+    Column("prompt_tokens", Integer), Column("output_tokens", Integer), Column("cached_tokens", Integer),
+    Column("n_chunks", Integer), Column("itl", JSON), Column("server_timings", JSON), Column("error", Text),
+)
+
+aggregates = Table(
+    "aggregates", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
+    Column("scenario", String(64)), Column("summary", JSON),
+)
+
+
+def default_url() -> str:
+    return os.environ.get("RIGBENCH_DB") or f"sqlite:///{Path('.rigbench/rigbench.db').resolve()}"
+
+
+def connect(url: str | None = None) -> Engine:
+    url = url or default_url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    return engine
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def new_run(db: Engine, kind: str, **fields: Any) -> int:
+    with db.begin() as c:
+        row = c.execute(insert(runs).values(kind=kind, status="running", started_at=_now(), **fields))
+        return row.inserted_primary_key[0]
+
+
+def add_request(db: Engine, run_id: int, r) -> None:
+    with db.begin() as c:
+        c.execute(insert(requests).values(
+            run_id=run_id, scenario=r.scenario, idx=r.index, start=r.start, ttft=r.ttft, e2e=r.e2e, tpot=r.tpot,
+            prompt_tokens=r.prompt_tokens, output_tokens=r.output_tokens, cached_tokens=r.cached_tokens,
+            n_chunks=len(r.chunk_times), itl=[round(x, 6) for x in r.itl], server_timings=r.server_timings,
+            error=r.error))
+
+
+def add_summary(db: Engine, run_id: int, scenario: str, summary: dict) -> None:
+    with db.begin() as c:
+        c.execute(insert(aggregates).values(run_id=run_id, scenario=scenario, summary=json.loads(json.dumps(summary))))
+
+
+def finish_run(db: Engine, run_id: int, status: str, error: str | None = None) -> None:
+    with db.begin() as c:
+        c.execute(update(runs).where(runs.c.id == run_id).values(status=status, finished_at=_now(), error=error))
+
+
+def list_runs(db: Engine, kind: str | None = None) -> list[dict]:
+    q = select(runs).order_by(runs.c.id)
+    if kind:
+        q = q.where(runs.c.kind == kind)
+    with db.connect() as c:
+        rows = [dict(r._mapping) for r in c.execute(q)]
+        for r in rows:
+            r["requests"] = c.execute(select(func.count()).select_from(requests)
+                                      .where(requests.c.run_id == r["id"])).scalar_one()
+    return rows
+
+
+def run_requests(db: Engine, run_id: int) -> list[dict]:
+    with db.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(requests).where(requests.c.run_id == run_id)
+                                                    .order_by(requests.c.id))]
+
+
+def run_summaries(db: Engine, run_id: int) -> list[dict]:
+    with db.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(aggregates).where(aggregates.c.run_id == run_id)
+                                                    .order_by(aggregates.c.id))]
