@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 
 import aiohttp
 from pydantic import BaseModel
@@ -29,6 +30,8 @@ class RequestResult(BaseModel):
     server_timings: dict | None = None  # llama-server's per-response `timings`
     error: str | None = None
     status: int | None = None
+    probe: list[float] = []             # per-chunk values of `probe_key` (a server that stamps its chunks)
+    probe_arrival: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,20 +56,37 @@ class RequestResult(BaseModel):
         return None
 
 
+async def _on_sent(_session, ctx, _params) -> None:
+    # the request body has reached the socket: TTFT counts from here, not from building the request
+    if ctx.trace_request_ctx is not None:
+        ctx.trace_request_ctx.sent = time.monotonic()
+
+
+def trace_config() -> aiohttp.TraceConfig:
+    tc = aiohttp.TraceConfig()
+    tc.on_request_chunk_sent.append(_on_sent)
+    return tc
+
+
 def _content(delta: dict) -> bool:
     return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
                 or delta.get("tool_calls"))
 
 
 async def stream(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "", index: int = 0,
-                 timeout: float = 600.0, stall_timeout: float = 60.0) -> RequestResult:
+                 timeout: float = 600.0, stall_timeout: float = 60.0, probe_key: str | None = None) -> RequestResult:
     """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL)."""
     body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
     res = RequestResult(scenario=scenario, index=index)
     res.start = time.monotonic()
     deadline = res.start + timeout
+    sent = SimpleNamespace(sent=None)
     try:
-        async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as r:
+        async with session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"},
+                                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                                trace_request_ctx=sent) as r:
+            if sent.sent is not None:  # sessions made by bench.load.session() trace the send
+                res.start = sent.sent
             res.status = r.status
             if r.status != 200:
                 text = (await r.text())[:200].replace("\n", " ")
@@ -114,6 +134,9 @@ async def stream(session: aiohttp.ClientSession, url: str, payload: dict, *, sce
                         if res.ttft is None:
                             res.ttft = now - res.start
                         res.chunk_times.append(now)
+                        if probe_key:
+                            res.probe.append(event.get(probe_key, 0.0))
+                            res.probe_arrival = res.probe_arrival or event.get("rigbench_arrival")
                 usage = event.get("usage")
                 if usage:
                     res.prompt_tokens = usage.get("prompt_tokens")

@@ -11,7 +11,16 @@ from collections.abc import Callable
 import aiohttp
 from pydantic import BaseModel
 
-from rigbench.bench.client import RequestResult, stream
+from rigbench.bench.client import RequestResult, stream, trace_config
+
+
+def run(coro):
+    """asyncio.run on uvloop when it is installed: less client overhead per streamed chunk."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 class LoadResult(BaseModel):
@@ -23,15 +32,17 @@ class LoadResult(BaseModel):
 
 def session(limit: int = 0) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=False),
-                                 auto_decompress=False)
+                                 auto_decompress=False, trace_configs=[trace_config()])
 
 
 async def run_load(url: str, payload: Callable[[int], dict], *, scenario: str = "", concurrency: int = 1,
                    requests: int = 1, rate: float | None = None, time_limit: float = 600.0, warmup: int = 0,
                    timeout: float = 600.0, stall_timeout: float = 60.0,
-                   on_result: Callable[[RequestResult], None] | None = None, seed: int = 0) -> LoadResult:
+                   on_result: Callable[[RequestResult], None] | None = None, seed: int = 0,
+                   probe_key: str | None = None, ramp_s: float = 0.0) -> LoadResult:
     """Send `requests` requests built by `payload(i)`; closed loop with `concurrency` workers, or open loop
-    with Poisson arrivals at `rate` req/s (at most `concurrency` in flight when concurrency > 0)."""
+    with Poisson arrivals at `rate` req/s (at most `concurrency` in flight when concurrency > 0).
+    `ramp_s` spreads the closed loop's first wave over that many seconds, as `vllm bench serve --ramp-up`."""
     results: list[RequestResult] = []
     state = {"next": 0, "conn_errors": 0, "down": False, "stopped": None}
     down_after = max(3, concurrency)
@@ -54,12 +65,14 @@ async def run_load(url: str, payload: Callable[[int], dict], *, scenario: str = 
                 on_result(r)
 
         async def one(i: int) -> None:
-            r = await stream(s, url, payload(i), scenario=scenario, index=i, timeout=min(timeout, deadline -
-                             time.monotonic() + 1), stall_timeout=stall_timeout)
+            r = await stream(s, url, payload(i), scenario=scenario, index=i, stall_timeout=stall_timeout,
+                             timeout=min(timeout, deadline - time.monotonic() + 1), probe_key=probe_key)
             record(r)
 
         if rate is None:
-            async def worker() -> None:
+            async def worker(k: int) -> None:
+                if ramp_s:
+                    await asyncio.sleep(ramp_s * k / max(1, concurrency))
                 while not state["down"]:
                     if time.monotonic() >= deadline:
                         state["stopped"] = state["stopped"] or "time limit"
@@ -70,7 +83,7 @@ async def run_load(url: str, payload: Callable[[int], dict], *, scenario: str = 
                     state["next"] = i + 1
                     await one(i)
 
-            tasks = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+            tasks = [asyncio.create_task(worker(k)) for k in range(max(1, concurrency))]
         else:
             rng = random.Random(seed)
             sem = asyncio.Semaphore(concurrency) if concurrency > 0 else None

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel
 
 from rigbench.bench.client import RequestResult
-from rigbench.bench.load import LoadResult, run_load
+from rigbench.bench.load import LoadResult, run, run_load
 from rigbench.bench.metrics import Summary, summarize
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, text_of_tokens
 
@@ -130,7 +130,7 @@ class Suite:
                 "min_tokens": n_out, "ignore_eos": True, "temperature": 0.0, "cache_prompt": False}
 
     def load(self, scenario: str, payload: Callable[[int], dict], **kw) -> LoadResult:
-        return asyncio.run(run_load(self.info.base + kw.pop("path", "/v1/completions"), payload, scenario=scenario,
+        return run(run_load(self.info.base + kw.pop("path", "/v1/completions"), payload, scenario=scenario,
                                     timeout=self.cfg.request_timeout, stall_timeout=self.cfg.stall_timeout,
                                     time_limit=self.cfg.time_limit, on_result=self.on_result, **kw))
 
@@ -195,7 +195,10 @@ class Suite:
                          "per_stream_tok_s": round(s.per_stream_output_tok_s or 0, 2),
                          "ttft_ms_p50": s.ttft_ms.median, "failed": s.failed}
         assert last is not None
-        return ScenarioResult(summary=last.summary, facts={"levels": levels})
+        res = ScenarioResult(summary=last.summary, facts={"levels": levels})
+        if self.on_summary:
+            self.on_summary("concurrency", res)
+        return res
 
     def s_kv_capacity(self) -> ScenarioResult:
         """Concurrent long contexts, doubling, until the server queues (deferred / waiting) or preempts."""
@@ -204,7 +207,7 @@ class Suite:
         summary = None
         while n <= c.kv_max_streams:
             before = metrics_snapshot(self.info.base)
-            lr, queued = asyncio.run(self._kv_round(n))
+            lr, queued = run(self._kv_round(n))
             after = metrics_snapshot(self.info.base)
             preempt = after.get("vllm:num_preemptions_total", 0) - before.get("vllm:num_preemptions_total", 0)
             summary = summarize(f"kv_{n}", lr.results, lr.duration_s, n)

@@ -1,0 +1,161 @@
+"""The load generator and suite against the real llama-server and a fault-injecting local server."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from rigbench import store
+from rigbench.bench.client import RequestResult
+from rigbench.bench.load import run, run_load
+from rigbench.bench.metrics import summarize
+from rigbench.engines.process import free_port
+
+
+def test_statistics_follow_vllm_bench_definitions():
+    # two requests: TTFT 0.1 s and 0.3 s; chunks every 0.05 s; 5 output tokens each
+    a = RequestResult(start=0.0, ttft=0.1, e2e=0.3, chunk_times=[0.1, 0.15, 0.2, 0.25, 0.3], output_tokens=5,
+                      prompt_tokens=100)
+    b = RequestResult(start=0.0, ttft=0.3, e2e=0.7, chunk_times=[0.3, 0.4, 0.5, 0.6, 0.7], output_tokens=5,
+                      prompt_tokens=100)
+    bad = RequestResult(error="HTTP 500: boom")
+    s = summarize("x", [a, b, bad], duration_s=1.0, concurrency=2, slo_ms={"ttft": 200})
+    assert (s.completed, s.failed, s.errors) == (2, 1, {"HTTP 500": 1})
+    assert s.ttft_ms.mean == pytest.approx(200) and s.ttft_ms.median == pytest.approx(200)
+    # TPOT = (E2E - TTFT) / (output - 1): 50 ms and 100 ms
+    assert s.tpot_ms.mean == pytest.approx(75)
+    # ITL: four gaps of 50 ms and four of 100 ms; p90 by linear interpolation is 100
+    assert s.itl_ms.median == pytest.approx(75) and s.itl_ms.p90 == pytest.approx(100)
+    assert s.output_throughput == pytest.approx(10) and s.request_throughput == pytest.approx(2)
+    assert s.goodput == pytest.approx(1)  # only the first met TTFT <= 200 ms
+    assert a.prefill_tok_s == pytest.approx(1000)
+
+
+@pytest.fixture()
+def fake():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url, proc
+    proc.kill()
+    proc.wait()
+
+
+def _load(url, model, n=4, conc=2, **kw):
+    payload = {"model": model, "prompt": "hi", "max_tokens": 8, "interval_ms": 5}
+    return run(run_load(url + "/v1/completions", lambda i: payload, concurrency=conc, requests=n, **kw))
+
+
+@pytest.mark.parametrize("model, reason", [
+    ("http500", "HTTP 500"), ("http429", "HTTP 429"), ("malformed", "malformed SSE"),
+    ("noend", "stream ended without [DONE]"),
+])
+def test_faults_are_errors_with_their_reason(fake, model, reason):
+    lr = _load(fake[0], model)
+    assert len(lr.results) == 4 and all(r.error and r.error.startswith(reason) for r in lr.results)
+
+
+def test_stall_is_an_error_not_a_hang(fake):
+    t0 = time.monotonic()
+    lr = _load(fake[0], "stall", n=2, stall_timeout=1.0)
+    assert time.monotonic() - t0 < 10
+    assert all(r.error.startswith("stall") for r in lr.results)
+
+
+def test_tokens_come_from_usage_not_chunks(fake):
+    lr = _load(fake[0], "ok", n=3)
+    assert all(r.ok and r.output_tokens == 8 and len(r.chunk_times) == 8 for r in lr.results)
+
+
+def test_server_death_mid_run_keeps_finished_requests(fake):
+    url, proc = fake
+    threading.Timer(1.5, proc.kill).start()
+    payload = {"model": "ok", "prompt": "hi", "max_tokens": 20, "interval_ms": 10}
+    lr = run(run_load(url + "/v1/completions", lambda i: payload, concurrency=2, requests=200, time_limit=60))
+    done = [r for r in lr.results if r.ok]
+    assert lr.server_down and lr.stopped == "server down"
+    assert 2 <= len(done) < 200 and all(r.output_tokens == 20 for r in done)
+
+
+def test_open_loop_is_bounded(fake):
+    payload = {"model": "ok", "prompt": "hi", "max_tokens": 4, "interval_ms": 5}
+    t0 = time.monotonic()
+    lr = run(run_load(fake[0] + "/v1/completions", lambda i: payload, rate=20.0, requests=10, concurrency=0))
+    assert len(lr.results) == 10 and all(r.ok for r in lr.results) and time.monotonic() - t0 < 10
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "rigbench", *args], capture_output=True, text=True,
+                          timeout=kw.pop("timeout", 300), **kw)
+
+
+def test_unreachable_server_fails_before_any_load(tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    p = _cli("bench", "--url", f"http://127.0.0.1:{free_port()}", "--db", db)
+    assert p.returncode == 2 and "cannot reach" in p.stderr and "Traceback" not in p.stderr
+    assert store.list_runs(store.connect(db)) == []
+
+
+def test_run_is_marked_failed_when_the_server_dies(fake, tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    p = _cli("bench", "--url", fake[0], "--model", "die", "--scenarios", "decode", "--db", db, "--json")
+    assert p.returncode == 1
+    runs = store.list_runs(store.connect(db))
+    assert runs[0]["status"] == "failed" and "stopped answering" in runs[0]["error"]
+
+
+def test_ctrl_c_keeps_what_is_done(fake, tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench", "bench", "--url", fake[0], "--model", "ok",
+                             "--scenarios", "concurrency", "--sweep", "1,1,1,1,1,1,1,1,1,1,1,1", "--db", db],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    eng = store.connect(db)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = store.list_runs(eng)
+        if runs and runs[0]["requests"] >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+    runs = store.list_runs(eng)
+    assert runs[0]["status"] == "interrupted" and runs[0]["requests"] >= 2
+    assert proc.returncode == 130
+
+
+def test_suite_against_llama_server(llama_server, qwen_gguf, tmp_path):
+    from rigbench.engines import llamacpp
+    from rigbench.engines.options import parse_llama_args
+
+    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(qwen_gguf), "-c", "8192", "-np", "2"]), llama_server)
+    server = llamacpp.start(spec, tmp_path / "s.log", timeout=120)
+    try:
+        db = f"sqlite:///{tmp_path}/s.db"
+        p = _cli("bench", "--url", server.url, "--quick", "--scenarios", "short_ttft,decode,concurrency,agent_loop",
+                 "--sweep", "1,2", "--db", db, "--json", "--csv", str(tmp_path / "b.csv"))
+        assert p.returncode == 0, p.stderr
+        d = json.loads(p.stdout)
+    finally:
+        server.stop()
+    assert d["server"]["engine"] == "llama.cpp" and d["exact_prompt_lengths"] is True
+    sc = d["scenarios"]
+    assert sc["decode"]["completed"] == 2 and sc["decode"]["tpot_ms_p50"] > 0
+    assert sc["concurrency_2"]["completed"] == 2
+    assert sc["concurrency"]["facts"]["levels"]["2"]["total_tok_s"] > 0
+    assert "prefix_cache_effective" in sc["agent_loop"]["facts"]
+    rows = store.run_requests(store.connect(db), d["run"])
+    decode = [r for r in rows if r["scenario"] == "decode"]
+    # exact prompt length from the server's tokenizer, output length fixed by ignore_eos, counted from usage
+    assert all(r["prompt_tokens"] == 32 and r["output_tokens"] == 64 for r in decode)
+    assert (tmp_path / "b.csv").read_text().startswith("scenario,")
