@@ -141,3 +141,37 @@ def test_split_gguf_needs_every_part(tmp_path):
     _tiny_gguf(tmp_path / "m-00001-of-00002.gguf")
     with pytest.raises(ModelFileError, match="missing m-00002-of-00002.gguf"):
         model.load(str(tmp_path / "m-00001-of-00002.gguf"))
+
+
+def test_user_yaml_adds_models_and_rigs(tmp_path, monkeypatch):
+    from rigbench import catalog, hardware
+
+    f = tmp_path / "mine.yaml"
+    f.write_text("""
+models:
+  my-coder-7b:
+    family: mine
+    arch: qwen2
+    source: "my own config"
+    hidden: 3584
+    layers: 28
+    vocab: 152064
+    heads: 28
+    kv_heads: 4
+    head_dim: 128
+    qkv_bias: true
+    layout: "A x28"
+    ffn: dense
+    intermediate: 18944
+rigs:
+  my-box: {gpus: [rtx3090, rtx4090], ram_gb: 96, memory: ddr5-dual}
+""")
+    monkeypatch.setenv("RIGBENCH_CATALOG", str(f))
+    catalog.clear_cache()
+    try:
+        s = model.load("my-coder-7b")
+        assert s.total_params() / 1e9 == pytest.approx(7.6, abs=0.1)  # Qwen2.5-7B's published size
+        assert [g.name for g in hardware.load("my-box").gpus] == ["RTX 3090", "RTX 4090"]
+    finally:
+        monkeypatch.delenv("RIGBENCH_CATALOG")
+        catalog.clear_cache()

@@ -429,6 +429,22 @@ def _fmt(x, nd=1) -> str:
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
+def print_bench(rows: dict[str, dict], title: str) -> None:
+    t = Table(title=title)
+    for c in ("scenario", "ok", "fail", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "ITL p99 ms",
+              "output tok/s", "per-stream tok/s", "prefill tok/s", "notes"):
+        t.add_column(c, justify="left" if c in ("scenario", "notes") else "right")
+    for name, r in rows.items():
+        f = r["facts"]
+        note = "; ".join(f"{k}={v}" for k, v in f.items() if k not in ("turns", "levels"))
+        if "levels" in f:
+            note = " ".join(f"{n}:{v['total_tok_s']}" for n, v in f["levels"].items()) + " tok/s"
+        t.add_row(name, str(r["completed"]), str(r["failed"]), _fmt(r["ttft_ms_p50"]), _fmt(r["ttft_ms_p99"]),
+                  _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
+                  _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), note[:90])
+    out.print(t)
+
+
 @app.command()
 def bench(
     url: Annotated[str, typer.Option(help="base URL of an OpenAI-compatible server")],
@@ -445,7 +461,7 @@ def bench(
 ) -> None:
     """The speed suite against any OpenAI-compatible endpoint; every request is stored as it finishes."""
     from rigbench import store
-    from rigbench.bench.suite import BenchConfig, ServerGone, Suite
+    from rigbench.bench.suite import BenchConfig, ServerGone, Suite, metrics_snapshot
 
     cfg = BenchConfig(url=url, model=model_name, time_limit=time_limit)
     if quick:
@@ -477,7 +493,8 @@ def bench(
     gpu = ", ".join(g.name for g in hardware.detect().gpus) or "none (CPU)"
     run_id = store.new_run(engine_db, "bench", url=info.base, model=info.model, engine=info.engine,
                            engine_version=info.version, gpu=gpu,
-                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots},
+                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots,
+                                        "metrics_at_start": metrics_snapshot(info.base)},
                            config=cfg.model_dump())
     status, error = "done", None
     try:
@@ -500,19 +517,7 @@ def bench(
     if as_json:
         _emit_json(result)
     else:
-        t = Table(title=f"bench run {run_id}: {info.model} on {info.engine} at {info.base} ({status})")
-        for c in ("scenario", "ok", "fail", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "ITL p99 ms",
-                  "output tok/s", "per-stream tok/s", "prefill tok/s", "notes"):
-            t.add_column(c, justify="left" if c in ("scenario", "notes") else "right")
-        for name, r in rows.items():
-            f = r["facts"]
-            note = "; ".join(f"{k}={v}" for k, v in f.items() if k not in ("turns", "levels"))
-            if "levels" in f:
-                note = " ".join(f"{n}:{v['total_tok_s']}" for n, v in f["levels"].items()) + " tok/s"
-            t.add_row(name, str(r["completed"]), str(r["failed"]), _fmt(r["ttft_ms_p50"]), _fmt(r["ttft_ms_p99"]),
-                      _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
-                      _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), note[:80])
-        out.print(t)
+        print_bench(rows, f"bench run {run_id}: {info.model} on {info.engine} at {info.base} ({status})")
         if error:
             err.print(f"[red]{status}:[/] {error} (finished requests are kept in run {run_id})")
     if status != "done":
@@ -606,6 +611,7 @@ def _demo_serve(out_dir: Path) -> dict | None:
             "messages": [{"role": "user", "content": "Write a Python function that reverses a string."}]})
         r.raise_for_status()
         body = r.json()
+        suite_rows = _demo_suite(server.url)
     finally:
         server.stop()
     t = body.get("timings", {})
@@ -614,7 +620,43 @@ def _demo_serve(out_dir: Path) -> dict | None:
              "decode_tok_s": t.get("predicted_per_second", 0)}
     out.print(f"one chat request: {speed['prompt_tokens']} prompt tokens at {speed['prefill_tok_s']:.1f} tok/s, "
               f"{speed['completion_tokens']} generated at {speed['decode_tok_s']:.1f} tok/s")
+    print_bench(suite_rows, f"short speed suite: {EMBEDDED_NAME} on llama-server (stored in {store_url()})")
+    speed["suite"] = suite_rows
     return speed
+
+
+def store_url() -> str:
+    from rigbench import store
+    return store.default_url()
+
+
+def _demo_suite(url: str) -> dict[str, dict]:
+    """A short bench suite against the running embedded server, stored like any `rigbench bench` run."""
+    from rigbench import store
+    from rigbench.bench.suite import BenchConfig, Suite
+
+    cfg = BenchConfig(url=url, scenarios=["short_ttft", "decode", "concurrency", "agent_loop"], short_prompt=32,
+                      decode_output=64, repeats=2, sweep=[1, 2], requests_per_level=1, sweep_output=32,
+                      agent_turns=3, agent_turn_tokens=150)
+    db = store.connect()
+    rows: dict[str, dict] = {}
+    run_id = 0
+
+    def on_summary(name, res):
+        rows[name] = _scenario_row(name, res)
+        store.add_summary(db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
+
+    suite = Suite(cfg, on_result=lambda r: store.add_request(db, run_id, r), on_summary=on_summary,
+                  progress=lambda n: err.print(f"[dim]bench: {n}[/]"))
+    run_id = store.new_run(db, "bench", url=url, model=EMBEDDED_NAME, engine=suite.info.engine,
+                           engine_version=suite.info.version, config=cfg.model_dump())
+    try:
+        suite.run()
+        store.finish_run(db, run_id, "done")
+    except BaseException as e:
+        store.finish_run(db, run_id, "failed", str(e))
+        raise
+    return rows
 
 
 def main() -> None:
