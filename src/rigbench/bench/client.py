@@ -9,11 +9,11 @@ token (reasoning tokens count); ITL is the gap between consecutive streamed chun
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from types import SimpleNamespace
 
 import aiohttp
+import orjson
 from pydantic import BaseModel
 
 
@@ -73,80 +73,81 @@ def _content(delta: dict) -> bool:
                 or delta.get("tool_calls"))
 
 
+async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None) -> None:
+    while True:
+        line = await r.content.readline()
+        now = time.monotonic()
+        if not line:
+            res.error = "stream ended without [DONE]"
+            return
+        line = line.strip()
+        if not line or line.startswith(b":"):
+            continue
+        if not line.startswith(b"data:"):
+            if line.startswith((b"event:", b"id:", b"retry:")):
+                continue
+            res.error = f"malformed SSE line: {line[:80]!r}"
+            return
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            res.e2e = now - res.start
+            if res.output_tokens is None:
+                res.error = "no usage in the stream (server did not report token counts)"
+            return
+        try:
+            event = orjson.loads(data)  # a few microseconds less per chunk than json, at 20k chunks/s
+        except orjson.JSONDecodeError:
+            res.error = f"malformed SSE data: {data[:80]!r}"
+            return
+        if "error" in event:
+            res.error = f"server error: {str(event['error'])[:200]}"
+            return
+        for choice in event.get("choices") or []:
+            if _content(choice.get("delta") or {}) or choice.get("text"):
+                if res.ttft is None:
+                    res.ttft = now - res.start
+                res.chunk_times.append(now)
+                if probe_key:
+                    res.probe.append(event.get(probe_key, 0.0))
+                    res.probe_arrival = res.probe_arrival or event.get("rigbench_arrival")
+        usage = event.get("usage")
+        if usage:
+            res.prompt_tokens = usage.get("prompt_tokens")
+            res.output_tokens = usage.get("completion_tokens")
+            details = usage.get("prompt_tokens_details") or {}
+            res.cached_tokens = details.get("cached_tokens")
+        if "timings" in event:
+            res.server_timings = event["timings"]
+            if res.cached_tokens is None and "cache_n" in event["timings"]:
+                res.cached_tokens = event["timings"]["cache_n"]
+
+
 async def stream(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "", index: int = 0,
                  timeout: float = 600.0, stall_timeout: float = 60.0, probe_key: str | None = None) -> RequestResult:
     """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL)."""
     body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
     res = RequestResult(scenario=scenario, index=index)
     res.start = time.monotonic()
-    deadline = res.start + timeout
     sent = SimpleNamespace(sent=None)
     try:
-        async with session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"},
-                                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                                trace_request_ctx=sent) as r:
-            if sent.sent is not None:  # sessions made by bench.load.session() trace the send
-                res.start = sent.sent
-            res.status = r.status
-            if r.status != 200:
-                text = (await r.text())[:200].replace("\n", " ")
-                res.error = f"HTTP {r.status}: {text}"
-                return res
-            while True:
-                wait = min(stall_timeout, deadline - time.monotonic())
-                if wait <= 0:
-                    res.error = f"timeout: no end of stream within {timeout:.0f} s"
+        # one timer for the whole request and aiohttp's socket-read timeout for stalls: no per-chunk timers
+        async with asyncio.timeout(timeout):
+            async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"},
+                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
+                                                                  sock_read=stall_timeout),
+                                    trace_request_ctx=sent) as r:
+                if sent.sent is not None:  # sessions made by bench.load.session() trace the send
+                    res.start = sent.sent
+                res.status = r.status
+                if r.status != 200:
+                    text = (await r.text())[:200].replace("\n", " ")
+                    res.error = f"HTTP {r.status}: {text}"
                     return res
-                try:
-                    line = await asyncio.wait_for(r.content.readline(), wait)
-                except TimeoutError:
-                    res.error = (f"stall: no data for {stall_timeout:.0f} s" if wait == stall_timeout
-                                 else f"timeout: no end of stream within {timeout:.0f} s")
-                    return res
-                now = time.monotonic()
-                if not line:
-                    res.error = "stream ended without [DONE]"
-                    return res
-                line = line.strip()
-                if not line or line.startswith(b":"):
-                    continue
-                if not line.startswith(b"data:"):
-                    if line.startswith((b"event:", b"id:", b"retry:")):
-                        continue
-                    res.error = f"malformed SSE line: {line[:80]!r}"
-                    return res
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    res.e2e = now - res.start
-                    if res.output_tokens is None:
-                        res.error = "no usage in the stream (server did not report token counts)"
-                    return res
-                try:
-                    event = json.loads(data)
-                except json.JSONDecodeError:
-                    res.error = f"malformed SSE data: {data[:80]!r}"
-                    return res
-                if "error" in event:
-                    res.error = f"server error: {str(event['error'])[:200]}"
-                    return res
-                for choice in event.get("choices") or []:
-                    if _content(choice.get("delta") or {}) or choice.get("text"):
-                        if res.ttft is None:
-                            res.ttft = now - res.start
-                        res.chunk_times.append(now)
-                        if probe_key:
-                            res.probe.append(event.get(probe_key, 0.0))
-                            res.probe_arrival = res.probe_arrival or event.get("rigbench_arrival")
-                usage = event.get("usage")
-                if usage:
-                    res.prompt_tokens = usage.get("prompt_tokens")
-                    res.output_tokens = usage.get("completion_tokens")
-                    details = usage.get("prompt_tokens_details") or {}
-                    res.cached_tokens = details.get("cached_tokens")
-                if "timings" in event:
-                    res.server_timings = event["timings"]
-                    if res.cached_tokens is None and "cache_n" in event["timings"]:
-                        res.cached_tokens = event["timings"]["cache_n"]
+                await _read_events(r, res, probe_key)
+    except aiohttp.ServerTimeoutError:
+        res.error = f"stall: no data for {stall_timeout:.0f} s"
+    except TimeoutError:
+        res.error = f"timeout: no end of stream within {timeout:.0f} s"
     except (aiohttp.ClientError, ConnectionError, OSError) as e:
         res.error = f"connection: {type(e).__name__}: {str(e)[:160]}"
     except asyncio.CancelledError:

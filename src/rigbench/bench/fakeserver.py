@@ -24,12 +24,10 @@ from aiohttp import web
 
 
 def _chunk(i: int, now: float, arrival: float | None = None) -> bytes:
-    ev = {"id": "fake", "object": "text_completion", "choices": [{"index": 0, "text": f"t{i} ",
-                                                                   "delta": {"content": f"t{i} "}}],
-          "rigbench_t": now}
-    if arrival is not None:
-        ev["rigbench_arrival"] = arrival
-    return b"data: " + json.dumps(ev, separators=(",", ":")).encode() + b"\n\n"
+    # formatted by hand rather than json.dumps: the server must stay cheap per chunk at 20k chunks/s
+    extra = f',"rigbench_arrival":{arrival!r}' if arrival is not None else ""
+    return (f'data: {{"id":"fake","object":"text_completion","choices":[{{"index":0,"text":"t{i} ",'
+            f'"delta":{{"content":"t{i} "}}}}],"rigbench_t":{now!r}{extra}}}\n\n').encode()
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
