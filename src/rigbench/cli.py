@@ -411,7 +411,7 @@ def synth(
 
 # ---- bench / runs ----------------------------------------------------------------------------------
 
-SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop")
+SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop", "turn")
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (default .rigbench/rigbench.db)")]
 
 
@@ -454,6 +454,8 @@ def bench(
     sweep: Annotated[str | None, typer.Option(help="concurrency levels, e.g. 1,2,4,8,16")] = None,
     long_context: Annotated[int | None, typer.Option(help="context for the long-context decode")] = None,
     slo: Annotated[str | None, typer.Option(help="goodput SLOs in ms, e.g. ttft=2000,tpot=100")] = None,
+    turn: Annotated[str | None, typer.Option(help="`turn` scenario: PROMPT,OUTPUT tokens (default 8000,256)")] = None,
+    repeats: Annotated[int | None, typer.Option(help="requests per single-stream scenario")] = None,
     time_limit: Annotated[float, typer.Option(help="seconds per load phase before it stops itself")] = 600,
     db: DbOpt = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="also write the table as CSV")] = None,
@@ -475,6 +477,10 @@ def bench(
         cfg.sweep = [int(x) for x in sweep.split(",")]
     if long_context:
         cfg.long_context = long_context
+    if turn:
+        cfg.turn_prompt, cfg.turn_output = (int(x) for x in turn.split(","))
+    if repeats:
+        cfg.repeats = repeats
     if slo:
         cfg.slo_ms = {k.strip(): float(v) for k, v in (kv.split("=") for kv in slo.split(","))}
     bad = [x for x in cfg.scenarios if x not in SCENARIOS]

