@@ -122,9 +122,21 @@ async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key:
                 res.cached_tokens = event["timings"]["cache_n"]
 
 
-async def stream(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "", index: int = 0,
-                 timeout: float = 600.0, stall_timeout: float = 60.0, probe_key: str | None = None) -> RequestResult:
-    """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL)."""
+async def stream(session: aiohttp.ClientSession, url: str, payload: dict, **kw) -> RequestResult:
+    """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL).
+
+    A keep-alive connection the server has closed fails before the request is sent; that one case is retried
+    once (nothing reached the server), any other failure is the result.
+    """
+    res = await _stream_once(session, url, payload, **kw)
+    if res.status is None and res.error and res.error.startswith("connection") and "write request" in res.error:
+        res = await _stream_once(session, url, payload, **kw)
+    return res
+
+
+async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "",
+                       index: int = 0, timeout: float = 600.0, stall_timeout: float = 60.0,
+                       probe_key: str | None = None) -> RequestResult:
     body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
     res = RequestResult(scenario=scenario, index=index)
     res.start = time.monotonic()
