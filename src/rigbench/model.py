@@ -128,9 +128,6 @@ class ModelSpec(BaseModel):
     def is_moe(self) -> bool:
         return self.moe is not None
 
-    def layer_codes(self) -> str:
-        return self.layout
-
     def attention_layers(self, kind: str | None = None) -> list[int]:
         codes = {kind} if kind else ATTENTION_CODES
         return [i for i, c in enumerate(self.layout) if c in codes]
@@ -145,8 +142,6 @@ class ModelSpec(BaseModel):
         out = dict.fromkeys(GROUPS, 0)
         for t in self.table():
             out[t.group] += t.n_params
-        if self.tensors is not None and self.tie_embeddings is False:
-            pass
         if include_vision and self.vision and self.tensors is None:
             out["vision"] = self.vision.params()
         if not include_mtp:

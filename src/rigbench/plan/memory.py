@@ -14,7 +14,7 @@ from rigbench import catalog, quant
 from rigbench.engines.options import EngineOptions, LlamaCppOptions, VllmOptions, llama_args, vllm_args
 from rigbench.errors import EngineOptionError
 from rigbench.hardware import Rig
-from rigbench.model import GROUPS, LINEAR, MAMBA, SLIDING, ModelSpec, Tensor
+from rigbench.model import GROUPS, LINEAR, MAMBA, SLIDING, ModelSpec, Tensor, tensor_table
 
 MIB = 1024 * 1024
 
@@ -96,7 +96,6 @@ def weight_table(spec: ModelSpec, quant_name: str | None, include_mtp: bool) -> 
     n_attn_v = sum(1 for c in spec.layout if c in "ASC*")
     counters: dict[str, int] = {}
     rows = []
-    from rigbench.model import tensor_table
     for t in tensor_table(spec, include_mtp=include_mtp):
         typ = quant.assign_gguf_type(t.name, t.shape, t.group, scheme, counters, n_attn_v, spec.layers)
         rows.append(t.model_copy(update={"type": typ, "nbytes": quant.tensor_bytes(t.shape, typ)}))
@@ -458,7 +457,6 @@ _QUANTISED_GROUPS = {"attention", "linear_attention", "dense_ffn", "routed_exper
 
 
 def _vllm_weight_bytes(spec: ModelSpec, fmt: str, include_mtp: bool, include_vision: bool) -> dict[str, int]:
-    from rigbench.model import tensor_table
 
     out = dict.fromkeys(GROUPS, 0)
     for t in tensor_table(spec, include_mtp=include_mtp):
