@@ -14,6 +14,7 @@ from rich.table import Table
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
+from rigbench.bench import SCENARIOS
 from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
 from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
 from rigbench.plan import memory
@@ -411,7 +412,6 @@ def synth(
 
 # ---- bench / runs ----------------------------------------------------------------------------------
 
-SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop", "turn")
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (default .rigbench/rigbench.db)")]
 
 
@@ -445,6 +445,44 @@ def print_bench(rows: dict[str, dict], title: str) -> None:
     out.print(t)
 
 
+def run_stored_suite(cfg, db_url: str | None, quiet: bool = False):
+    """Run the speed suite with every request and summary written to the store as it arrives.
+
+    Returns (run id, status, error, table rows, suite); Ctrl-C and a server that dies end the run as
+    `interrupted` / `failed` with what was measured kept.
+    """
+    from rigbench import store
+    from rigbench.bench.suite import ServerGone, Suite, metrics_snapshot
+
+    db = store.connect(db_url)
+    rows: dict[str, dict] = {}
+    run_id = 0
+
+    def on_summary(name, res):
+        rows[name] = _scenario_row(name, res)
+        store.add_summary(db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
+
+    suite = Suite(cfg, on_result=lambda r: store.add_request(db, run_id, r), on_summary=on_summary,
+                  progress=None if quiet else lambda n: err.print(f"[dim]bench: {n}[/]"))
+    info = suite.info
+    gpu = ", ".join(g.name for g in hardware.detect().gpus) or "none (CPU)"
+    run_id = store.new_run(db, "bench", url=info.base, model=info.model, engine=info.engine,
+                           engine_version=info.version, gpu=gpu,
+                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots,
+                                        "metrics_at_start": metrics_snapshot(info.base)},
+                           config=cfg.model_dump())
+    status, error = "done", None
+    try:
+        suite.run()
+    except KeyboardInterrupt:
+        status, error = "interrupted", "Ctrl-C"
+    except ServerGone as e:
+        status, error = "failed", str(e)
+    finally:
+        store.finish_run(db, run_id, status, error)
+    return run_id, status, error, rows, suite
+
+
 @app.command()
 def bench(
     url: Annotated[str, typer.Option(help="base URL of an OpenAI-compatible server")],
@@ -462,8 +500,7 @@ def bench(
     as_json: JsonOpt = False,
 ) -> None:
     """The speed suite against any OpenAI-compatible endpoint; every request is stored as it finishes."""
-    from rigbench import store
-    from rigbench.bench.suite import BenchConfig, ServerGone, Suite, metrics_snapshot
+    from rigbench.bench.suite import BenchConfig
 
     cfg = BenchConfig(url=url, model=model_name, time_limit=time_limit)
     if quick:
@@ -486,31 +523,8 @@ def bench(
     bad = [x for x in cfg.scenarios if x not in SCENARIOS]
     if bad:
         raise typer.BadParameter(f"unknown scenario(s) {', '.join(bad)}")
-    engine_db = store.connect(db)
-    rows: dict[str, dict] = {}
-
-    def on_summary(name, res):
-        rows[name] = _scenario_row(name, res)
-        store.add_summary(engine_db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
-
-    suite = Suite(cfg, on_result=lambda r: store.add_request(engine_db, run_id, r), on_summary=on_summary,
-                  progress=lambda n: err.print(f"[dim]bench: {n}[/]") if not as_json else None)
+    run_id, status, error, rows, suite = run_stored_suite(cfg, db, quiet=as_json)
     info = suite.info
-    gpu = ", ".join(g.name for g in hardware.detect().gpus) or "none (CPU)"
-    run_id = store.new_run(engine_db, "bench", url=info.base, model=info.model, engine=info.engine,
-                           engine_version=info.version, gpu=gpu,
-                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots,
-                                        "metrics_at_start": metrics_snapshot(info.base)},
-                           config=cfg.model_dump())
-    status, error = "done", None
-    try:
-        suite.run()
-    except KeyboardInterrupt:
-        status, error = "interrupted", "Ctrl-C"
-    except ServerGone as e:
-        status, error = "failed", str(e)
-    finally:
-        store.finish_run(engine_db, run_id, status, error)
     result = {"run": run_id, "status": status, "error": error, "server": info.model_dump(),
               "exact_prompt_lengths": suite.exact, "scenarios": rows}
     if csv_path:
@@ -638,30 +652,14 @@ def store_url() -> str:
 
 def _demo_suite(url: str) -> dict[str, dict]:
     """A short bench suite against the running embedded server, stored like any `rigbench bench` run."""
-    from rigbench import store
-    from rigbench.bench.suite import BenchConfig, Suite
+    from rigbench.bench.suite import BenchConfig
 
     cfg = BenchConfig(url=url, scenarios=["short_ttft", "decode", "concurrency", "agent_loop"], short_prompt=32,
                       decode_output=64, repeats=2, sweep=[1, 2], requests_per_level=1, sweep_output=32,
                       agent_turns=3, agent_turn_tokens=150)
-    db = store.connect()
-    rows: dict[str, dict] = {}
-    run_id = 0
-
-    def on_summary(name, res):
-        rows[name] = _scenario_row(name, res)
-        store.add_summary(db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
-
-    suite = Suite(cfg, on_result=lambda r: store.add_request(db, run_id, r), on_summary=on_summary,
-                  progress=lambda n: err.print(f"[dim]bench: {n}[/]"))
-    run_id = store.new_run(db, "bench", url=url, model=EMBEDDED_NAME, engine=suite.info.engine,
-                           engine_version=suite.info.version, config=cfg.model_dump())
-    try:
-        suite.run()
-        store.finish_run(db, run_id, "done")
-    except BaseException as e:
-        store.finish_run(db, run_id, "failed", str(e))
-        raise
+    _, status, error, rows, _ = run_stored_suite(cfg, None)
+    if status != "done":
+        raise RigbenchError(f"the demo's speed suite ended {status}: {error}")
     return rows
 
 

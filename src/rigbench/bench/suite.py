@@ -11,13 +11,11 @@ from collections.abc import Callable
 import httpx
 from pydantic import BaseModel
 
+from rigbench.bench import SCENARIOS
 from rigbench.bench.client import RequestResult
 from rigbench.bench.load import LoadResult, run, run_load
 from rigbench.bench.metrics import Summary, summarize
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, text_of_tokens
-
-SCENARIOS = ("short_ttft", "decode", "ttft_3500", "long_decode", "concurrency", "kv_capacity", "agent_loop", "turn")
-# rigbench.cli keeps a copy of this tuple so that `--help` does not import the load generator
 
 
 class BenchConfig(BaseModel):
@@ -117,6 +115,7 @@ class Suite:
         self.say = progress or (lambda _msg: None)
         self.exact = True
         self._prompts: dict[tuple[int, int], str] = {}
+        self._reported: set[str] = set()
 
     # -- helpers ------------------------------------------------------------------------------
     def prompt(self, n: int, seed: int) -> str:
@@ -143,18 +142,23 @@ class Suite:
             facts["stopped"] = lr.stopped
         res = ScenarioResult(summary=summarize(name, lr.results, lr.duration_s, concurrency, self.cfg.slo_ms),
                              facts=facts)
-        if self.on_summary:
-            self.on_summary(name, res)
+        self.report(name, res)
         if lr.server_down:
             raise ServerGone(f"the server at {self.info.base} stopped answering during {name}", res)
         return res
 
     # -- scenarios ------------------------------------------------------------------------------
+    def report(self, name: str, res: ScenarioResult) -> None:
+        if self.on_summary and name not in self._reported:
+            self._reported.add(name)
+            self.on_summary(name, res)
+
     def run(self) -> dict[str, ScenarioResult]:
         out: dict[str, ScenarioResult] = {}
         for name in self.cfg.scenarios:
             self.say(name)
             out[name] = getattr(self, "s_" + name)()
+            self.report(name, out[name])  # scenarios made of several phases report their whole result here
         return out
 
     def s_short_ttft(self) -> ScenarioResult:
@@ -197,10 +201,7 @@ class Suite:
                          "per_stream_tok_s": round(s.per_stream_output_tok_s or 0, 2),
                          "ttft_ms_p50": s.ttft_ms.median, "failed": s.failed}
         assert last is not None
-        res = ScenarioResult(summary=last.summary, facts={"levels": levels})
-        if self.on_summary:
-            self.on_summary("concurrency", res)
-        return res
+        return ScenarioResult(summary=last.summary, facts={"levels": levels})
 
     def s_kv_capacity(self) -> ScenarioResult:
         """Concurrent long contexts, doubling, until the server queues (deferred / waiting) or preempts."""
@@ -220,10 +221,7 @@ class Suite:
             n *= 2
         facts.update({"max_concurrent_contexts": served, "context_tokens": c.kv_prompt,
                       "limit_reached": bool(facts) or n > c.kv_max_streams})
-        res = ScenarioResult(summary=summary or summarize("kv_capacity", [], 0.0), facts=facts)
-        if self.on_summary:
-            self.on_summary("kv_capacity", res)
-        return res
+        return ScenarioResult(summary=summary or summarize("kv_capacity", [], 0.0), facts=facts)
 
     def s_turn(self) -> ScenarioResult:
         """One agent turn with nothing cached: prefill P new tokens, then decode G; turn time is E2E."""
@@ -285,10 +283,7 @@ class Suite:
         if later and mean_hit <= 0.5:
             facts["warning"] = ("the server re-processed most of the prompt on later turns: an agent loop pays "
                                 "the whole context every turn (known for hybrid models in some llama-server versions)")
-        res = ScenarioResult(summary=summarize("agent_loop", results, time.monotonic() - t0, 1), facts=facts)
-        if self.on_summary:
-            self.on_summary("agent_loop", res)
-        return res
+        return ScenarioResult(summary=summarize("agent_loop", results, time.monotonic() - t0, 1), facts=facts)
 
 
 class ServerGone(RuntimeError):
