@@ -428,6 +428,8 @@ def synth(
     layers: Annotated[int | None, typer.Option(help="scale down to N layers (keeps the layer pattern)")] = None,
     experts: Annotated[int | None, typer.Option(help="scale down to N routed experts")] = None,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    router_skew: Annotated[float | None, typer.Option(
+        help="how unevenly a MoE router spreads tokens over experts (0 = evenly; default: a trained router's)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a GGUF with random weights at a model's exact tensor names, shapes and quant types."""
@@ -440,11 +442,12 @@ def synth(
                   console=err, disable=as_json) as prog:
         task = prog.add_task(f"writing {out_path.name}", total=None)
         path = synth_mod.write(spec, out_path, quant, seed,
-                               progress=lambda done, total: prog.update(task, completed=done, total=total))
+                               progress=lambda done, total: prog.update(task, completed=done, total=total),
+                               router_skew=router_skew)
     written = model_mod.load(str(path))
     info = {"path": str(path), "arch": written.arch, "layers": written.layers, "quant": written.file_type or quant,
             "bytes": path.stat().st_size, "tensors": len(written.tensors or []),
-            "experts": written.moe.experts if written.moe else None}
+            "experts": written.moe.experts if written.moe else None, "router_skew": written.router_skew}
     if as_json:
         return _emit_json(info)
     out.print(f"wrote {path} ({info['bytes'] / GiB:.2f} GiB, {info['tensors']} tensors, {written.arch}, "

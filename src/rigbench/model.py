@@ -121,6 +121,7 @@ class ModelSpec(BaseModel):
     native_quant: str | None = None
     quality: dict | None = None             # published scores, with their source
     file_type: str | None = None            # GGUF: the file's quantisation (e.g. Q4_K_M)
+    router_skew: float | None = None        # MoE routing spread (plan.routing); None = a trained router's
     tensors: list[Tensor] | None = None      # GGUF: the file's exact tensor table
     path: str | None = None
 
@@ -579,6 +580,8 @@ def from_gguf(path: Path) -> ModelSpec:
     ff = ff[0] if isinstance(ff, list) else ff
     has_dense = any(t.name.endswith("ffn_up.weight") for t in raw)
     file_type = _field(r0, "general.file_type")
+    # a rigbench synthetic twin says how its router spreads tokens; one written before that key spread evenly
+    skew = _field(r0, "rigbench.synth.router_skew", 0.0 if _field(r0, "rigbench.synth") else None)
     return ModelSpec(
         name=_field(r0, "general.name") or path.stem, arch=arch, family=arch, source=str(path),
         hidden=hidden, layers=layers, vocab=vocab,
@@ -590,7 +593,7 @@ def from_gguf(path: Path) -> ModelSpec:
         layout="".join(layout), ffn=("moe+dense" if has_dense else "moe") if moe else "dense",
         intermediate=ff or 0, moe=moe, linear=linear, mamba=mamba, mtp_layers=nextn,
         file_type=_FILE_TYPES.get(file_type, str(file_type)) if file_type is not None else None,
-        tensors=tensors, path=str(path),
+        tensors=tensors, path=str(path), router_skew=skew,
     )
 
 

@@ -22,6 +22,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from rigbench import packaged
 from rigbench.errors import ModelFileError, RigbenchError
 from rigbench.model import LINEAR, ModelSpec, MoE
+from rigbench.plan import routing
 from rigbench.plan.memory import weight_table
 
 SUPPORTED_ARCHS = ("qwen35", "qwen35moe", "qwen2", "qwen3", "qwen3moe", "llama")
@@ -189,11 +190,16 @@ def _block_pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
     return pool.reshape(-1)
 
 
-def _float_data(name: str, n: int, type_name: str, rng: np.random.Generator) -> bytes:
+def _float_data(t, type_name: str, rng: np.random.Generator, spec: ModelSpec, skew: float) -> bytes:
+    name, n = t.name, t.n_params
     if "norm" in name:
         a = np.ones(n)
     elif name.endswith("ssm_a"):
         a = -np.ones(n)
+    elif name.endswith("ffn_gate_inp.weight") and spec.moe:
+        # router rows scaled per expert: popular experts win the top-k more often (plan.routing)
+        scales = routing.expert_scales(spec.moe.experts, skew, t.layer or 0)
+        a = (rng.normal(0, 0.02, size=(spec.moe.experts, n // spec.moe.experts)) * scales[:, None]).ravel()
     else:
         a = rng.normal(0, 0.02, size=n)
     if type_name == "F32":
@@ -206,8 +212,12 @@ def _float_data(name: str, n: int, type_name: str, rng: np.random.Generator) -> 
 
 
 def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
-          progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write `spec` as a GGUF of random weights; returns the path. `progress(done_bytes, total_bytes)`."""
+          progress: Callable[[int, int], None] | None = None, router_skew: float | None = None) -> Path:
+    """Write `spec` as a GGUF of random weights; returns the path. `progress(done_bytes, total_bytes)`.
+
+    A MoE router spreads tokens over the experts with `router_skew` (plan.routing; default: a trained
+    router's spread from the catalog; 0 spreads them evenly).
+    """
     if spec.arch not in SUPPORTED_ARCHS:
         raise SynthError(f"synth does not know llama.cpp's tensor layout for {spec.arch!r}; "
                          f"supported: {', '.join(SUPPORTED_ARCHS)}")
@@ -223,6 +233,9 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     _add_hparams(w, spec)
     w.add_string("general.type", "model")
     w.add_string("rigbench.synth", f"random weights, {qname}, seed {seed}")
+    skew = routing.default_skew() if router_skew is None else float(router_skew)
+    if spec.moe:
+        w.add_float32("rigbench.synth.router_skew", skew)
     _add_tokenizer(w, spec.vocab)
     for t in rows:
         shape = tuple(reversed(t.shape))  # gguf-py takes numpy order
@@ -236,7 +249,7 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     total, done = sum(t.nbytes for t in rows), 0
     for t in rows:
         if t.type in ("F32", "F16", "BF16"):
-            f.write(_float_data(t.name, t.n_params, t.type, rng))
+            f.write(_float_data(t, t.type, rng, spec, skew))
         else:
             pool = pools.get(t.type)
             if pool is None:
