@@ -1072,10 +1072,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         raise SystemExit(130) from None
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-        if isinstance(e, click.ClickException):
-            e.show()
+    except Exception as e:  # usage errors arrive here in non-standalone mode (click's, or typer's own since
+        show = getattr(e, "show", None)  # typer 0.2x vendors click)
+        if callable(show) and isinstance(getattr(e, "exit_code", None), int):
+            show()
             raise SystemExit(e.exit_code) from None
         raise
     if isinstance(rc, int) and rc:

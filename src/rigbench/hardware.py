@@ -31,11 +31,21 @@ class GPU(BaseModel):
     vram_bytes: int
     bandwidth_gbs: float
     fp16_tflops: float
+    int8_tops: float = 0.0          # dense INT8 as mma.sync runs it (llama.cpp MMQ); 0 = 2x fp16_tflops
+    fp32_tflops: float = 0.0        # CUDA cores; 0 = fp16_tflops / 4
     arch: str = ""
     fp8: bool = False
     fp4: bool = False
     unified: bool = False
     source: str = ""
+
+    @property
+    def mma_int8_tops(self) -> float:
+        return self.int8_tops or 2 * self.fp16_tflops
+
+    @property
+    def cuda_fp32_tflops(self) -> float:
+        return self.fp32_tflops or self.fp16_tflops / 4
 
 
 class Rig(BaseModel):
@@ -43,9 +53,14 @@ class Rig(BaseModel):
     gpus: list[GPU] = []
     ram_bytes: int
     ram_bandwidth_gbs: float
-    link_gbs: float = 25.0
+    link_gbs: float = 25.0              # host-to-GPU copies from pinned memory
+    link_pageable_gbs: float = 0.0      # from pageable memory (mmap'd weights); 0 = 0.8 x link_gbs
     cores: int = 8
     source: str = ""
+
+    @property
+    def pageable_gbs(self) -> float:
+        return self.link_pageable_gbs or 0.8 * self.link_gbs
 
     @property
     def has_gpu(self) -> bool:
@@ -74,6 +89,7 @@ def gpu_from_catalog(key: str) -> GPU:
         if k in (name, _norm(e["name"])):
             return GPU(name=e["name"], vram_bytes=int(e["vram_gb"] * GIB * NVML_USABLE),
                        bandwidth_gbs=e["bandwidth_gbs"], fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""),
+                       int8_tops=e.get("int8_tops", 0.0), fp32_tflops=e.get("fp32_tflops", 0.0),
                        fp8=e.get("fp8", False),
                        fp4=e.get("fp4", False), unified=e.get("unified", False), source=e.get("source", ""))
     close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
@@ -95,12 +111,15 @@ def _build(name: str, e: dict) -> Rig:
     for g in e.get("gpus", []):
         gpus.append(gpu_from_catalog(g) if isinstance(g, str) else GPU(
             name=g["name"], vram_bytes=int(g["vram_gb"] * GIB * NVML_USABLE), bandwidth_gbs=g["bandwidth_gbs"],
-            fp16_tflops=g.get("fp16_tflops", 50), source=g.get("source", "user YAML")))
+            fp16_tflops=g.get("fp16_tflops", 50), int8_tops=g.get("int8_tops", 0.0),
+            fp32_tflops=g.get("fp32_tflops", 0.0), source=g.get("source", "user YAML")))
     ram = int(e.get("ram_gb", 64) * GIB)
     if e.get("unified") and gpus:
         ram = 0  # unified memory: the GPU entry holds it all
     return Rig(name=name, gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=e.get("ram_bandwidth_gbs", mem["bandwidth_gbs"]),
-               link_gbs=link["bandwidth_gbs"], cores=e.get("cores", 8), source=e.get("source", ""))
+               link_gbs=e.get("link_gbs", link["bandwidth_gbs"]),
+               link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
+               cores=e.get("cores", 8), source=e.get("source", ""))
 
 
 def from_catalog(ref: str) -> Rig:

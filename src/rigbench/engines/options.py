@@ -47,6 +47,10 @@ class LlamaCppOptions(BaseModel):
     mmproj: str | None = None
     spec_type: str | None = None
     repack: bool = True
+    load_mode: str = "auto"                   # -lm: auto (= mmap: pageable host memory) | none (pinned) | ...
+    no_host: bool = False                     # --no-host: CPU weights in plain (pageable) buffers
+    op_offload: bool = True                   # --no-op-offload: the CPU computes its own layers' batches
+    threads: int | None = None                # -t
     host: str = "127.0.0.1"
     port: int = 8080
     passthrough: list[str] = []
@@ -54,6 +58,13 @@ class LlamaCppOptions(BaseModel):
     @property
     def user_set_placement(self) -> bool:
         return self.cpu_moe or self.n_cpu_moe > 0 or bool(self.overrides)
+
+    @property
+    def host_pinned(self) -> bool:
+        """CPU-held weights in pinned memory: llama.cpp puts them in the GPU backend's host buffer unless they
+        are memory-mapped (src/llama-model-loader.cpp: "avoid using a host buffer when using mmap") or
+        --no-host is set."""
+        return self.load_mode in ("none", "mlock", "dio") and not self.no_host
 
 
 class VllmOptions(BaseModel):
@@ -107,8 +118,12 @@ _LLAMA_ALIASES = {
     "tensor_split": ["-ts", "--tensor-split"], "split_mode": ["-sm", "--split-mode"],
     "main_gpu": ["-mg", "--main-gpu"], "swa_full": ["--swa-full"], "mmproj": ["-mm", "--mmproj"],
     "spec_type": ["--spec-type"], "no_repack": ["-nr", "--no-repack"], "repack": ["--repack"],
+    "load_mode": ["-lm", "--load-mode"], "no_host": ["--no-host"], "no_op_offload": ["--no-op-offload"],
+    "op_offload": ["--op-offload"], "threads": ["-t", "--threads"],
     "host": ["--host"], "port": ["--port"],
 }
+# flags of older llama.cpp builds that people still paste, as the load mode that replaced them
+_LLAMA_LEGACY = {"--no-mmap": "none", "--mmap": "mmap", "--mlock": "mlock"}
 _LLAMA_CANON = {spelling: canon for canon, spellings in _LLAMA_ALIASES.items() for spelling in spellings}
 
 
@@ -132,6 +147,10 @@ def parse_llama_args(args: list[str], binary: str = "llama-server") -> LlamaCppO
         flag, eq, inline = tok.partition("=") if tok.startswith("--") else (tok, "", "")
         if not flag.startswith("-"):
             raise EngineOptionError(f"unexpected argument {tok!r} in the {binary} command; flags start with -")
+        if flag in _LLAMA_LEGACY and flag not in known:
+            o.load_mode = _LLAMA_LEGACY[flag]
+            i += 1
+            continue
         if flag not in known:
             close = difflib.get_close_matches(flag, list(known), n=2, cutoff=0.6)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
@@ -209,6 +228,16 @@ def parse_llama_args(args: list[str], binary: str = "llama-server") -> LlamaCppO
             o.repack = False
         elif canon == "repack":
             o.repack = True
+        elif canon == "load_mode":
+            o.load_mode = v
+        elif canon == "no_host":
+            o.no_host = True
+        elif canon == "no_op_offload":
+            o.op_offload = False
+        elif canon == "op_offload":
+            o.op_offload = True
+        elif canon == "threads":
+            o.threads = _int(flag, v)
         elif canon == "host":
             o.host = v
         elif canon == "port":
@@ -269,6 +298,14 @@ def llama_args(o: LlamaCppOptions) -> list[str]:
         a += ["--spec-type", o.spec_type]
     if not o.repack:
         a += ["--no-repack"]
+    if o.load_mode != "auto":
+        a += ["--load-mode", o.load_mode]
+    if o.no_host:
+        a += ["--no-host"]
+    if not o.op_offload:
+        a += ["--no-op-offload"]
+    if o.threads:
+        a += ["-t", str(o.threads)]
     if o.host != "127.0.0.1":
         a += ["--host", o.host]
     if o.port != 8080:

@@ -35,6 +35,8 @@ class DeviceUse(BaseModel):
     read_bytes_per_token: int = 0   # weights read: all of a dense tensor, top_k/experts of a routed one
     active_params: int = 0          # parameters multiplied per token (2 FLOPs each)
     expert_params: int = 0          # of which in routed experts (small grouped matmuls, slower per FLOP)
+    head_params: int = 0            # of which the output head (prefill computes it for the last token only)
+    routed_params: int = 0          # every routed expert held here, used or not (prefill pads their tiles)
 
     @property
     def total(self) -> int:
@@ -77,6 +79,9 @@ class Plan(BaseModel):
     tensor_parallel: int = 1
     device_switches: int = 0        # hand-overs between devices per decoded token
     offload_bytes: int = 0          # CPU-held layer weights a GPU copies per u-batch during prefill
+    offload_expert_bytes: int = 0   # of which routed experts: only the ones a u-batch uses are copied
+    host_pinned: bool = False       # CPU-held weights in pinned memory (faster copies to the GPU)
+    op_offload: bool = True         # large batches of CPU-held layers run on the GPU (llama.cpp op offload)
     speculative_tokens: int = 0     # MTP / draft tokens per step
 
     def summary(self) -> str:
@@ -281,7 +286,7 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
         return cpu if i < 0 else devs[i]
 
     placement: dict[str, dict[str, int]] = {}
-    cpu_weight_max = offload_bytes = 0
+    cpu_weight_max = offload_bytes = offload_expert_bytes = 0
     layer_devs: dict[int, list[int]] = {}
     tied_output = not any(t.group == "output" and t.name.startswith("output.weight") for t in rows)
     for t in rows:
@@ -307,11 +312,16 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
             dev(rd).active_params += int(share * t.n_params)
             if t.group == "routed_experts":
                 dev(rd).expert_params += int(share * t.n_params)
+                dev(rd).routed_params += t.n_params
+            if t.group == "output" or (t.group == "embeddings" and tied_output):
+                dev(rd).head_params += int(share * t.n_params)
         if t.layer is not None and t.layer < spec.layers:
             layer_devs.setdefault(t.layer, []).append(d)
         if d < 0 and t.layer is not None:
             cpu_weight_max = max(cpu_weight_max, t.nbytes or 0)
             offload_bytes += t.nbytes or 0
+            if t.group == "routed_experts":
+                offload_expert_bytes += t.nbytes or 0
 
     # KV cache: llama-kv-cache.cpp, one K and one V row per cell per attention layer
     kv_total = 0
@@ -391,6 +401,8 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
         fits=fits, reason=reason, shortfall_bytes=sum(s for _, s in over), command=llama_args(cmd_o),
         notes=notes, placement=placement, ubatch=min(o.ubatch, o.batch), device_switches=switches if rig.gpus else 0,
         offload_bytes=offload_bytes if rig.gpus and cpu.weights_bytes else 0,
+        offload_expert_bytes=offload_expert_bytes if rig.gpus and cpu.weights_bytes else 0,
+        host_pinned=o.host_pinned, op_offload=o.op_offload,
         speculative_tokens=spec.mtp_layers if include_mtp else 0,
     )
 
@@ -644,9 +656,12 @@ def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
     active = sum(n * (share if g == "routed_experts" else 1.0) for g, n in params.items() if g != "embeddings")
     if spec.tie_embeddings:
         read, active = read + groups_bytes.get("embeddings", 0), active + params.get("embeddings", 0)
+    head = params.get("output", 0) or (params.get("embeddings", 0) if spec.tie_embeddings else 0)
     for d in devs[:world]:
         d.read_bytes_per_token, d.active_params = int(read / world), int(active / world)
         d.expert_params = int(params.get("routed_experts", 0) * share / world)
+        d.routed_params = int(params.get("routed_experts", 0) / world)
+        d.head_params = int(head / world)
     per_request_bytes = blocks_per_request * page * group_size
     fits, reason, shortfall, suggestion = True, "fits", 0, None
     if kv_avail <= 0:

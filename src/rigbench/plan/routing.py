@@ -23,8 +23,6 @@ from pydantic import BaseModel
 from rigbench import catalog
 
 SEED = 20261123      # the experts' popularity draw, shared by synth and the model below
-TILE = 64            # tokens per tile of one expert in the grouped matmul (ggml-cuda mmq.cuh: mmq_x <= 128,
-                     # 64 for MoE on recent GPUs)
 
 
 class Spread(BaseModel):
@@ -33,7 +31,8 @@ class Spread(BaseModel):
     tokens: int
     skew: float
     distinct: float          # experts one layer touches in the u-batch (expected)
-    tile_loads: float        # sum over used experts of ceil(tokens on it / TILE)
+    tile: int
+    tile_loads: float        # sum over used experts of ceil(tokens on it / tile)
     top10_share: float       # share of the routed tokens taken by the most popular 10% of experts
 
     @property
@@ -57,8 +56,9 @@ def expert_scales(experts: int, skew: float, layer: int = 0) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def spread(experts: int, top_k: int, tokens: int, skew: float | None = None) -> Spread:
-    """Expected spread of `tokens` tokens with top-k routing over `experts` experts under router skew s.
+def spread(experts: int, top_k: int, tokens: int, skew: float | None = None, tile: int = 128) -> Spread:
+    """Expected spread of `tokens` tokens with top-k routing over `experts` experts under router skew s;
+    `tile` is the grouped matmul's tile width in tokens (llama.cpp MMQ: 128, see catalog speed.yaml).
 
     Router inputs of different tokens are taken as independent and isotropic (true of a synthetic model;
     for a trained one the skew is an effective value fitted to published statistics), so each logit is
@@ -75,7 +75,7 @@ def spread(experts: int, top_k: int, tokens: int, skew: float | None = None) -> 
         top = np.argpartition(-logits, top_k - 1, axis=1)[:, :top_k]
         counts = np.bincount(top.ravel(), minlength=experts)
         distinct.append(np.count_nonzero(counts))
-        tiles.append(np.ceil(counts / TILE).sum())
+        tiles.append(np.ceil(counts / tile).sum())
         top10.append(np.sort(counts)[::-1][: max(1, experts // 10)].sum() / counts.sum())
-    return Spread(experts=experts, top_k=top_k, tokens=tokens, skew=s, distinct=float(np.mean(distinct)),
+    return Spread(experts=experts, top_k=top_k, tokens=tokens, skew=s, distinct=float(np.mean(distinct)), tile=tile,
                   tile_loads=float(np.mean(tiles)), top10_share=float(np.mean(top10)))

@@ -13,18 +13,20 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from rigbench import catalog
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec
+from rigbench.plan import routing
 from rigbench.plan.memory import Plan, recurrent_state_bytes_per_seq
 
 DECODE_PARTS = ("vram", "ram", "overhead")
-PREFILL_PARTS = ("gpu_compute", "gpu_experts", "cpu_compute", "pcie", "overhead")
+PREFILL_PARTS = ("gpu_compute", "gpu_experts", "attention", "scan", "cpu_compute", "pcie", "overhead")
 # a part's coefficient is 1 / efficiency: the measured time over the time at the device's peak
 _DEFAULT_KEYS = {"vram": "gpu_mem_eff", "ram": "cpu_mem_eff", "gpu_compute": "gpu_flops_eff",
-                 "gpu_experts": "gpu_expert_flops_eff", "pcie": "link_eff"}
+                 "gpu_experts": "gpu_expert_flops_eff", "attention": "attn_flops_eff", "scan": "scan_eff",
+                 "pcie": "link_eff"}
 
 
 def constants() -> dict:
@@ -46,6 +48,17 @@ class Coefficients(BaseModel):
         return cls(decode={k: coef.get(k, 1.0) for k in DECODE_PARTS},
                    prefill={k: coef.get(k, 1.0) for k in PREFILL_PARTS},
                    decode_uncertainty=c["uncertainty"], prefill_uncertainty=c["uncertainty"])
+
+
+    @model_validator(mode="after")
+    def _complete(self) -> Coefficients:
+        """A calibration written before a part existed gets that part's default."""
+        d = Coefficients.defaults() if (set(self.decode) != set(DECODE_PARTS)
+                                        or set(self.prefill) != set(PREFILL_PARTS)) else None
+        if d is not None:
+            self.decode = {**d.decode, **{k: v for k, v in self.decode.items() if k in DECODE_PARTS}}
+            self.prefill = {**d.prefill, **{k: v for k, v in self.prefill.items() if k in PREFILL_PARTS}}
+        return self
 
 
 class Calibration(BaseModel):
@@ -75,6 +88,21 @@ class Calibration(BaseModel):
             "source": f"efficiencies calibrated on {other[0]} ({a.points} runs), applied to {rig.gpus[0].name}"})
 
 
+    def for_plan(self, plan: Plan, rig: Rig) -> Coefficients:
+        """The rig's coefficients; a vLLM plan's prefill uses vLLM's own (calibrated per GPU architecture
+        when vLLM runs were measured, else the kernel-level defaults in catalog speed.yaml)."""
+        base = self.for_rig(rig)
+        if plan.engine != "vllm" or not rig.gpus:
+            return base
+        key = f"vllm:gpu:{rig.gpus[0].arch}"
+        if key in self.classes:
+            return self.classes[key]
+        v = catalog.speed()["vllm"]
+        pre = {k: (1 / v[_DEFAULT_KEYS[k]] if _DEFAULT_KEYS.get(k) in v else 1.0) for k in PREFILL_PARTS}
+        return base.model_copy(update={"prefill": pre, "prefill_uncertainty": v["uncertainty"],
+                                       "source": f"{base.source}; vLLM prefill: {v['source']}"})
+
+
 class Estimate(BaseModel):
     value: float
     low: float
@@ -96,7 +124,7 @@ class Speed(BaseModel):
     prompt_tokens: int
     context: int
     decode_split: dict[str, float]       # share of one token's time: vram, ram, overhead
-    prefill_split: dict[str, float]      # share of prefill time: gpu_compute, cpu_compute, pcie, overhead
+    prefill_split: dict[str, float]      # share of prefill time, by PREFILL_PARTS
     speculative_speedup: float = 1.0
     calibration: str
     notes: list[str] = []
@@ -173,8 +201,9 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
         b = d.read_bytes_per_token + _routed_share_read(plan, spec, d, n)
         b += n * (_kv_per_token(plan, spec, d) * context + _state_per_token(plan, spec, d))
         vram.append(b / (g.bandwidth_gbs * 1e9))
-        dense.append((2 * (d.active_params - d.expert_params) * n + attn / len(gpus)) / (g.fp16_tflops * 1e12))
-        experts.append(2 * d.expert_params * n / (g.fp16_tflops * 1e12))
+        peak = (g.fp16_tflops if plan.engine == "vllm" else g.mma_int8_tops) * 1e12
+        dense.append((2 * (d.active_params - d.expert_params) * n + attn / len(gpus)) / peak)
+        experts.append(2 * d.expert_params * n / peak)
     if gpus:
         # tensor parallel GPUs work at once; a layer split one after another
         together = max if plan.tensor_parallel > 1 else sum
@@ -193,36 +222,107 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
 
 def prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cached: int = 0) -> dict:
     """Seconds at peak to process `tokens` new prompt tokens after `cached` ones already in the cache."""
+    if plan.engine == "vllm" and rig.gpus:
+        return _vllm_prefill_parts(plan, spec, rig, tokens, cached)
+    return _llama_prefill_parts(plan, spec, rig, tokens, cached)
+
+
+def _skew(spec: ModelSpec) -> float:
+    return routing.default_skew() if spec.router_skew is None else spec.router_skew
+
+
+def _padded_expert_flops(spec: ModelSpec, routed_params: int, batch: float, batches: int, tile: int) -> float:
+    """FLOPs of the grouped expert matmuls of `batches` batches of `batch` tokens each, counted on whole tiles:
+    every used expert runs ceil(its tokens / tile) tiles of `tile` token columns, padding included."""
+    if not spec.moe or not routed_params:
+        return 0.0
+    sp = routing.spread(spec.moe.experts, spec.moe.top_k, max(1, round(batch)), _skew(spec), tile)
+    return 2.0 * routed_params / spec.moe.experts * sp.tile_loads * tile * batches
+
+
+def _scan_work(spec: ModelSpec, tokens: int) -> float:
+    """FLOPs of the recurrent layers' state updates (Gated DeltaNet, Mamba2): ~8 per state element per token."""
+    state = 0
+    if spec.linear:
+        la = spec.linear
+        state += spec.layout.count("L") * la.v_heads * la.k_dim * la.v_dim
+    if spec.mamba:
+        m = spec.mamba
+        state += spec.layout.count("M") * m.heads * m.head_dim * m.state
+    return 8.0 * state * tokens
+
+
+def _dense_params(d) -> int:
+    """Parameters a prompt token multiplies outside the routed experts; the output head runs for the last
+    token only (llama-server and llama-bench ask for one set of logits per prompt)."""
+    return max(0, d.active_params - d.expert_params - d.head_params)
+
+
+def _llama_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cached: int) -> dict:
     c = constants()
     parts = dict.fromkeys(PREFILL_PARTS, 0.0)
-    ub = max(1, plan.ubatch)
-    n_ub = math.ceil(tokens / ub)
+    n_ub = max(1, math.ceil(tokens / max(1, plan.ubatch)))
+    per_ub = tokens / n_ub
+    tile = c["mmq_tile"]
     attn = _attention_flops(spec, tokens, cached)
     cpu = _cpu(plan)
-    cpu_params = cpu.active_params if cpu is not None else 0
     gpus = _gpus(plan, rig)
-    if gpus:
-        offload = plan.engine == "llama.cpp" and plan.offload_bytes > 0 and ub >= 32
-        tflops = gpus[0][0].fp16_tflops * 1e12
-        dense = [2 * (d.active_params - d.expert_params) * tokens / (g.fp16_tflops * 1e12) for g, d in gpus]
-        experts = [2 * d.expert_params * tokens / (g.fp16_tflops * 1e12) for g, d in gpus]
-        # layer split runs the GPUs one after another; tensor parallel runs them together
-        together = max if plan.tensor_parallel > 1 else sum
-        parts["gpu_compute"] = together(dense) + attn / (tflops * plan.tensor_parallel)
-        parts["gpu_experts"] = together(experts)
-        if offload:
-            parts["gpu_compute"] += 2 * (cpu_params - cpu.expert_params) * tokens / tflops
-            parts["gpu_experts"] += 2 * cpu.expert_params * tokens / tflops
-            parts["pcie"] = n_ub * plan.offload_bytes / (rig.link_gbs * 1e9)
-        elif cpu_params:
-            parts["cpu_compute"] = 2 * cpu_params * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
-        per_ub = spec.layers * c["gpu_layer_us"] + plan.device_switches * c["switch_us"]
-        if plan.tensor_parallel > 1:
-            per_ub += 2 * spec.layers * (c["allreduce_us"] + ub * spec.hidden * 2 / (rig.link_gbs * 1e3))
-        parts["overhead"] = n_ub * per_ub * 1e-6
-    else:
-        parts["cpu_compute"] = (2 * cpu_params * tokens + attn) / (rig.cores * c["cpu_core_gflops"] * 1e9)
+    if not gpus:
+        flops = 2 * (cpu.active_params - cpu.head_params) * tokens + attn + _scan_work(spec, tokens)
+        parts["cpu_compute"] = flops / (rig.cores * c["cpu_core_gflops"] * 1e9)
         parts["overhead"] = n_ub * spec.layers * c["cpu_layer_us"] * 1e-6
+        return parts
+    # the GPUs of a layer split run one after another, so their times add up
+    for g, d in gpus:
+        mma = g.mma_int8_tops * 1e12
+        parts["gpu_compute"] += 2 * _dense_params(d) * tokens / mma
+        parts["gpu_experts"] += _padded_expert_flops(spec, d.routed_params, per_ub, n_ub, tile) / mma
+    g0 = gpus[0][0]
+    parts["attention"] = attn / (g0.fp16_tflops * 1e12)
+    parts["scan"] = _scan_work(spec, tokens) / (g0.cuda_fp32_tflops * 1e12)
+    if cpu is not None and cpu.active_params:
+        if plan.op_offload and per_ub >= c["op_offload_min_batch"] and plan.offload_bytes:
+            # ggml-backend op offload: the GPU runs the CPU-held layers, copying their weights in once per
+            # u-batch, and of a routed expert tensor only the experts the u-batch uses
+            mma = g0.mma_int8_tops * 1e12
+            parts["gpu_compute"] += 2 * _dense_params(cpu) * tokens / mma
+            parts["gpu_experts"] += _padded_expert_flops(spec, cpu.routed_params, per_ub, n_ub, tile) / mma
+            used = 1.0
+            if spec.moe:
+                used = routing.spread(spec.moe.experts, spec.moe.top_k, round(per_ub), _skew(spec)).used_fraction
+            copied = (plan.offload_bytes - plan.offload_expert_bytes) + plan.offload_expert_bytes * used
+            link = rig.link_gbs if plan.host_pinned else rig.pageable_gbs
+            parts["pcie"] = n_ub * copied / (link * 1e9)
+        else:
+            parts["cpu_compute"] = 2 * _dense_params(cpu) * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
+            parts["cpu_compute"] += 2 * cpu.expert_params * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
+    parts["overhead"] = n_ub * (spec.layers * c["gpu_layer_us"] + plan.device_switches * c["switch_us"]) * 1e-6
+    return parts
+
+
+def _vllm_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cached: int) -> dict:
+    """vLLM: chunked prefill of at most --max-num-batched-tokens per step, compute-bound fp16 (or fp8)
+    tensor-core GEMMs (Marlin W4A16 for AWQ/GPTQ/AutoRound), fused-MoE tiles, and two all-reduces per
+    layer over the link when tensor parallel."""
+    c = constants()
+    v = catalog.speed()["vllm"]
+    parts = dict.fromkeys(PREFILL_PARTS, 0.0)
+    tp = max(1, plan.tensor_parallel)
+    chunk = max(1, plan.ubatch)
+    n_chunks = max(1, math.ceil(tokens / chunk))
+    per_chunk = tokens / n_chunks
+    g, d = _gpus(plan, rig)[0]
+    peak = g.fp16_tflops * 1e12 * (2 if (g.fp8 and "fp8" in plan.quant.lower()) else 1)
+    parts["gpu_compute"] = 2 * _dense_params(d) * tokens / peak
+    parts["gpu_experts"] = _padded_expert_flops(spec, d.routed_params, per_chunk, n_chunks, v["moe_tile"]) / peak
+    parts["attention"] = _attention_flops(spec, tokens, cached) / (tp * g.fp16_tflops * 1e12)
+    # chunked Gated DeltaNet kernels (flash-linear-attention) turn the scan into small matmuls
+    parts["scan"] = _scan_work(spec, tokens) / (tp * g.fp16_tflops * 1e12)
+    per_chunk_s = v["step_ms"] * 1e-3
+    if tp > 1:
+        ring = 2 * (tp - 1) / tp * per_chunk * spec.hidden * 2 / (rig.link_gbs * 1e9)
+        per_chunk_s += 2 * spec.layers * (c["allreduce_us"] * 1e-6 + ring)
+    parts["overhead"] = n_chunks * per_chunk_s
     return parts
 
 
@@ -271,7 +371,7 @@ def speculative_speedup(plan: Plan, spec: ModelSpec) -> float:
 def predict(plan: Plan, spec: ModelSpec, rig: Rig, prompt_tokens: int = 128, context: int | None = None,
             concurrency: int = 1, calibration: Calibration | None = None) -> Speed:
     """Prefill, decode, TTFT and concurrent decode of one placement, each with its uncertainty."""
-    coef = (calibration or load_calibration()).for_rig(rig)
+    coef = (calibration or load_calibration()).for_plan(plan, rig)
     ctx = max(prompt_tokens, context or prompt_tokens)
     cached = ctx - prompt_tokens
     p_scaled = _scaled(prefill_parts(plan, spec, rig, prompt_tokens, cached), coef.prefill, PREFILL_PARTS)
@@ -355,7 +455,7 @@ def agent_task(plan: Plan, spec: ModelSpec, rig: Rig, profile: AgentProfile | No
                calibration: Calibration | None = None) -> AgentEstimate:
     """Turn k prefills the tokens new since turn k-1 (all of them without a prefix cache), then decodes."""
     profile = profile or AgentProfile.typical()
-    coef = (calibration or load_calibration()).for_rig(rig)
+    coef = (calibration or load_calibration()).for_plan(plan, rig)
     turns, ctx = [], 0
     for k in range(1, profile.turns + 1):
         new = profile.first_prompt if k == 1 else profile.turn_new_tokens + profile.output_tokens
@@ -387,6 +487,9 @@ class Measurement(BaseModel):
     prefill_tok_s: float | None = None
     decode_context: int | None = None
     decode_tok_s: float | None = None
+    prefill_depth: int = 0               # tokens already in the cache when the prompt was processed
+    router_skew: float | None = None     # a synthetic MoE's router skew (None: the model's default)
+    view: str = "client"                 # client (rigbench's TTFT) | server (its own timings) | llama-bench
     source: str = ""
 
 
@@ -398,6 +501,8 @@ def _spec_plan_rig(m: Measurement):
 
     rig = hardware.load(m.rig).with_vram(m.vram_gib)
     spec = load(m.model)
+    if m.router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": m.router_skew})
     opts = parse_command(["llama-server", "-m", m.model, *m.args])
     return spec, make_plan(spec, rig, opts, m.quant), rig
 
@@ -439,7 +544,8 @@ def fit_class(points: list[tuple[Measurement, ModelSpec, Plan, Rig]], name: str)
             mem, _ = decode_parts(p, spec, rig, m.decode_context or 1)
             dec_rows.append((mem, 1 / m.decode_tok_s))
         if m.prefill_tok_s and m.prompt_tokens:
-            pre_rows.append((prefill_parts(p, spec, rig, m.prompt_tokens), m.prompt_tokens / m.prefill_tok_s))
+            pre_rows.append((prefill_parts(p, spec, rig, m.prompt_tokens, m.prefill_depth),
+                             m.prompt_tokens / m.prefill_tok_s))
     dec = _fit(dec_rows, base.decode, DECODE_PARTS)
     pre = _fit(pre_rows, base.prefill, PREFILL_PARTS)
     dec_err = [sum(_scaled(r, dec, DECODE_PARTS).values()) / y - 1 for r, y in dec_rows]

@@ -2,7 +2,8 @@
 
 Candidates: how many layers' experts stay in RAM (`--n-cpu-moe N`), a finer step that moves only the
 gate/up experts of one more layer (`-ot`), the layers on the GPU (`-ngl`, dense models), the u-batch
-(large ones cut the PCIe copies of CPU-held weights during prefill) and the KV cache type. Each is
+(large ones cut the PCIe copies of CPU-held weights during prefill and fill more of each expert's tile),
+whether RAM-held weights are pinned (`--load-mode none`) and the KV cache type. Each is
 planned by plan.memory, kept if it fits with a margin, and scored by plan.speed. The baselines people
 use today, `--cpu-moe` and llama.cpp's own `--fit`, are planned and scored the same way beside the pick.
 """
@@ -61,7 +62,7 @@ class TuneResult(BaseModel):
 
 def score(label: str, plan: Plan, spec: ModelSpec, rig: Rig, turn: Turn, cal: speed.Calibration,
           note: str = "") -> Candidate:
-    coef = cal.for_rig(rig)
+    coef = cal.for_plan(plan, rig)
     pre, dec = speed.agent_turn_seconds(plan, spec, rig, coef, turn.prompt, turn.prompt, turn.output)
     task = speed.agent_task(plan, spec, rig, calibration=cal)
     return Candidate(label=label, args=plan.command, turn_s=round(pre + dec, 3), prefill_s=round(pre, 3),
@@ -86,15 +87,25 @@ def candidates(spec: ModelSpec, rig: Rig, base: LlamaCppOptions,
             if spec.is_moe:
                 for n in range(0, spec.layers + 1):
                     o2 = o.model_copy(update={"ngl": 999, "n_cpu_moe": n})
-                    out.append((f"--n-cpu-moe {n}, -ub {ub}, KV {kv}", o2))
+                    out += _with_load_modes(f"--n-cpu-moe {n}, -ub {ub}, KV {kv}", o2, n > 0)
                     if 0 < n < spec.layers and not coarse:
                         # one step finer: also the gate/up experts of layer n (down stays on the GPU)
                         pat = rf"blk\.{n}\.ffn_(up|gate)_exps"
-                        out.append((f"--n-cpu-moe {n} + gate/up of layer {n}, -ub {ub}, KV {kv}",
-                                    o2.model_copy(update={"overrides": [(pat, "CPU")]})))
+                        out += _with_load_modes(f"--n-cpu-moe {n} + gate/up of layer {n}, -ub {ub}, KV {kv}",
+                                                o2.model_copy(update={"overrides": [(pat, "CPU")]}), True)
             else:
                 for ngl in range(spec.layers + 1, -1, -4 if coarse else -1):
-                    out.append((f"-ngl {ngl}, -ub {ub}, KV {kv}", o.model_copy(update={"ngl": ngl})))
+                    out += _with_load_modes(f"-ngl {ngl}, -ub {ub}, KV {kv}", o.model_copy(update={"ngl": ngl}),
+                                            ngl <= spec.layers)
+    return out
+
+
+def _with_load_modes(label: str, o: LlamaCppOptions, on_cpu: bool) -> list[tuple[str, LlamaCppOptions]]:
+    """The candidate as given and, when weights stay in RAM, with them in pinned memory (`--load-mode none`:
+    not memory-mapped, so llama.cpp's per-u-batch copies to the GPU run at the link's pinned rate)."""
+    out = [(label, o)]
+    if on_cpu and o.load_mode == "auto":
+        out.append((label + ", pinned", o.model_copy(update={"load_mode": "none"})))
     return out
 
 

