@@ -9,7 +9,7 @@ import pytest
 from rigbench import hardware
 from rigbench.engines.options import LlamaCppOptions, parse_command
 from rigbench.model import from_catalog
-from rigbench.plan import advise, speed, tune
+from rigbench.plan import advise, routing, speed, tune
 from rigbench.plan.memory import plan, plan_llamacpp
 
 DEFAULTS = speed.Calibration()   # no calibrated classes: catalog defaults only
@@ -59,20 +59,61 @@ def test_cpu_moe_moves_the_expert_reads_to_system_ram():
     assert s.decode_split["ram"] > 0.5
 
 
-def test_prefill_with_experts_in_ram_pays_a_pcie_copy_per_ubatch():
+def test_prefill_with_experts_in_ram_copies_the_used_experts_per_ubatch():
     spec, rig = from_catalog("qwen3.6-35b-a3b"), hardware.load("rtx5080")
+    spec = spec.model_copy(update={"router_skew": 0.0})     # even routing: a u-batch of 512 uses every expert
     o = LlamaCppOptions(ngl=999, cpu_moe=True, ctx=16384, parallel=1)
     p512 = plan_llamacpp(spec, rig, o, "Q4_K_M")
     p2048 = plan_llamacpp(spec, rig, o.model_copy(update={"ubatch": 2048}), "Q4_K_M")
     a = speed.prefill_parts(p512, spec, rig, 8000)
     b = speed.prefill_parts(p2048, spec, rig, 8000)
-    # 8000 tokens: 16 u-batches of 512 against 4 of 2048, each copying every CPU-held expert
-    assert a["pcie"] == pytest.approx(16 * p512.offload_bytes / (rig.link_gbs * 1e9))
+    # 8000 tokens: 16 u-batches of 512 against 4 of 2048, each copying every CPU-held expert from mmap'd
+    # (pageable) memory: the link's pageable rate
+    assert p512.offload_expert_bytes == p512.offload_bytes > 0
+    assert a["pcie"] == pytest.approx(16 * p512.offload_bytes / (rig.pageable_gbs * 1e9))
     assert b["pcie"] == pytest.approx(a["pcie"] / 4)
+    # pinned host memory (--load-mode none) copies at the link's pinned rate
+    pinned = plan_llamacpp(spec, rig, o.model_copy(update={"load_mode": "none"}), "Q4_K_M")
+    assert pinned.host_pinned and not p512.host_pinned
+    assert speed.prefill_parts(pinned, spec, rig, 8000)["pcie"] == pytest.approx(a["pcie"] * rig.pageable_gbs
+                                                                                 / rig.link_gbs)
+    # a skewed router leaves experts unused in a u-batch of 32, and those are not copied
+    skewed = spec.model_copy(update={"router_skew": 0.8})
+    p32 = plan_llamacpp(skewed, rig, o.model_copy(update={"ubatch": 32, "batch": 32}), "Q4_K_M")
+    used = routing.spread(256, 8, 32, 0.8).used_fraction
+    assert used < 0.5
+    assert speed.prefill_parts(p32, skewed, rig, 320)["pcie"] == pytest.approx(
+        10 * p32.offload_bytes * used / (rig.pageable_gbs * 1e9))
     # under 32 tokens a u-batch runs CPU weights on the CPU (ggml op offload threshold)
     p16 = plan_llamacpp(spec, rig, o.model_copy(update={"ubatch": 16, "batch": 16}), "Q4_K_M")
     c = speed.prefill_parts(p16, spec, rig, 8000)
     assert c["pcie"] == 0 and c["cpu_compute"] > 0
+
+
+def test_expert_tiles_fill_with_larger_ubatches_and_skewed_routers():
+    """Grouped expert matmuls run whole tiles of 128 tokens per used expert: at u-batch 512 an even router
+    gives each of 256 experts 16 tokens (8x padding), a larger u-batch or a skewed router fills them."""
+    spec, rig, p = _full_gpu("qwen3.6-35b-a3b")
+    even = spec.model_copy(update={"router_skew": 0.0})
+    routed = p.devices[0].routed_params
+    per_expert_flop = 2 * routed / 256
+    parts = speed.prefill_parts(p, even, rig, 512)
+    assert parts["gpu_experts"] == pytest.approx(per_expert_flop * 256 * 128 / (rig.gpus[0].mma_int8_tops * 1e12),
+                                                 rel=1e-6)
+    p2048 = p.model_copy(update={"ubatch": 2048})
+    per_token = {ub: speed.prefill_parts(q, even, rig, 8192)["gpu_experts"] for ub, q in ((512, p), (2048, p2048))}
+    assert per_token[2048] < per_token[512] / 3
+    skewed = spec.model_copy(update={"router_skew": 0.5})
+    assert speed.prefill_parts(p, skewed, rig, 512)["gpu_experts"] < 0.8 * parts["gpu_experts"]
+
+
+def test_routing_spread_counts_experts_and_tiles():
+    even = routing.spread(256, 8, 512, 0.0)
+    assert even.distinct == 256 and even.tile_loads == 256          # 16 tokens each: one tile each
+    assert routing.spread(256, 8, 8, 0.0).distinct == pytest.approx(64 * (1 - 1 / 256 * 0), rel=0.12)
+    skewed = routing.spread(256, 8, 512, 0.5)
+    assert skewed.distinct < 200 and skewed.top10_share > 2 * even.top10_share
+    assert skewed.tokens_per_used_expert > even.tokens_per_used_expert
 
 
 def test_mtp_speedup_follows_the_acceptance_formula():
@@ -111,10 +152,12 @@ def test_calibration_recovers_known_efficiencies():
     """Measurements made up from chosen coefficients: the fit must find those coefficients again."""
     truth = speed.Coefficients.defaults()
     truth.decode.update(vram=2.0, ram=3.0, overhead=1.5)
-    truth.prefill.update(gpu_compute=8.0, gpu_experts=40.0, pcie=5.0)
+    truth.prefill.update(gpu_compute=8.0, gpu_experts=4.0, pcie=2.0)
     ms = []
+    # the u-batch sweep (as benchmarks/gpu/sweeps.py runs it) tells padded expert tiles from dense work
     configs = [["-ngl", "99"], ["-ngl", "99", "--cpu-moe"], ["-ngl", "99", "--n-cpu-moe", "10", "-ub", "2048"],
-               ["-ngl", "99", "--n-cpu-moe", "20"], ["-ngl", "99", "--n-cpu-moe", "30", "-ub", "1024"]]
+               ["-ngl", "99", "--n-cpu-moe", "20"], ["-ngl", "99", "--n-cpu-moe", "30", "-ub", "1024"],
+               ["-ngl", "99", "-ub", "128"], ["-ngl", "99", "-ub", "2048"], ["-ngl", "99", "-ub", "4096"]]
     for model in ("qwen3.6-35b-a3b", "qwen3.6-27b"):
         for i, args in enumerate(configs):
             if model == "qwen3.6-27b" and "moe" in " ".join(args):
@@ -175,7 +218,7 @@ def test_advise_ranks_what_fits_with_quality_beside_it():
     assert rows == sorted(rows, key=lambda a: a.turn_s)
     names = {(a.model, a.engine) for a in rows}
     assert ("qwen3.6-35b-a3b", "llama.cpp") in names and ("qwen3.6-27b", "llama.cpp") in names
-    top = next(a for a in rows if a.model == "qwen3.6-35b-a3b")
+    top = next(a for a in rows if a.model == "qwen3.6-35b-a3b" and a.engine == "llama.cpp")
     assert top.quality and "source" in top.quality
     assert top.command.startswith("llama-server -m ")
 
