@@ -86,3 +86,49 @@ def run(binary: Path, o: LlamaCppOptions, prompt: int, gen: int = 0, depth: int 
         tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
         raise LlamaBenchError(f"llama-bench exited with {p.returncode}: {' | '.join(tail)}")
     return parse(p.stdout)[0]
+
+
+# llama-bench flag -> the llama-server spelling, for reading published llama-bench command lines
+_TO_SERVER = {"-ncmoe": "--n-cpu-moe", "--n-cpu-moe": "--n-cpu-moe", "-ngl": "-ngl", "--n-gpu-layers": "-ngl",
+              "-ub": "-ub", "--ubatch-size": "-ub", "-b": "-b", "--batch-size": "-b", "-ctk": "-ctk",
+              "--cache-type-k": "-ctk", "-ctv": "-ctv", "--cache-type-v": "-ctv", "-t": "-t", "--threads": "-t",
+              "-ot": "-ot", "--override-tensor": "-ot", "-lm": "--load-mode", "--load-mode": "--load-mode",
+              "-ts": "-ts", "--tensor-split": "-ts", "-sm": "-sm", "--split-mode": "-sm", "-mg": "-mg"}
+_BENCH_ONLY = {"-p", "--n-prompt", "-n", "--n-gen", "-r", "--repetitions", "-o", "--output", "-d", "--n-depth",
+               "-pg", "-m", "--model", "--prio", "--delay", "-C", "--cpu-mask", "--poll", "-dev", "--device",
+               "-embd", "--embeddings", "--cpu-strict", "-lzm", "--lazy-mode", "-fitc", "--fit-ctx"}
+
+
+def server_args(bench: list[str]) -> list[str]:
+    """llama-server flags for a published llama-bench command line's placement and batch flags (one value
+    each; llama-bench's comma lists take their first value). Older spellings (`-mmp 0`, `-fa 1`) included."""
+    out: list[str] = []
+    i = 0
+    while i < len(bench):
+        flag = bench[i]
+        val = bench[i + 1] if i + 1 < len(bench) else ""
+        first = val.split(",")[0]
+        i += 2
+        if flag in _TO_SERVER:
+            if flag in ("-ot", "--override-tensor"):
+                out += ["-ot", ",".join(x for x in val.split(";") if x)]
+            else:
+                out += [_TO_SERVER[flag], first]
+        elif flag in ("-fa", "--flash-attn"):
+            out += ["-fa", {"1": "on", "0": "off"}.get(first, first)]
+        elif flag in ("-mmp", "--mmap"):
+            out += ["--load-mode", "mmap" if first == "1" else "none"]
+        elif flag in ("-nkvo", "--no-kv-offload"):
+            out += ["--no-kv-offload"] if first == "1" else []
+        elif flag in ("-nopo", "--no-op-offload"):
+            out += ["--no-op-offload"] if first == "1" else []
+        elif flag == "--no-host":
+            out += ["--no-host"] if first == "1" else []
+        elif flag in ("-fitt", "--fit-target"):
+            out += ["--fit-target", first]
+        elif flag in ("--cpu-moe", "-cmoe", "-v", "--verbose", "--no-warmup", "--progress"):
+            out += ["--cpu-moe"] if flag in ("--cpu-moe", "-cmoe") else []
+            i -= 1
+        elif flag not in _BENCH_ONLY:
+            raise LlamaBenchError(f"llama-bench flag {flag} has no llama-server counterpart rigbench knows")
+    return out
