@@ -82,6 +82,7 @@ def measure(c: dict, later: int) -> None:
             rows = turns(server.url, 1 + later)
         finally:
             server.stop()
+        time.sleep(5)  # the driver frees the server's memory after it exits; a tight budget needs all of it
         try:
             bench = llamabench.run(BENCH, o, PROMPT, repeats=1, timeout=400).tok_s
         except Exception as e:  # the other two views stand on their own

@@ -58,6 +58,13 @@ EOF
   RIGBENCH_CALIBRATION=$R/calibration.json python3 benchmarks/gpu/plan_configs.py --file $REAL --skew "$SKEW" \
     --budgets "${1:-16,12}" --full --out $R/configs.json | tee "$OUT/plan.txt"
   cp $R/configs.json "$OUT/" ;;
+dense)
+  export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+  export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
+  rm -f $EVEN
+  [ -f $M/q27b.gguf ] || python3 -m rigbench synth qwen3.6-27b --quant Q4_K_M -o $M/q27b.gguf --json > "$OUT/synth27.json"
+  MODEL=qwen3.6-27b python3 benchmarks/gpu/sweeps.py $M/q27b.gguf 0 dense
+  keep ;;
 views)
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
   rm -f $EVEN  # room on the disk; the even twin is only for the sweeps

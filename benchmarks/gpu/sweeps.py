@@ -40,7 +40,8 @@ def sweep(gguf: str, skew: float, name: str, args: list[str], prompt: int, depth
     if "tok_s" in row:
         kw = ({"prompt_tokens": prompt, "prefill_tok_s": row["tok_s"], "prefill_depth": depth} if prompt else
               {"decode_context": depth + gen // 2, "decode_tok_s": row["tok_s"]})
-        m = Measurement(name=name, rig="h100", model="qwen3.6-35b-a3b", quant="Q4_K_M", args=args,
+        m = Measurement(name=name, rig="h100", model=os.environ.get("MODEL", "qwen3.6-35b-a3b"), quant="Q4_K_M",
+                        args=args,
                         router_skew=skew, view="llama-bench",
                         source=f"benchmarks/gpu/sweeps.py (llama-bench) on {DEVICE}", **kw)
         with (OUT / "sweeps.calib.jsonl").open("a") as f:
@@ -57,6 +58,10 @@ def main() -> None:
         sweep(gguf, skew, f"35b-{tag}-full-pp512", ["-ngl", "99"], 512)
         sweep(gguf, skew, f"35b-{tag}-full-d16k", ["-ngl", "99"], 2048, depth=16384, repeats=1)
         sweep(gguf, skew, f"35b-{tag}-full-tg", ["-ngl", "99"], 0, gen=128)
+    if what == "dense":
+        for ub in (256, 512, 2048):
+            sweep(gguf, skew, f"27b-full-ub{ub}", ["-ngl", "99", "-ub", str(ub)], 4096)
+        sweep(gguf, skew, "27b-full-tg", ["-ngl", "99"], 0, gen=128)
     if what in ("offload", "all"):
         for mode in ("mmap", "none"):
             for ub in (512, 2048):
