@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from rigbench import model, synth
@@ -181,3 +182,49 @@ def test_sglang_and_ollama_launch_specs():
     assert o.env["OLLAMA_HOST"] == "127.0.0.1:11500" and o.health_paths == ["/api/version"]
     assert others.ollama_modelfile("/m.gguf", 32768, 99).splitlines() == [
         "FROM /m.gguf", "PARAMETER num_ctx 32768", "PARAMETER num_gpu 99"]
+
+
+def test_synth_router_skew_is_written_and_read_back(synth_35b, tmp_path):
+    """The twin records how its router spreads tokens; its router rows carry the per-expert scales."""
+    from gguf import GGUFReader
+
+    from rigbench.plan import routing
+
+    assert model.load(str(synth_35b)).router_skew == pytest.approx(routing.default_skew())
+    spec = synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8)
+    skewed = synth.write(spec, tmp_path / "skewed.gguf", "Q4_K_M", router_skew=0.8)
+    assert model.load(str(skewed)).router_skew == pytest.approx(0.8)
+    gate = next(t for t in GGUFReader(str(skewed)).tensors if t.name == "blk.0.ffn_gate_inp.weight")
+    rows = np.asarray(gate.data, dtype=np.float64).reshape(8, -1)
+    norms = np.linalg.norm(rows, axis=1)
+    scales = routing.expert_scales(8, 0.8, 0)
+    # row norms follow the expert scales (each row is Gaussian noise times its scale)
+    assert np.corrcoef(norms, scales)[0, 1] > 0.99
+
+
+def test_llama_bench_with_the_servers_flags(qwen_gguf, llama_server):
+    """llama-bench, run with a server command's placement and batch flags, reports pp and tg."""
+    from rigbench.engines import llamabench
+
+    o = parse_llama_args(["-m", str(qwen_gguf), "-c", "4096", "-ub", "128", "--no-repack", "-t", "2"])
+    args = llamabench.bench_args(o, 128)
+    assert args[args.index("-ub") + 1] == "128" and args[args.index("--repack") + 1] == "0"
+    bench = llama_server.with_name("llama-bench")
+    pp = llamabench.run(bench, o, 128, repeats=1)
+    tg = llamabench.run(bench, o, 0, gen=8, repeats=1)
+    assert pp.prompt_tokens == 128 and pp.tok_s > 0
+    assert tg.gen_tokens == 8 and 0 < tg.tok_s < pp.tok_s
+    with pytest.raises(llamabench.LlamaBenchError, match="exited with"):
+        llamabench.run(bench, o.model_copy(update={"model_path": "/nonexistent.gguf"}), 16, repeats=1)
+
+
+def test_published_llama_bench_flags_become_server_flags():
+    from rigbench.engines import llamabench
+
+    got = llamabench.server_args(["-m", "x.gguf", "-ngl", "99", "-fa", "1", "-ub", "2048,512", "-ncmoe", "20",
+                                  "-mmp", "0", "-p", "512", "-ot", "exps=CPU;blk\\.1\\.=CUDA0"])
+    o = parse_llama_args(["-m", "x.gguf", *got])
+    assert (o.ngl, o.flash_attn, o.ubatch, o.n_cpu_moe, o.load_mode) == (99, "on", 2048, 20, "none")
+    assert o.host_pinned and o.overrides == [("exps", "CPU"), ("blk\\.1\\.", "CUDA0")]
+    with pytest.raises(llamabench.LlamaBenchError, match="no llama-server counterpart"):
+        llamabench.server_args(["--bogus", "1"])
