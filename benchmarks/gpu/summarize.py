@@ -1,4 +1,4 @@
-"""Summarise benchmarks/results/gpu_turns_h100.jsonl (written on the lent H100 by benchmarks/gpu/measure.py, since replaced by session.sh):
+"""Summarise benchmarks/results/gpu_turns_h100.jsonl (written on the lent H100 by an earlier measure.py):
 agent-turn times under the 16 GiB budget with ratios against --cpu-moe and --fit, and the planner's predicted
 bytes per GPU buffer against llama.cpp's own allocation log. Writes benchmarks/results/gpu_calibration_h100.json.
 
