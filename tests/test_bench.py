@@ -151,6 +151,10 @@ def test_suite_against_llama_server(llama_server, qwen_gguf, tmp_path):
     assert d["server"]["engine"] == "llama.cpp" and d["exact_prompt_lengths"] is True
     sc = d["scenarios"]
     assert sc["decode"]["completed"] == 2 and sc["decode"]["tpot_ms_p50"] > 0
+    # the server's own timings beside rigbench's: a second view of the same requests, within 10%
+    f = sc["decode"]["facts"]
+    assert f["server_decode_tok_s"] == pytest.approx(sc["decode"]["per_stream_tok_s"], rel=0.1)
+    assert f["server_prefill_tok_s"] > 0
     assert sc["concurrency_2"]["completed"] == 2
     assert sc["concurrency"]["facts"]["levels"]["2"]["total_tok_s"] > 0
     assert "prefix_cache_effective" in sc["agent_loop"]["facts"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 import time
 from collections.abc import Callable
 
@@ -103,6 +104,20 @@ def metrics_snapshot(base: str) -> dict[str, float]:
     return out
 
 
+def server_view(results: list[RequestResult]) -> dict:
+    """The server's own account of the same requests (llama-server's `timings`), medians beside rigbench's:
+    a second view of every speed the suite reports."""
+    t = [r.server_timings for r in results if r.ok and r.server_timings]
+    pre = [x["prompt_per_second"] for x in t if x.get("prompt_per_second")]
+    dec = [x["predicted_per_second"] for x in t if x.get("predicted_per_second")]
+    out = {}
+    if pre:
+        out["server_prefill_tok_s"] = round(statistics.median(pre), 1)
+    if dec:
+        out["server_decode_tok_s"] = round(statistics.median(dec), 2)
+    return out
+
+
 class Suite:
     def __init__(self, cfg: BenchConfig, on_result: Callable[[RequestResult], None] | None = None,
                  on_summary: Callable[[str, ScenarioResult], None] | None = None,
@@ -140,6 +155,7 @@ class Suite:
             facts["stopped"] = "server down"
         elif lr.stopped:
             facts["stopped"] = lr.stopped
+        facts.update(server_view(lr.results))
         res = ScenarioResult(summary=summarize(name, lr.results, lr.duration_s, concurrency, self.cfg.slo_ms),
                              facts=facts)
         self.report(name, res)
