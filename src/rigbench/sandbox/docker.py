@@ -1,0 +1,176 @@
+"""The Docker sandbox: the task's own image, no network, the task's limits, and a new container for the verifier.
+
+The agent's container has no bind mount at all: nothing it writes is a host file. Its main process waits
+on stdin from the `docker run -i` client that rigbench holds, so the container stops (and `--rm` removes it)
+when rigbench closes that pipe or dies. When the agent is done, the container is committed to an image and
+removed with every process in it; the verifier runs in a new container of that image, with /tests (a copy
+of the task's tests) and /logs/verifier (empty) bind-mounted from folders rigbench made for it. The
+reward is read from that folder by rigbench after the verifier's container is gone, with no-follow opens.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from rigbench.sandbox.base import (
+    CommandResult,
+    Limits,
+    Sandbox,
+    SandboxUnavailable,
+    TaskUnsupported,
+    result,
+    run_capped,
+)
+from rigbench.sandbox.files import FileRead, copy_task_path, read_regular, remove_tree, tar_of
+
+DRIVERS_WITH_SIZE = "overlay2 on xfs mounted with pquota, btrfs, zfs or devicemapper"
+
+
+def docker_available() -> str | None:
+    """None when a Docker daemon answers here, else why not."""
+    try:
+        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                           timeout=10)
+    except FileNotFoundError:
+        return "the docker client is not installed"
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon did not answer in 10 s"
+    return None if r.returncode == 0 and r.stdout.strip() else "no Docker daemon is running"
+
+
+@functools.cache
+def storage_limit_unsupported(image: str) -> str | None:
+    """None when the daemon can cap a container's disk (--storage-opt size), else why not (tried once)."""
+    name = f"rigbench-probe-{os.getpid()}"
+    r = subprocess.run(["docker", "create", "--name", name, "--storage-opt", "size=64m", image, "true"],
+                       capture_output=True, text=True, timeout=60)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+    if r.returncode == 0:
+        return None
+    driver = subprocess.run(["docker", "info", "-f", "{{.Driver}}"], capture_output=True, text=True,
+                            timeout=10).stdout.strip()
+    return f"the Docker daemon's storage driver ({driver}) cannot limit a container's disk ({DRIVERS_WITH_SIZE} can)"
+
+
+def _docker(*args: str, timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=timeout)
+
+
+class DockerSandbox(Sandbox):
+    kind = "docker"
+
+    def __init__(self, limits: Limits, root: Path, dockerfile: Path, context: Path, name: str):
+        if why := docker_available():
+            raise SandboxUnavailable(why)
+        super().__init__(limits, root)
+        self.root.chmod(0o700)
+        self.name = f"rigbench-{name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}".lower()
+        self.image = f"rigbench-task-{name}".lower()
+        self.notes: list[str] = []
+        self._clients: dict[str, subprocess.Popen] = {}
+        self._committed: str | None = None
+        b = _docker("build", "-q", "-t", self.image, "-f", str(dockerfile), str(context), timeout=900)
+        if b.returncode != 0:
+            raise TaskUnsupported(f"{name}: docker build failed: {b.stderr.decode(errors='replace').strip()[-300:]}")
+        self.workdir = _docker("image", "inspect", "-f", "{{.Config.WorkingDir}}", self.image).stdout.decode().strip() \
+            or "/"
+        self._storage: list[str] = []
+        if why := storage_limit_unsupported(self.image):
+            if limits.storage_declared:
+                raise TaskUnsupported(f"{name} declares {limits.storage_mb} MiB of storage and {why}; "
+                                      f"run it with --sandbox bwrap")
+            self.notes.append(f"disk not limited: {why}")
+        else:
+            self._storage = ["--storage-opt", f"size={limits.storage_mb}m"]
+        self._start(self.name, self.image, [])
+
+    def _start(self, name: str, image: str, mounts: list[str]) -> None:
+        lim = self.limits
+        argv = ["docker", "run", "-i", "--rm", "--name", name, "--network", "none", f"--cpus={lim.cpus}",
+                f"--memory={lim.memory_mb}m", f"--memory-swap={lim.memory_mb}m", f"--pids-limit={lim.max_procs}",
+                "--ulimit", "core=0", "--cap-drop", "MKNOD", "--security-opt", "no-new-privileges",
+                *self._storage, *mounts, "--entrypoint", "sh", image, "-c", "read _"]
+        # the container lives as long as this client's stdin: closed by close(), or by the kernel when
+        # rigbench dies, however it dies
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        self._clients[name] = p
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise SandboxUnavailable(f"docker run failed: {p.stderr.read().decode(errors='replace')[-300:]}")
+            if _docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == b"true":
+                return
+            time.sleep(0.1)
+        raise SandboxUnavailable(f"container {name} did not start in 120 s")
+
+    def _stop(self, name: str) -> None:
+        p = self._clients.pop(name, None)
+        _docker("rm", "-f", name, timeout=120)
+        if p is not None:
+            if p.stdin:
+                p.stdin.close()
+            p.wait(30)
+            if p.stderr:
+                p.stderr.close()
+
+    @property
+    def container(self) -> str:
+        return self.name + "-verifier" if self.phase == "verifier" else self.name
+
+    def run(self, command: str, timeout: float = 120.0, stdin: str | bytes | None = None, network: bool = False,
+            env: dict[str, str] | None = None) -> CommandResult:
+        argv = ["docker", "exec", "-i", "-w", self.workdir]
+        for k, v in {**self.env, **(env or {})}.items():
+            argv += ["-e", f"{k}={v}"]
+        argv += [self.container, "bash", "-c", command]
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        c = run_capped(argv, data, timeout, self.limits.output_bytes, dict(os.environ))
+        if c.timed_out:
+            # every process but the container's init goes; the files stay for the verifier
+            _docker("exec", self.container, "kill", "-9", "-1", timeout=30)
+        return result(c)
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        if src.is_dir() and not src.is_symlink():
+            target, data = dest, tar_of(src, ".")
+        else:
+            target, data = str(Path(dest).parent), tar_of(src, Path(dest).name)
+        self.run(f"mkdir -p -- {shlex.quote(target)}", timeout=60)
+        r = _docker("cp", "-", f"{self.container}:{target}", stdin=data, timeout=300)
+        if r.returncode != 0:
+            raise TaskUnsupported(f"copying {src.name} to {dest} failed: {r.stderr.decode(errors='replace')[-200:]}")
+
+    def start_verifier(self, tests: list[tuple[Path, str]]) -> None:
+        self._committed = f"{self.name}-verify"
+        c = _docker("commit", self.name, self._committed, timeout=900)
+        if c.returncode != 0:
+            raise SandboxUnavailable(f"docker commit failed: {c.stderr.decode(errors='replace')[-300:]}")
+        self._stop(self.name)   # every process the agent left goes with its container
+        vt, vl = self.root / "verifier" / "tests", self.root / "verifier" / "logs"
+        vt.mkdir(parents=True)
+        vl.mkdir(parents=True)
+        for src, dest in tests:
+            rel = Path(dest).relative_to("/tests")
+            copy_task_path(src, vt / rel)
+        self.phase = "verifier"
+        self._start(self.container, self._committed, ["-v", f"{vt}:/tests", "-v", f"{vl}:/logs/verifier"])
+
+    def verifier_files(self, names: tuple[str, ...], limit: int = 65536) -> dict[str, FileRead]:
+        self._stop(self.container)   # the verifier's processes are gone before its files are read
+        return read_regular(self.root / "verifier" / "logs", names, limit)
+
+    def kill(self) -> None:
+        for name in list(self._clients):
+            self._stop(name)
+
+    def close(self) -> None:
+        self.kill()
+        if self._committed:
+            _docker("rmi", "-f", self._committed, timeout=300)
+        remove_tree(self.root)
