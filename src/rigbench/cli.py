@@ -33,6 +33,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()   # `serve --json` keeps running: a script reading it must see it now
 
 
 def _gib(n: int | float) -> str:

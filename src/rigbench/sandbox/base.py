@@ -122,9 +122,11 @@ class Sandbox:
         raise NotImplementedError
 
     def write_file(self, inside: str, text: str) -> None:
-        """Written by a command inside, so a link the sandbox planted cannot point the write at the host."""
+        """Written by a command inside (a link planted there cannot point it at the host), to a new file
+        renamed over the path: a link already at the path is replaced, not followed."""
         q = shlex.quote(inside)
-        r = self.run(f"mkdir -p -- \"$(dirname -- {q})\" && cat > {q}", stdin=text, timeout=60)
+        r = self.run(f"d=\"$(dirname -- {q})\" && mkdir -p -- \"$d\" && t=\"$(mktemp -p \"$d\")\" && cat > \"$t\" "
+                     f"&& chmod 644 \"$t\" && mv -fT -- \"$t\" {q}", stdin=text, timeout=60)
         if r.exit_code != 0:
             raise TaskUnsupported(f"cannot write {inside} in the sandbox: {r.output.strip()[-200:]}")
 

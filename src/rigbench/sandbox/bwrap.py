@@ -11,7 +11,8 @@ rlimits, and starts bwrap with new user, pid, ipc and uts namespaces (and networ
       tmp/                           /tmp                             /tmp
       logs-agent/                    /logs/agent                      /logs/agent (read-only)
       solution/                      /solution (oracle only)          -
-      verifier/tests, logs, home     -                                /tests, /logs/verifier, /root
+      verifier/ (its own tmpfs)
+        tests, logs, home            -                                /tests, /logs/verifier, /root
 
 Everything else is the host's /usr, /etc, /opt read-only, a private /proc, a minimal /dev with a small
 /dev/shm, and a read-only root. The verifier's folders are never mounted while the agent runs, and a
@@ -57,10 +58,13 @@ VERIFIER_MOUNTS = [("/app", "app", True), ("/tmp", "tmp", True), ("/logs/agent",
 AREAS = ("app", "tmp", "logs-agent", "solution", "verifier/tests", "verifier/logs", "verifier/home")
 
 # Run as root inside the new mount namespace: the tmpfs and its areas, owned by nobody below a root-owned
-# top (so no command can rename an area or plant a link beside one).
+# top (so no command can rename an area or plant a link beside one). The verifier's folders are a second
+# tmpfs of the same size: an agent that fills its disk cannot keep the tests from being copied in.
 _SETUP = f"""set -e
 mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" rigbench-sandbox "$1"
 cd "$1"
+mkdir verifier
+mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" rigbench-verifier verifier
 mkdir -p {" ".join(AREAS)}
 chown {NOBODY}:{NOBODY} {" ".join(AREAS)}
 chmod 1777 tmp

@@ -10,7 +10,6 @@ reward is read from that folder by rigbench after the verifier's container is go
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import subprocess
@@ -43,18 +42,21 @@ def docker_available() -> str | None:
     return None if r.returncode == 0 and r.stdout.strip() else "no Docker daemon is running"
 
 
-@functools.cache
+_storage_probe: dict[str, str | None] = {}
+
+
 def storage_limit_unsupported(image: str) -> str | None:
-    """None when the daemon can cap a container's disk (--storage-opt size), else why not (tried once)."""
-    name = f"rigbench-probe-{os.getpid()}"
-    r = subprocess.run(["docker", "create", "--name", name, "--storage-opt", "size=64m", image, "true"],
-                       capture_output=True, text=True, timeout=60)
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
-    if r.returncode == 0:
-        return None
-    driver = subprocess.run(["docker", "info", "-f", "{{.Driver}}"], capture_output=True, text=True,
-                            timeout=10).stdout.strip()
-    return f"the Docker daemon's storage driver ({driver}) cannot limit a container's disk ({DRIVERS_WITH_SIZE} can)"
+    """None when the daemon can cap a container's disk (--storage-opt size), else why not (tried once per
+    daemon, with any image it has). The size is large because btrfs counts the image's own bytes too."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host not in _storage_probe:
+        name = f"rigbench-probe-{os.getpid()}"
+        r = _docker("create", "--name", name, "--storage-opt", "size=100g", image, "true", timeout=120)
+        _docker("rm", "-f", name, timeout=60)
+        driver = _docker("info", "-f", "{{.Driver}}", timeout=10).stdout.decode().strip()
+        _storage_probe[host] = None if r.returncode == 0 else (
+            f"the Docker daemon's storage driver ({driver}) cannot limit a container's disk ({DRIVERS_WITH_SIZE} can)")
+    return _storage_probe[host]
 
 
 def _docker(*args: str, timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
