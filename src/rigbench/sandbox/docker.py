@@ -1,11 +1,13 @@
 """The Docker sandbox: the task's own image, no network, the task's limits, and a new container for the verifier.
 
 The agent's container has no bind mount at all: nothing it writes is a host file. Its main process waits
-on stdin from the `docker run -i` client that rigbench holds, so the container stops (and `--rm` removes it)
-when rigbench closes that pipe or dies. When the agent is done, the container is committed to an image and
-removed with every process in it; the verifier runs in a new container of that image, with /tests (a copy
-of the task's tests) and /logs/verifier (empty) bind-mounted from folders rigbench made for it. The
-reward is read from that folder by rigbench after the verifier's container is gone, with no-follow opens.
+on stdin from the `docker run -i` client that rigbench holds, so the container stops when rigbench closes
+that pipe or dies. When the agent is done, the container is killed (SIGKILL to its init ends its whole pid
+namespace at once, background processes included), committed to an image and removed; the verifier runs
+in a new container of that image, with /tests (a copy of the task's tests) and /logs/verifier (empty)
+bind-mounted from folders rigbench made for it. The reward is read from that folder by rigbench after the
+verifier's container is gone, with no-follow opens. The agent's container cannot use --rm (it is committed
+after it stops), so one left stopped by a rigbench that was killed is removed by the next sandbox.
 """
 
 from __future__ import annotations
@@ -59,6 +61,19 @@ def storage_limit_unsupported(image: str) -> str | None:
     return _storage_probe[host]
 
 
+LABEL = "rigbench.sandbox.pid"
+
+
+def _remove_stale() -> None:
+    """Agent containers a killed rigbench left stopped (their owner is gone)."""
+    ps = _docker("ps", "-a", "--filter", f"label={LABEL}", "--filter", "status=exited", "--format",
+                 f'{{{{.ID}}}} {{{{.Label "{LABEL}"}}}}', timeout=60).stdout.decode().split("\n")
+    for line in ps:
+        cid, _, pid = line.partition(" ")
+        if cid and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _docker("rm", "-f", cid, timeout=60)
+
+
 def _docker(*args: str, timeout: float = 120, stdin: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=timeout)
 
@@ -89,11 +104,13 @@ class DockerSandbox(Sandbox):
             self.notes.append(f"disk not limited: {why}")
         else:
             self._storage = ["--storage-opt", f"size={limits.storage_mb}m"]
-        self._start(self.name, self.image, [])
+        _remove_stale()
+        self._start(self.name, self.image, [], remove=False)
 
-    def _start(self, name: str, image: str, mounts: list[str]) -> None:
+    def _start(self, name: str, image: str, mounts: list[str], remove: bool) -> None:
         lim = self.limits
-        argv = ["docker", "run", "-i", "--rm", "--name", name, "--network", "none", f"--cpus={lim.cpus}",
+        argv = ["docker", "run", "-i", *(["--rm"] if remove else []), "--name", name,
+                "--label", f"{LABEL}={os.getpid()}", "--network", "none", f"--cpus={lim.cpus}",
                 f"--memory={lim.memory_mb}m", f"--memory-swap={lim.memory_mb}m", f"--pids-limit={lim.max_procs}",
                 "--ulimit", "core=0", "--cap-drop", "MKNOD", "--security-opt", "no-new-privileges",
                 *self._storage, *mounts, "--entrypoint", "sh", image, "-c", "read _"]
@@ -149,11 +166,14 @@ class DockerSandbox(Sandbox):
             raise TaskUnsupported(f"copying {src.name} to {dest} failed: {r.stderr.decode(errors='replace')[-200:]}")
 
     def start_verifier(self, tests: list[tuple[Path, str]]) -> None:
+        # every process the agent left dies at once with the container's init, before anything is saved
+        _docker("kill", self.name, timeout=60)
+        _docker("wait", self.name, timeout=60)
         self._committed = f"{self.name}-verify"
         c = _docker("commit", self.name, self._committed, timeout=900)
         if c.returncode != 0:
             raise SandboxUnavailable(f"docker commit failed: {c.stderr.decode(errors='replace')[-300:]}")
-        self._stop(self.name)   # every process the agent left goes with its container
+        self._stop(self.name)
         vt, vl = self.root / "verifier" / "tests", self.root / "verifier" / "logs"
         vt.mkdir(parents=True)
         vl.mkdir(parents=True)
@@ -161,7 +181,8 @@ class DockerSandbox(Sandbox):
             rel = Path(dest).relative_to("/tests")
             copy_task_path(src, vt / rel)
         self.phase = "verifier"
-        self._start(self.container, self._committed, ["-v", f"{vt}:/tests", "-v", f"{vl}:/logs/verifier"])
+        self._start(self.container, self._committed, ["-v", f"{vt}:/tests", "-v", f"{vl}:/logs/verifier"],
+                    remove=True)
 
     def verifier_files(self, names: tuple[str, ...], limit: int = 65536) -> dict[str, FileRead]:
         self._stop(self.container)   # the verifier's processes are gone before its files are read
