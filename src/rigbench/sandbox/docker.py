@@ -96,7 +96,7 @@ class DockerSandbox(Sandbox):
             raise TaskUnsupported(f"{name}: docker build failed: {b.stderr.decode(errors='replace').strip()[-300:]}")
         self.workdir = _docker("image", "inspect", "-f", "{{.Config.WorkingDir}}", self.image).stdout.decode().strip() \
             or "/"
-        self._storage: list[str] = []
+        self._storage: list[str] = []   # --storage-opt for the agent's container, when the daemon can
         if why := storage_limit_unsupported(self.image):
             if limits.storage_declared:
                 raise TaskUnsupported(f"{name} declares {limits.storage_mb} MiB of storage and {why}; "
@@ -105,15 +105,15 @@ class DockerSandbox(Sandbox):
         else:
             self._storage = ["--storage-opt", f"size={limits.storage_mb}m"]
         _remove_stale()
-        self._start(self.name, self.image, [], remove=False)
+        self._start(self.name, self.image, [], remove=False, storage=self._storage)
 
-    def _start(self, name: str, image: str, mounts: list[str], remove: bool) -> None:
+    def _start(self, name: str, image: str, mounts: list[str], remove: bool, storage: list[str]) -> None:
         lim = self.limits
         argv = ["docker", "run", "-i", *(["--rm"] if remove else []), "--name", name,
                 "--label", f"{LABEL}={os.getpid()}", "--network", "none", f"--cpus={lim.cpus}",
                 f"--memory={lim.memory_mb}m", f"--memory-swap={lim.memory_mb}m", f"--pids-limit={lim.max_procs}",
                 "--ulimit", "core=0", "--cap-drop", "MKNOD", "--security-opt", "no-new-privileges",
-                *self._storage, *mounts, "--entrypoint", "sh", image, "-c", "read _"]
+                *storage, *mounts, "--entrypoint", "sh", image, "-c", "read _"]
         # the container lives as long as this client's stdin: closed by close(), or by the kernel when
         # rigbench dies, however it dies
         p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -181,8 +181,13 @@ class DockerSandbox(Sandbox):
             rel = Path(dest).relative_to("/tests")
             copy_task_path(src, vt / rel)
         self.phase = "verifier"
+        storage = []
+        if self._storage:
+            # btrfs counts the image's bytes in the size, and this image holds what the agent wrote
+            size = int(_docker("image", "inspect", "-f", "{{.Size}}", self._committed).stdout or 0)
+            storage = ["--storage-opt", f"size={self.limits.storage_mb + size // 2**20}m"]
         self._start(self.container, self._committed, ["-v", f"{vt}:/tests", "-v", f"{vl}:/logs/verifier"],
-                    remove=True)
+                    remove=True, storage=storage)
 
     def verifier_files(self, names: tuple[str, ...], limit: int = 65536) -> dict[str, FileRead]:
         self._stop(self.container)   # the verifier's processes are gone before its files are read
