@@ -840,6 +840,8 @@ def eval_cmd(
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
         reason, code = stop_reason(e)
         store.finish_run(dbe, run_id, "interrupted", reason)
+        err.print(f"stopped ({reason}): run {run_id} is stored as interrupted; `rigbench eval --resume {run_id}` "
+                  f"runs what did not finish")
         raise typer.Exit(code) from None
     finally:
         if server:
