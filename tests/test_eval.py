@@ -19,6 +19,7 @@ from rigbench.agent.tools import parse_content
 from rigbench.sandbox import BwrapSandbox, TaskUnsupported, bwrap_available, docker_available
 from rigbench.tasks import formats, runner
 from rigbench.tasks.environment import apply_dockerfile
+from tests.conftest import make_task
 
 needs_bwrap = pytest.mark.skipif(bwrap_available() is not None, reason=f"no sandbox: {bwrap_available()}")
 STARTER = formats.starter_suite()
@@ -193,14 +194,7 @@ def test_killed_eval_resumes_without_rerunning_or_duplicating(tmp_path):
     suite = tmp_path / "suite"
     suite.mkdir()
     for name in ("a-quick", "b-quick", "c-slow", "d-quick"):
-        d = suite / name
-        for sub in ("environment", "tests", "solution"):
-            (d / sub).mkdir(parents=True)
-        (d / "task.toml").write_text("[agent]\ntimeout_sec = 60\n")
-        (d / "instruction.md").write_text(name)
-        (d / "environment" / "Dockerfile").write_text("FROM debian\nWORKDIR /app\n")
-        (d / "tests" / "test.sh").write_text("echo 1 > /logs/verifier/reward.txt\n")
-        (d / "solution" / "solve.sh").write_text("sleep 30\n" if name == "c-slow" else "true\n")
+        make_task(suite, name, solve="sleep 30\n" if name == "c-slow" else "true\n")
     db = f"sqlite:///{tmp_path / 'r.db'}"
     cmd = [sys.executable, "-m", "rigbench", "eval", "--tasks", str(suite), "--agent", "oracle", "--db", db, "--json"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -18,6 +18,7 @@ import pytest
 
 from rigbench import store
 from rigbench.sandbox import bwrap_available
+from tests.conftest import make_task
 
 needs_bwrap = pytest.mark.skipif(bwrap_available() is not None, reason=f"no bubblewrap sandbox: {bwrap_available()}")
 
@@ -113,14 +114,7 @@ def _json(path: Path):
 def slow_suite(folder: Path) -> Path:
     for name, solve in (("a-quick", "true"), ("b-slow", "exec -a rigbench-slow-marker sleep 60"),
                         ("c-never", "true")):
-        d = folder / name
-        for sub in ("environment", "tests", "solution"):
-            (d / sub).mkdir(parents=True)
-        (d / "task.toml").write_text("[agent]\ntimeout_sec = 120\n")
-        (d / "instruction.md").write_text(name)
-        (d / "environment" / "Dockerfile").write_text("FROM debian\nWORKDIR /app\n")
-        (d / "tests" / "test.sh").write_text("echo 1 > /logs/verifier/reward.txt\n")
-        (d / "solution" / "solve.sh").write_text(solve + "\n")
+        make_task(folder, name, solve=solve + "\n", timeout=120)
     return folder
 
 

@@ -21,6 +21,7 @@ from rigbench import store
 from rigbench.sandbox import BwrapSandbox, DockerSandbox, Limits, bwrap_available, docker_available
 from rigbench.sandbox.docker import storage_limit_unsupported
 from rigbench.tasks import formats, runner
+from tests.conftest import make_task
 
 needs_bwrap = pytest.mark.skipif(bwrap_available() is not None, reason=f"no bubblewrap sandbox: {bwrap_available()}")
 needs_docker = pytest.mark.skipif(docker_available() is not None, reason=f"no Docker sandbox: {docker_available()}")
@@ -49,27 +50,18 @@ def sentinel(tmp_path):
     return Sentinel(tmp_path / "host-sentinel.txt")
 
 
-def make_task(folder: Path, name: str, test_sh: str, dockerfile: str = BASE, environment: str = "",
-              files: dict[str, str] | None = None, timeout: int = 60) -> Path:
-    d = folder / name
-    for sub in ("environment", "tests", "solution"):
-        (d / sub).mkdir(parents=True, exist_ok=True)
-    (d / "task.toml").write_text(f"[agent]\ntimeout_sec = {timeout}\n[verifier]\ntimeout_sec = 60\n"
-                                 f"[environment]\n{environment}\n")
-    (d / "instruction.md").write_text(f"attack {name}")
-    (d / "environment" / "Dockerfile").write_text(dockerfile)
-    (d / "tests" / "test.sh").write_text(textwrap.dedent(test_sh))
-    (d / "solution" / "solve.sh").write_text("true\n")
-    for rel, text in (files or {}).items():
-        (d / rel).parent.mkdir(parents=True, exist_ok=True)
-        (d / rel).write_text(text)
+def work_folder() -> Path:
+    """Where a run keeps its sandboxes: below /tmp, passable by the sandbox user (pytest's tmp_path is not)."""
+    d = Path(tempfile.mkdtemp(prefix="rigbench-test-"))
+    d.chmod(0o711)
     return d
 
 
-def run_tasks(paths: list[Path], kind: str, agent_cmd: str, db_path: Path) -> dict[str, runner.TaskOutcome]:
+def run_tasks(paths: list[Path], kind: str, agent_cmd: str, db_path: Path,
+              workdir: Path | None = None) -> dict[str, runner.TaskOutcome]:
     db = store.connect(f"sqlite:///{db_path}")
     rid = store.new_run(db, "eval")
-    cfg = runner.EvalConfig(agent="cmd", agent_cmd=agent_cmd, sandbox=kind)
+    cfg = runner.EvalConfig(agent="cmd", agent_cmd=agent_cmd, sandbox=kind, workdir=workdir)
     return {o.task: o for o in runner.run_eval([formats.load_task(p) for p in paths], cfg, db, rid)}
 
 
@@ -161,10 +153,11 @@ def test_very_long_names_and_deep_trees_are_cleaned_up_and_the_reward_still_coun
             'mkdir -p "$d" && echo 1 > "$d/reward.txt"; m=/tmp; for i in $(seq 20); do m=$m/$n; done; mkdir -p "$m";'
             'echo 1 > /logs/verifier/reward.txt')
     task = make_task(tmp_path, "long-names", deep + "\n")
-    before = set(Path(tempfile.gettempdir()).glob("rigbench-run-*"))
-    out = run_tasks([task], kind, "true", tmp_path / "s.db")["long-names"]
+    work = work_folder()
+    out = run_tasks([task], kind, "true", tmp_path / "s.db", work)["long-names"]
     assert (out.status, out.reward) == ("success", 1.0), out.detail
-    assert set(Path(tempfile.gettempdir()).glob("rigbench-run-*")) == before   # nothing of the run is left
+    assert list(work.iterdir()) == []           # nothing of the run is left
+    work.rmdir()
 
 
 # ---- host files -----------------------------------------------------------------------------------------
@@ -295,13 +288,15 @@ def test_memory_processes_and_output_are_capped(tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_killing_rigbench_with_sigkill_leaves_no_sandbox_process_or_container(tmp_path, kind):
     task = make_task(tmp_path, "killed", "echo 1 > /logs/verifier/reward.txt\n", timeout=300)
+    work = work_folder()
     script = textwrap.dedent(f"""
         import sys
         from rigbench import store
         from rigbench.tasks import formats, runner
         db = store.connect("sqlite:///{tmp_path / 's.db'}")
         # the marker is joined here so that only the sandboxed command's own command line holds it
-        cfg = runner.EvalConfig(agent="cmd", agent_cmd="sleep 300; echo rigbench-sig" + "kill-marker", sandbox="{kind}")
+        cfg = runner.EvalConfig(agent="cmd", agent_cmd="sleep 300; echo rigbench-sig" + "kill-marker", sandbox="{kind}",
+                                workdir="{work}")
         runner.run_eval([formats.load_task(__import__("pathlib").Path("{task}"))], cfg, db, store.new_run(db, "eval"))
         """)
     p = subprocess.Popen([sys.executable, "-c", script])
@@ -328,3 +323,4 @@ def test_killing_rigbench_with_sigkill_leaves_no_sandbox_process_or_container(tm
         assert containers() == ""           # stopped when rigbench's end of its stdin closed
         _remove_stale()                     # what the next Docker sandbox does first
         assert containers("-a") == ""
+    shutil.rmtree(work)   # a killed rigbench cannot remove its (empty) work folder
