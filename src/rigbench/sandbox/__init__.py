@@ -17,13 +17,15 @@ Contained:
   new one), with /tests, /logs/verifier and (bubblewrap) HOME fresh folders the agent never had mounted.
   The reward is what the verifier wrote in that run; a missing, unreadable or malformed one is an error.
 - Resources (per task, from task.toml [environment]): storage (bubblewrap: the task's files live on one
-  tmpfs of that size in a private mount namespace, so a full disk stops there and the host's disk is
-  not touched, and /dev/shm is small; Docker: --storage-opt size where the daemon's driver supports it,
-  else a task that declares storage is refused), memory (bubblewrap: address space per process; Docker:
-  the container's cgroup), CPUs (bubblewrap: CPU seconds per process; Docker: --cpus), processes
-  (RLIMIT_NPROC / --pids-limit), wall time per command and per phase, and the output kept per command.
+  tmpfs of that size in a private mount namespace, the verifier's folders on a second one, so a full disk
+  stops there and the host's disk is not touched; / and /dev are read-only and /dev/shm is small. Docker:
+  --storage-opt size where the daemon's driver supports it, else a task that declares storage is
+  refused), memory (bubblewrap: address space per process; Docker: the container's cgroup), CPUs
+  (bubblewrap: CPU seconds per process; Docker: --cpus), processes (RLIMIT_NPROC / --pids-limit), wall
+  time per command and per phase, and the output kept per command (the rest is read and dropped).
 - Lifetime. Every sandbox process dies with rigbench: parent-death signals on the commands, the task's
-  mount namespace held only by rigbench's file descriptor, Docker containers tied to a client's stdin.
+  mount namespace held only by rigbench's file descriptor, Docker containers tied to a client's stdin
+  (an agent's container a killed rigbench left stopped is removed by the next Docker sandbox).
 - Network: none, except for --agent-cmd (it must reach the model endpoint).
 
 Not contained:
