@@ -153,19 +153,22 @@ def test_eval_exits_with_the_signals_code(tmp_path):
 
 @pytest.mark.llama
 @needs_bwrap
-def test_eval_with_the_embedded_model_stopped_by_sigterm_leaves_no_llama_server(tmp_path, qwen_gguf, llama_server):
+@pytest.mark.parametrize("when", ["while the model starts", "while the agent works"])
+def test_eval_with_the_embedded_model_stopped_by_sigterm_leaves_no_llama_server(tmp_path, qwen_gguf, llama_server,
+                                                                                 when):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     sh, pid = background(tmp_path, "eval", "--task", "fix-failing-test", "--agent-cmd",
                          "'exec -a rigbench-agent-marker sleep 300'", "--db", url, "--json")
     db = store.connect(url)
-    wait_until(lambda: pids_with("^rigbench-agent-marker"), 180, "the agent to start")
-    engines = [int(x) for x in subprocess.run(["pgrep", "-P", str(pid), "llama-server"], capture_output=True,
-                                              text=True).stdout.split()]
-    assert len(engines) == 1
+    engines = wait_until(lambda: [int(x) for x in subprocess.run(["pgrep", "-P", str(pid), "llama-server"],
+                                                                 capture_output=True, text=True).stdout.split()],
+                         120, "llama-server to start")
+    if when == "while the agent works":
+        wait_until(lambda: pids_with("^rigbench-agent-marker"), 180, "the agent to start")
     os.kill(pid, signal.SIGTERM)
     sh.wait(60)
     wait_until(lambda: gone(engines[0]), 15, "llama-server to stop")
     assert not pids_with("^rigbench-agent-marker")
     run = store.get_run(db, 1)
     assert (run["status"], run["error"]) == ("interrupted", "SIGTERM")
-    assert task_status(db, 1) == {"fix-failing-test": "interrupted"}
+    assert task_status(db, 1) == ({"fix-failing-test": "interrupted"} if when == "while the agent works" else {})

@@ -830,11 +830,10 @@ def eval_cmd(
                                 sandbox=sandbox)
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
-    if cfg.agent in ("builtin", "cmd") and not cfg.url:
-        server = _start_embedded(Path(".rigbench"))
-        cfg.url, cfg.model = server.url, EMBEDDED_NAME
-    status = "done"
-    try:
+    try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
+        if cfg.agent in ("builtin", "cmd") and not cfg.url:
+            server = _start_embedded(Path(".rigbench"))
+            cfg.url, cfg.model = server.url, EMBEDDED_NAME
         outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=None if as_json else lambda o: err.print(
             f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]"))
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
@@ -843,10 +842,13 @@ def eval_cmd(
         err.print(f"stopped ({reason}): run {run_id} is stored as interrupted; `rigbench eval --resume {run_id}` "
                   f"runs what did not finish")
         raise typer.Exit(code) from None
+    except Exception as e:
+        store.finish_run(dbe, run_id, "failed", str(e)[:500])
+        raise
     finally:
         if server:
             server.stop()
-    store.finish_run(dbe, run_id, status)
+    store.finish_run(dbe, run_id, "done")
     if as_json:
         return _emit_json({"run": run_id, "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s,
                                                      "turns": o.turns, "tokens_in": o.tokens_in,
