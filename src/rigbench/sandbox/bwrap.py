@@ -13,6 +13,7 @@ rlimits, and starts bwrap with new user, pid, ipc and uts namespaces (and networ
       solution/                      /solution (oracle only)          -
       verifier/ (its own tmpfs)
         tests, logs, home            -                                /tests, /logs/verifier, /root
+      shm/ (its own small tmpfs)     /dev/shm                         /dev/shm
 
 Everything else is the host's /usr, /etc, /opt read-only, a private /proc, a minimal /dev with a small
 /dev/shm, and a read-only root. The verifier's folders are never mounted while the agent runs, and a
@@ -59,12 +60,14 @@ AREAS = ("app", "tmp", "logs-agent", "solution", "verifier/tests", "verifier/log
 
 # Run as root inside the new mount namespace: the tmpfs and its areas, owned by nobody below a root-owned
 # top (so no command can rename an area or plant a link beside one). The verifier's folders are a second
-# tmpfs of the same size: an agent that fills its disk cannot keep the tests from being copied in.
+# tmpfs of the same size (an agent that fills its disk cannot keep the tests from being copied in), and
+# /dev/shm a small third one (bwrap's own /dev is an unlimited tmpfs, so it is made read-only).
 _SETUP = f"""set -e
 mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" rigbench-sandbox "$1"
 cd "$1"
-mkdir verifier
+mkdir verifier shm
 mount -t tmpfs -o "size=$2,mode=0755,nosuid,nodev" rigbench-verifier verifier
+mount -t tmpfs -o "size=$3,mode=1777,nosuid,nodev" rigbench-shm shm
 mkdir -p {" ".join(AREAS)}
 chown {NOBODY}:{NOBODY} {" ".join(AREAS)}
 chmod 1777 tmp
@@ -113,7 +116,7 @@ class BwrapSandbox(Sandbox):
     def _new_namespace(self) -> int:
         """A private mount namespace holding the task's tmpfs; returns an fd that keeps it alive."""
         p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _SETUP, "sh",
-                              str(self.root), f"{self.limits.storage_mb}m"],
+                              str(self.root), f"{self.limits.storage_mb}m", f"{min(SHM_MB, self.limits.storage_mb)}m"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
         try:
@@ -149,7 +152,7 @@ class BwrapSandbox(Sandbox):
              f"--cpu={cpu_s}",
              "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
              "--die-with-parent", "--new-session", "--clearenv", "--proc", "/proc",
-             "--dev", "/dev", "--size", str(min(SHM_MB, lim.storage_mb) * 2**20), "--tmpfs", "/dev/shm",
+             "--dev", "/dev", "--dir", "/dev/shm", "--bind", str(self.root / "shm"), "/dev/shm",
              "--remount-ro", "/dev"]
         if not network:
             a.append("--unshare-net")
