@@ -119,6 +119,23 @@ def test_a_verifier_that_writes_no_reward_is_an_error_never_a_pass(tmp_path, kin
     assert "wrote no reward" in out.detail
 
 
+@needs_bwrap
+def test_an_agent_cannot_hook_the_verifiers_python_through_its_home(tmp_path):
+    """A .pth file in the agent's user site-packages (HOME=/app for the agent) would run in every python the
+    verifier starts and could exit 0 before any check. The verifier's HOME is a fresh folder. (Docker is
+    not tested: there the agent is root in the image and can change python itself; see the threat model.)"""
+    hook = ('d=$(python3 -c "import site; print(site.getusersitepackages())"); mkdir -p "$d" && '
+            'echo "import os; os._exit(0)" > "$d/hook.pth" && python3 -c "print(\'not reached\')"; echo "hooked=$?"')
+    task = make_task(tmp_path, "hook", """
+        if python3 -c "import sys; sys.exit(1)"; then echo 1; else echo 0; fi > /logs/verifier/reward.txt
+        """)
+    out = run_tasks([task], "bwrap", hook, tmp_path / "s.db")["hook"]
+    db = store.connect(f"sqlite:///{tmp_path / 's.db'}")
+    agent_out = next(e for e in store.task_events(db, 1) if e["kind"] == "tool_output")["data"]["output"]
+    assert "hooked=0" in agent_out and "not reached" not in agent_out     # the hook works in the agent's phase
+    assert (out.status, out.reward) == ("failure", 0.0), out.detail
+
+
 # what a verifier (the task's, or one an agent tampered with) leaves as its reward -> the error it must give
 REWARD_CASES = {
     "symlink": ("echo 1 > /tmp/one; ln -s /tmp/one /logs/verifier/reward.txt", "symbolic link"),
