@@ -51,6 +51,27 @@ def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int
     return path
 
 
+def make_task(folder: Path, name: str, test_sh: str = "echo 1 > /logs/verifier/reward.txt\n", solve: str = "true\n",
+              dockerfile: str = "FROM debian:bookworm-slim\nWORKDIR /app\n", environment: str = "",
+              files: dict[str, str] | None = None, timeout: int = 60) -> Path:
+    """A Harbor task folder: `test_sh` is the verifier, `solve` the reference solution, `files` more files."""
+    import textwrap
+
+    d = folder / name
+    for sub in ("environment", "tests", "solution"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "task.toml").write_text(f"[agent]\ntimeout_sec = {timeout}\n[verifier]\ntimeout_sec = 60\n"
+                                 f"[environment]\n{environment}\n")
+    (d / "instruction.md").write_text(name)
+    (d / "environment" / "Dockerfile").write_text(dockerfile)
+    (d / "tests" / "test.sh").write_text(textwrap.dedent(test_sh))
+    (d / "solution" / "solve.sh").write_text(solve)
+    for rel, text in (files or {}).items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    return d
+
+
 @pytest.fixture
 def run_cli():
     """Run the real `rigbench` command; `ok=False` lets a non-zero exit through for the test to check."""

@@ -16,8 +16,10 @@ import pytest
 
 from rigbench import store
 from rigbench.agent.tools import parse_content
+from rigbench.sandbox import BwrapSandbox, TaskUnsupported, bwrap_available, docker_available
 from rigbench.tasks import formats, runner
-from rigbench.tasks.sandbox import BwrapSandbox, TaskUnsupported, apply_dockerfile, bwrap_available
+from rigbench.tasks.environment import apply_dockerfile
+from tests.conftest import make_task
 
 needs_bwrap = pytest.mark.skipif(bwrap_available() is not None, reason=f"no sandbox: {bwrap_available()}")
 STARTER = formats.starter_suite()
@@ -79,7 +81,7 @@ def sandbox(tmp_path):
     task = formats.load_task(STARTER / "fix-failing-test")
     if bwrap_available():
         pytest.skip(bwrap_available())
-    sb = BwrapSandbox(task, Path(tempfile.mkdtemp()))   # the unprivileged sandbox user must reach it
+    sb = BwrapSandbox(task.limits(), Path(tempfile.mkdtemp()))
     yield sb
     sb.close()
 
@@ -89,7 +91,7 @@ def test_writes_outside_the_workspace_fail_and_leave_the_host_alone(sandbox, tmp
     r = sandbox.run(f"echo x > /usr/rigbench-escape; echo x > {marker}; echo x > /app/inside; echo done")
     assert "Read-only file system" in r.output and not Path("/usr/rigbench-escape").exists()
     assert not marker.exists()
-    assert (sandbox.root / "app" / "inside").read_text() == "x\n"
+    assert sandbox.run("cat /app/inside").output == "x\n"
 
 
 def test_no_network(sandbox):
@@ -142,9 +144,10 @@ def test_dockerfile_steps_that_need_a_container_skip_the_task(tmp_path):
     (d / "instruction.md").write_text("x")
     (d / "environment" / "Dockerfile").write_text("FROM ubuntu\nRUN apt-get update && apt-get install -y gcc\n")
     t = formats.load_task(d)
-    sb = BwrapSandbox(t, Path(tempfile.mkdtemp()))
+    sb = BwrapSandbox(t.limits(), Path(tempfile.mkdtemp()))
     with pytest.raises(TaskUnsupported, match="--sandbox docker"):
         apply_dockerfile(sb, t)
+    sb.close()
     db = store.connect(f"sqlite:///{tmp_path / 's.db'}")
     rid = store.new_run(db, "eval")
     out = runner.run_eval([t], runner.EvalConfig(agent="oracle"), db, rid)
@@ -191,14 +194,7 @@ def test_killed_eval_resumes_without_rerunning_or_duplicating(tmp_path):
     suite = tmp_path / "suite"
     suite.mkdir()
     for name in ("a-quick", "b-quick", "c-slow", "d-quick"):
-        d = suite / name
-        for sub in ("environment", "tests", "solution"):
-            (d / sub).mkdir(parents=True)
-        (d / "task.toml").write_text("[agent]\ntimeout_sec = 60\n")
-        (d / "instruction.md").write_text(name)
-        (d / "environment" / "Dockerfile").write_text("FROM debian\nWORKDIR /app\n")
-        (d / "tests" / "test.sh").write_text("echo 1 > /logs/verifier/reward.txt\n")
-        (d / "solution" / "solve.sh").write_text("sleep 30\n" if name == "c-slow" else "true\n")
+        make_task(suite, name, solve="sleep 30\n" if name == "c-slow" else "true\n")
     db = f"sqlite:///{tmp_path / 'r.db'}"
     cmd = [sys.executable, "-m", "rigbench", "eval", "--tasks", str(suite), "--agent", "oracle", "--db", db, "--json"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -273,9 +269,8 @@ def test_compare_two_runs_side_by_side(tmp_path, run_cli):
         (n, "success", "failure") for n in ("fix-backup-script", "fix-failing-test", "fix-git")]
 
 
-needs_docker = pytest.mark.skipif(
-    __import__("rigbench.tasks.sandbox", fromlist=["docker_available"]).docker_available() is not None,
-    reason="no Docker daemon here (tasks run in bubblewrap)")
+needs_docker = pytest.mark.skipif(docker_available() is not None,
+                                  reason="no Docker daemon here (tasks run in bubblewrap)")
 
 
 @needs_docker

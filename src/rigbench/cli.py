@@ -18,6 +18,7 @@ from rigbench.bench import SCENARIOS
 from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
 from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
 from rigbench.plan import memory
+from rigbench.procs import stop_exit_code, stop_on_signals, stop_reason
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan, serve, benchmark and evaluate open-weight coding models on your own rig.")
@@ -32,6 +33,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()   # `serve --json` keeps running: a script reading it must see it now
 
 
 def _gib(n: int | float) -> str:
@@ -414,8 +416,8 @@ def serve(
         while True:
             server.check_alive()
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: the usual way to stop a server
+        err.print(f"stopping {launch.engine} ({stop_reason(e)[0]})")
     finally:
         server.stop()
 
@@ -492,8 +494,8 @@ def print_bench(rows: dict[str, dict], title: str) -> None:
 def run_stored_suite(cfg, db_url: str | None, quiet: bool = False):
     """Run the speed suite with every request and summary written to the store as it arrives.
 
-    Returns (run id, status, error, table rows, suite); Ctrl-C and a server that dies end the run as
-    `interrupted` / `failed` with what was measured kept.
+    Returns (run id, status, error, table rows, suite); Ctrl-C (or SIGTERM, SIGHUP) and a server that dies
+    end the run as `interrupted` / `failed` with what was measured kept.
     """
     from rigbench import store
     from rigbench.bench.suite import ServerGone, Suite, metrics_snapshot
@@ -518,8 +520,8 @@ def run_stored_suite(cfg, db_url: str | None, quiet: bool = False):
     status, error = "done", None
     try:
         suite.run()
-    except KeyboardInterrupt:
-        status, error = "interrupted", "Ctrl-C"
+    except KeyboardInterrupt as e:
+        status, error = "interrupted", stop_reason(e)[0]
     except ServerGone as e:
         status, error = "failed", str(e)
     finally:
@@ -585,7 +587,7 @@ def bench(
         if error:
             err.print(f"[red]{status}:[/] {error} (finished requests are kept in run {run_id})")
     if status != "done":
-        raise typer.Exit(1 if status == "failed" else 130)
+        raise typer.Exit(1 if status == "failed" else stop_exit_code(error or ""))
 
 
 @app.command()
@@ -808,8 +810,8 @@ def eval_cmd(
 ) -> None:
     """Agentic coding tasks in a sandbox: an agent works, the task's verifier grades, every step is stored."""
     from rigbench import store
+    from rigbench.sandbox import bwrap_available, docker_available
     from rigbench.tasks import formats, runner
-    from rigbench.tasks.sandbox import bwrap_available, docker_available
 
     if sandbox not in ("bwrap", "docker"):
         raise typer.BadParameter("--sandbox is bwrap or docker")
@@ -831,21 +833,25 @@ def eval_cmd(
                                 sandbox=sandbox)
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
-    if cfg.agent in ("builtin", "cmd") and not cfg.url:
-        server = _start_embedded(Path(".rigbench"))
-        cfg.url, cfg.model = server.url, EMBEDDED_NAME
-    status = "done"
-    try:
+    try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
+        if cfg.agent in ("builtin", "cmd") and not cfg.url:
+            server = _start_embedded(Path(".rigbench"))
+            cfg.url, cfg.model = server.url, EMBEDDED_NAME
         outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=None if as_json else lambda o: err.print(
             f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]"))
-    except KeyboardInterrupt:
-        status = "interrupted"
-        store.finish_run(dbe, run_id, status, "Ctrl-C")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
+        reason, code = stop_reason(e)
+        store.finish_run(dbe, run_id, "interrupted", reason)
+        err.print(f"stopped ({reason}): run {run_id} is stored as interrupted; `rigbench eval --resume {run_id}` "
+                  f"runs what did not finish")
+        raise typer.Exit(code) from None
+    except Exception as e:
+        store.finish_run(dbe, run_id, "failed", str(e)[:500])
+        raise
     finally:
         if server:
             server.stop()
-    store.finish_run(dbe, run_id, status)
+    store.finish_run(dbe, run_id, "done")
     if as_json:
         return _emit_json({"run": run_id, "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s,
                                                      "turns": o.turns, "tokens_in": o.tokens_in,
@@ -1025,8 +1031,8 @@ def _demo_serve(out_dir: Path) -> dict | None:
 def _demo_eval(url: str) -> None:
     """Two starter tasks with the built-in agent and the embedded model, in the sandbox, stored."""
     from rigbench import store
+    from rigbench.sandbox import bwrap_available
     from rigbench.tasks import formats, runner
-    from rigbench.tasks.sandbox import bwrap_available
 
     if why := bwrap_available():
         err.print(f"skipping the eval demo: {why}")
@@ -1062,6 +1068,7 @@ def _demo_suite(url: str) -> dict[str, dict]:
 
 
 def main() -> None:
+    stop_on_signals()
     try:
         rc = app(standalone_mode=False)
     except RigbenchError as e:
@@ -1069,9 +1076,10 @@ def main() -> None:
         raise SystemExit(e.exit_code) from None
     except typer.Exit as e:
         raise SystemExit(e.exit_code) from None
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        raise SystemExit(130) from None
+    except (typer.Abort, KeyboardInterrupt) as e:
+        reason, code = stop_reason(e)
+        err.print(f"stopped ({reason})")
+        raise SystemExit(code) from None
     except Exception as e:  # usage errors arrive here in non-standalone mode (click's, or typer's own since
         show = getattr(e, "show", None)  # typer 0.2x vendors click)
         if callable(show) and isinstance(getattr(e, "exit_code", None), int):

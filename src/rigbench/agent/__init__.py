@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel
 
 from rigbench.agent.tools import TOOLS, ToolCall, execute, parse_content
-from rigbench.tasks.sandbox import Sandbox
+from rigbench.sandbox import Sandbox
 
 PROMPTS = yaml.safe_load((resources.files("rigbench.agent") / "prompts.yaml").read_text())
 

@@ -8,7 +8,7 @@ import re
 
 from pydantic import BaseModel
 
-from rigbench.tasks.sandbox import Sandbox
+from rigbench.sandbox import Sandbox
 
 TOOLS = [
     {"type": "function", "function": {

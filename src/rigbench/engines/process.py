@@ -1,4 +1,9 @@
-"""A server process: start with its log captured, wait for health, detect a crash, stop with no orphans."""
+"""A server process: start with its log captured, wait for health, detect a crash, stop with no orphans.
+
+The engine runs in its own process group; stop() sends SIGTERM to the whole group and SIGKILL after a
+grace period. If rigbench dies without calling stop() (SIGKILL, a crash), the engine gets SIGKILL from
+the kernel (a parent-death signal) and a watchdog process stops the rest of its group (vLLM's workers).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import httpx
 from pydantic import BaseModel
 
 from rigbench.errors import RigbenchError
+from rigbench.procs import Watchdog, die_with_parent, kill_group, stop_group
 
 
 class EngineError(RigbenchError):
@@ -94,6 +100,7 @@ class Server:
         self.spec = spec
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.watchdog: Watchdog | None = None
         self._log = None
 
     @property
@@ -103,14 +110,18 @@ class Server:
     def start(self) -> Server:
         check_port(self.spec.host, self.spec.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("wb")
+        # no-follow: a link left where the log goes does not send the engine's output elsewhere
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self._log = os.fdopen(fd, "wb")
         try:
             self.proc = subprocess.Popen(self.spec.argv, stdout=self._log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env={**os.environ, **self.spec.env},
-                                         start_new_session=True)  # its own process group: stop() kills all of it
+                                         start_new_session=True,  # its own process group: stop() kills all of it
+                                         preexec_fn=die_with_parent())
         except FileNotFoundError:
             self._log.close()
             raise BinaryNotFound(f"{self.spec.argv[0]} not found; install the engine or pass its path") from None
+        self.watchdog = Watchdog(self.proc.pid)
         return self
 
     def log_text(self) -> str:
@@ -148,26 +159,19 @@ class Server:
                 time.sleep(interval)
 
     def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM to the engine's whole process group, SIGKILL after `grace` seconds; nothing is left."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(5)
-        # children that outlived the leader (same process group)
+            stop_group(self.proc, grace)
+        kill_group(self.proc.pid)   # children that outlived the leader (same process group)
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
             pass
+        if self.watchdog:
+            self.watchdog.disarm()
+            self.watchdog = None
         self._close_log()
         return self.proc.returncode
 

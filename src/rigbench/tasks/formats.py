@@ -1,8 +1,9 @@
 """Task folders as their authors publish them: Terminal-Bench 2.0 / Harbor and Terminal-Bench 1.
 
 Harbor / TB2: task.toml ([metadata] tags, [agent] timeout_sec, [verifier] timeout_sec and env,
-[environment] cpus, memory / memory_mb), instruction.md, environment/Dockerfile, tests/test.sh (writes
-/logs/verifier/reward.txt or reward.json), solution/solve.sh.
+[environment] cpus, memory / memory_mb, storage / storage_mb), instruction.md, environment/Dockerfile,
+tests/test.sh (writes /logs/verifier/reward.txt or reward.json), solution/solve.sh.
+A folder with a link that leaves it (or a FIFO, device or socket) is refused: it is copied into sandboxes.
 TB1: task.yaml (instruction, max_agent_timeout_sec, max_test_timeout_sec, tags), Dockerfile,
 run-tests.sh (pytest under $TEST_DIR; passes when every test passes), solution.sh, tests/.
 rigbench adds one optional key, [rigbench] mode = "single-turn": the instruction is sent once and the
@@ -20,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from rigbench.errors import RigbenchError
+from rigbench.sandbox import Limits, unsafe_entries
 
 
 class TaskFormatError(RigbenchError):
@@ -37,8 +39,14 @@ class Task(BaseModel):
     verifier_timeout_s: float = 120.0
     cpus: float = 1.0
     memory_mb: int = 2048
+    storage_mb: int = 4096
+    storage_declared: bool = False
     verifier_env: dict[str, str] = {}
     mode: Literal["agent", "single-turn"] = "agent"
+
+    def limits(self) -> Limits:
+        return Limits(memory_mb=self.memory_mb, cpus=self.cpus, storage_mb=self.storage_mb,
+                      storage_declared=self.storage_declared)
 
     @property
     def dockerfile(self) -> Path | None:
@@ -64,18 +72,29 @@ class Task(BaseModel):
         return None
 
 
-def _memory_mb(env: dict) -> int:
-    if "memory_mb" in env:
-        return int(env["memory_mb"])
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(env.get("memory", "2G")), re.I)
+def _size_mb(env: dict, key: str, default: int) -> int:
+    """Harbor's `memory_mb = 2048` or `memory = "2G"` (the same for storage)."""
+    if f"{key}_mb" in env:
+        return int(env[f"{key}_mb"])
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(env.get(key, f"{default}M")), re.I)
     if not m:
-        return 2048
+        return default
     scale = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2).upper()]
     return int(float(m.group(1)) * scale)
 
 
+def check_folder(path: Path) -> None:
+    """A task folder is copied into sandboxes and read by rigbench: a link out of it would bring a host file in."""
+    problems = unsafe_entries(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise TaskFormatError(f"task {path.name} is refused: {problems[0]}{more}; replace it with the file itself")
+
+
 def load_task(path: Path) -> Task:
     path = Path(path)
+    if (path / "task.toml").is_file() or (path / "task.yaml").is_file():
+        check_folder(path)
     if (path / "task.toml").is_file():
         try:
             cfg = tomllib.loads((path / "task.toml").read_text())
@@ -91,7 +110,9 @@ def load_task(path: Path) -> Task:
                     agent_timeout_s=float(cfg.get("agent", {}).get("timeout_sec", 600)),
                     verifier_timeout_s=float(cfg.get("verifier", {}).get("timeout_sec", 120)),
                     verifier_env={k: str(v) for k, v in cfg.get("verifier", {}).get("env", {}).items()},
-                    cpus=float(env.get("cpus", 1)), memory_mb=_memory_mb(env),
+                    cpus=float(env.get("cpus", 1)), memory_mb=_size_mb(env, "memory", 2048),
+                    storage_mb=_size_mb(env, "storage", 4096),
+                    storage_declared="storage" in env or "storage_mb" in env,
                     mode=cfg.get("rigbench", {}).get("mode", "agent"))
     if (path / "task.yaml").is_file():
         cfg = yaml.safe_load((path / "task.yaml").read_text()) or {}

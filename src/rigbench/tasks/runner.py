@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +16,11 @@ from pydantic import BaseModel
 
 from rigbench import store
 from rigbench.errors import RigbenchError
+from rigbench.sandbox import BwrapSandbox, DockerSandbox, Sandbox, TaskUnsupported
+from rigbench.sandbox.files import remove_tree
+from rigbench.tasks.environment import apply_dockerfile
 from rigbench.tasks.formats import Task, load_dataset
-from rigbench.tasks.sandbox import BwrapSandbox, DockerSandbox, Sandbox, TaskUnsupported, apply_dockerfile
+from rigbench.tasks.verifier import verify
 
 FINISHED = {"success", "failure", "timeout", "error"}
 AgentKind = Literal["builtin", "oracle", "noop", "cmd"]
@@ -92,55 +93,58 @@ def redact(data, hidden: list[str]):
     return json.loads(text)
 
 
-class Trace:
-    """Writes one task attempt's events to the store in order, with secrets redacted."""
+class Interrupted(Exception):
+    """The run was stopped (a signal in the main thread); the task stops at its next step."""
 
-    def __init__(self, db, run_id: int, task: str, attempt: int, hidden: list[str]):
+
+class Cancel:
+    """Stops a run from the main thread: the sandboxes running now are killed, and their tasks are stored
+    as `interrupted` (not finished, so `--resume` runs them again)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._live: set[Sandbox] = set()
+        self.running: dict[str, int] = {}          # task -> attempt, for the rows left when threads are abandoned
+
+    def watch(self, sb: Sandbox) -> None:
+        with self._lock:
+            self._live.add(sb)
+        if self.event.is_set():
+            sb.kill()
+
+    def forget(self, sb: Sandbox) -> None:
+        with self._lock:
+            self._live.discard(sb)
+
+    def __call__(self) -> None:
+        self.event.set()
+        with self._lock:
+            live = list(self._live)
+        for sb in live:
+            sb.kill()
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise Interrupted("the run was interrupted")
+
+
+class Trace:
+    """Writes one task attempt's events to the store in order, with secrets redacted. Every event but a note
+    is also where an interrupted run stops the task: the agent records one at every step (notes are written
+    from error handlers, which must finish)."""
+
+    def __init__(self, db, run_id: int, task: str, attempt: int, hidden: list[str], cancel: Cancel | None = None):
         self.db, self.run_id, self.task, self.attempt, self.hidden = db, run_id, task, attempt, hidden
+        self.cancel = cancel
         self.seq, self.t0 = 0, time.monotonic()
 
     def __call__(self, kind: str, data: dict) -> None:
         self.seq += 1
         store.add_event(self.db, self.run_id, self.task, self.attempt, self.seq, round(time.monotonic() - self.t0, 4),
                         kind, redact(data, self.hidden))
-
-
-def read_reward(sb: Sandbox) -> float | None:
-    """Harbor: /logs/verifier/reward.txt (a number) or reward.json ({"reward": x} or one number)."""
-    d = sb.host_path("/logs/verifier")
-    txt, js = d / "reward.txt", d / "reward.json"
-    if txt.is_file():
-        try:
-            return float(txt.read_text().strip().split()[0])
-        except (ValueError, IndexError):
-            return None
-    if js.is_file():
-        try:
-            v = json.loads(js.read_text())
-        except json.JSONDecodeError:
-            return None
-        if isinstance(v, (int, float)):
-            return float(v)
-        if isinstance(v, dict):
-            nums = [x for x in v.values() if isinstance(x, (int, float))]
-            return float(v.get("reward", nums[0] if nums else 0))
-    return None
-
-
-def verify(task: Task, sb: Sandbox, trace: Trace) -> float:
-    shutil.copytree(task.tests_dir, sb.host_path("/tests"), dirs_exist_ok=True) if task.tests_dir.is_dir() else None
-    if task.format == "tb2":
-        r = sb.run("bash /tests/test.sh", timeout=task.verifier_timeout_s, env=task.verifier_env)
-        reward = read_reward(sb)
-        reward = 0.0 if reward is None else reward
-    else:
-        shutil.copy2(task.path / "run-tests.sh", sb.host_path("/tests/run-tests.sh"))
-        r = sb.run("bash /tests/run-tests.sh", timeout=task.verifier_timeout_s, env={"TEST_DIR": "/tests"})
-        failed = re.search(r"\b(FAILED|ERROR)\b", r.output) is not None
-        reward = 1.0 if r.exit_code == 0 and not failed else 0.0
-    trace("verifier", {"exit_code": r.exit_code, "timed_out": r.timed_out, "reward": reward,
-                       "output": r.output[-8000:]})
-    return reward
+        if self.cancel and kind != "note":
+            self.cancel.check()
 
 
 def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: float):
@@ -153,7 +157,7 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
     if cfg.agent == "oracle":
         if task.solution is None:
             return stats, "no reference solution"
-        shutil.copy2(task.solution, sb.host_path("/solution/solve.sh"))
+        sb.copy_in(task.solution, "/solution/solve.sh")
         r = sb.run("bash /solution/solve.sh", timeout=limit)
         trace("tool_output", {"agent": "oracle", "exit_code": r.exit_code, "output": r.output[-8000:]})
         if r.timed_out:
@@ -198,9 +202,25 @@ class _Timeout(Exception):
         self.stats = stats
 
 
-def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path) -> TaskOutcome:
+def open_sandbox(task: Task, cfg: EvalConfig, root: Path) -> tuple[Sandbox, list[str]]:
+    if cfg.sandbox == "docker":
+        if task.dockerfile is None:
+            raise TaskUnsupported(f"{task.name} ships no Dockerfile; run it with the bubblewrap sandbox")
+        sb = DockerSandbox(task.limits(), root, task.dockerfile, task.context_dir, task.name)
+        return sb, [f"image built from {task.dockerfile}", *sb.notes]
+    bw = BwrapSandbox(task.limits(), root)
+    try:
+        return bw, apply_dockerfile(bw, task)
+    except BaseException:
+        bw.close()
+        raise
+
+
+def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: Cancel | None = None) -> TaskOutcome:
+    cancel = cancel or Cancel()
     attempt = store.start_task(db, run_id, task.name)
-    trace = Trace(db, run_id, task.name, attempt, secrets(cfg))
+    cancel.running[task.name] = attempt
+    trace = Trace(db, run_id, task.name, attempt, secrets(cfg), cancel)
     t0 = time.monotonic()
     limit = cfg.time_limit_s or task.agent_timeout_s
     status, detail, reward = "failure", "", None
@@ -208,58 +228,90 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path) -> TaskOu
     stats = AgentStats()
     sb = None
     try:
-        sandbox_root = Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root))
-        if cfg.sandbox == "docker":
-            sb, notes = DockerSandbox(task, sandbox_root), [f"image built from {task.dockerfile}"]
-        else:
-            sb = BwrapSandbox(task, sandbox_root)
-            notes = apply_dockerfile(sb, task)
-        trace("note", {"sandbox": sb.kind, "workdir": sb.workdir, "notes": notes, "time_limit_s": limit})
+        sb, notes = open_sandbox(task, cfg, Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root)))
+        cancel.watch(sb)
+        trace("note", {"sandbox": sb.kind, "workdir": sb.workdir, "notes": notes, "time_limit_s": limit,
+                       "limits": sb.limits.model_dump()})
         try:
             stats, detail = run_agent(task, sb, cfg, trace, limit)
         except (TimeoutError, _Timeout) as e:
             stats = getattr(e, "stats", stats)
             status, detail = "timeout", f"the agent ran past {limit:.0f} s"
-        reward = verify(task, sb, trace)
-        if status != "timeout":
+        cancel.check()
+        verdict = verify(task, sb, trace)
+        cancel.check()
+        reward = verdict.reward
+        if verdict.error:
+            status, detail = ("timeout" if status == "timeout" else "error"), "; ".join(
+                x for x in (detail, verdict.error) if x)
+        elif status != "timeout":
             status = "success" if reward >= 1.0 else "failure"
     except TaskUnsupported as e:
         status, detail = "error", f"skipped: {e}"
         trace("note", {"skipped": str(e)})
+    except Interrupted:
+        status, detail = "interrupted", "the run was interrupted"
     except Exception as e:  # one broken task must not end the run; the reason is kept
         status, detail = "error", f"{type(e).__name__}: {str(e)[:500]}"
         trace("note", {"error": detail})
     finally:
         if sb is not None:
+            cancel.forget(sb)
             sb.close()
+    if cancel.event.is_set():
+        status, detail = "interrupted", "the run was interrupted"
     wall = round(time.monotonic() - t0, 2)
     store.finish_task(db, run_id, task.name, attempt, status=status, reward=reward, wall_s=wall, turns=stats.turns,
                       tokens_in=stats.tokens_in, tokens_out=stats.tokens_out, detail=detail)
+    cancel.running.pop(task.name, None)
     return TaskOutcome(task=task.name, status=status, wall_s=wall, turns=stats.turns, tokens_in=stats.tokens_in,
                        tokens_out=stats.tokens_out, reward=reward, detail=detail)
 
 
 def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
-             on_done: Callable[[TaskOutcome], None] | None = None) -> list[TaskOutcome]:
-    """Run the tasks not finished yet in this run (all of them for a new run), `cfg.parallel` at a time."""
+             on_done: Callable[[TaskOutcome], None] | None = None, grace: float = 10.0) -> list[TaskOutcome]:
+    """Run the tasks not finished yet in this run (all of them for a new run), `cfg.parallel` at a time.
+
+    A KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP mapped to it by the CLI) kills the running sandboxes,
+    stores their tasks as `interrupted` and is raised again; finished tasks are kept.
+    """
     done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in FINISHED}
-    todo = [t for t in tasks if t.name not in done]
-    root = Path(cfg.workdir or tempfile.gettempdir()) / f"rigbench-run-{run_id}"
-    root.mkdir(parents=True, exist_ok=True)
+    todo = list(reversed([t for t in tasks if t.name not in done]))
+    root = Path(tempfile.mkdtemp(prefix=f"rigbench-run-{run_id}-", dir=cfg.workdir))
+    root.chmod(0o711)   # the sandbox user passes through to its task's folder, and lists nothing
     lock = threading.Lock()
     results: list[TaskOutcome] = []
+    cancel = Cancel()
 
-    def one(t: Task) -> TaskOutcome:
-        o = run_task(t, cfg, db, run_id, root)
-        with lock:
-            results.append(o)
-            if on_done:
-                on_done(o)
-        return o
+    def worker() -> None:
+        while not cancel.event.is_set():
+            with lock:
+                if not todo:
+                    return
+                t = todo.pop()
+            o = run_task(t, cfg, db, run_id, root, cancel)
+            with lock:
+                results.append(o)
+                if on_done and o.status != "interrupted":
+                    on_done(o)
 
-    with ThreadPoolExecutor(max_workers=max(1, cfg.parallel)) as pool:
-        list(pool.map(one, todo))
-    shutil.rmtree(root, ignore_errors=True)
+    # daemon threads: an interrupted run returns after `grace` even if a model request is still out
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, min(cfg.parallel, len(todo))))]
+    for th in threads:
+        th.start()
+    try:
+        for th in threads:
+            th.join()
+    except KeyboardInterrupt:
+        cancel()
+        deadline = time.monotonic() + grace
+        for th in threads:
+            th.join(max(0.0, deadline - time.monotonic()))
+        for task, attempt in list(cancel.running.items()):
+            store.finish_task(db, run_id, task, attempt, status="interrupted", detail="the run was interrupted")
+        raise
+    finally:
+        remove_tree(root)
     previous = [TaskOutcome.from_row(r) for r in done.values()]
     order = {t.name: i for i, t in enumerate(tasks)}
     return sorted(previous + results, key=lambda o: order.get(o.task, 1 << 30))
