@@ -37,6 +37,22 @@ setup)
   wait
   ls -la build/bin/llama-server build/bin/llama-bench $M | tee -a "$OUT/env.txt"
   keep ;;
+holdout)
+  # a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin, then measure it (holdout.py)
+  mkdir -p .device/src
+  [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
+  if [ ! -x build/bin/llama-bench ]; then
+    cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
+      -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
+    cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
+    export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+    export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen2.gguf
+    ( python3 -m rigbench synth qwen3-coder-30b-a3b --quant Q4_K_M -o $M/q30b.gguf --json > "$OUT/synth30.json" ) &
+    cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+    wait
+  fi
+  python3 benchmarks/gpu/holdout.py "${1:-measure}" $M/q30b.gguf
+  keep ;;
 sweeps)
   python3 benchmarks/gpu/sweeps.py $REAL "$SKEW" "${1:-all}"
   [ -f $EVEN ] && python3 benchmarks/gpu/sweeps.py $EVEN 0 "${2:-full}"
