@@ -228,3 +228,30 @@ def test_published_llama_bench_flags_become_server_flags():
     assert o.host_pinned and o.overrides == [("exps", "CPU"), ("blk\\.1\\.", "CUDA0")]
     with pytest.raises(llamabench.LlamaBenchError, match="no llama-server counterpart"):
         llamabench.server_args(["--bogus", "1"])
+
+
+def test_deep_synthetic_moe_routes_like_its_first_layer(tmp_path, llama_server):
+    """A deep stack of random blocks collapses every token toward one hidden state, and then deep MoE layers
+    send every token to the same few experts. The twin keeps its residual stream dominated by the token
+    embeddings, so its last layer still spreads a u-batch as its router's skew says (llama.cpp's own
+    per-expert counts, from llama-imatrix)."""
+    from gguf import GGUFReader
+
+    from rigbench.plan import routing
+
+    spec = synth.scale_down(model.from_catalog("qwen3-coder-30b-a3b"), layers=24, experts=32)
+    twin = synth.write(spec, tmp_path / "deep.gguf", "Q4_K_M", router_skew=0.4)
+    text = tmp_path / "code.txt"
+    text.write_text("\n".join(p.read_text() for p in sorted(Path(synth.__file__).parent.rglob("*.py"))))
+    imatrix = llama_server.with_name("llama-imatrix")
+    subprocess.run([str(imatrix), "-m", str(twin), "-f", str(text), "-c", "256", "-b", "256", "-ub", "256",
+                    "--chunks", "1", "-o", str(tmp_path / "im.gguf"), "--no-repack", "-t", "2"],
+                   check=True, capture_output=True, timeout=300)
+    used = {}
+    for t in GGUFReader(str(tmp_path / "im.gguf")).tensors:
+        if t.name.endswith("ffn_up_exps.weight.counts"):
+            used[int(t.name.split(".")[1])] = np.count_nonzero(np.asarray(t.data)) / 32
+    model_used = routing.spread(32, 8, 256, 0.4).used_fraction
+    deep = [used[i] for i in range(16, 24)]
+    assert len(used) == 24
+    assert min(deep) > 0.8 * model_used, (used, model_used)

@@ -36,6 +36,15 @@ _F16_FIELDS = {
 _E8M0_FIELDS = {"MXFP4": [0]}
 POOL_BYTES = 1 << 24
 DATA_ALIGNMENT = 64
+# Projections that write into the residual stream are drawn small and the token embeddings large. A deep stack
+# of random blocks otherwise drives every token's hidden state toward the same vector (rank collapse), so deep
+# MoE layers route all tokens to the same few experts: a 48-layer Qwen3-MoE twin used 19% of its experts per
+# 512-token u-batch instead of ~90% (benchmarks/results/twin_spread.json) and prefilled several times faster
+# than its router's spread implies. Quantised values and types are unchanged (only block scales differ), so
+# the kernels run as before.
+RESIDUAL_WRITERS = ("attn_output.", "ffn_down", "ssm_out.")
+RESIDUAL_SCALE = 0.05
+EMBED_SCALE = 50.0    # blocks see RMS-normalised input, the residual stream does not
 
 
 class SynthError(RigbenchError):
@@ -163,7 +172,7 @@ def _ggml_quantize_chunk():
     return fn
 
 
-def _block_pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
+def _block_pool(type_name: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
     """POOL_BYTES of blocks of a quantised type.
 
     Quantised from Gaussian weights by ggml itself when it can be loaded: uniformly random bits make the
@@ -176,14 +185,14 @@ def _block_pool(type_name: str, rng: np.random.Generator) -> np.ndarray:
     if quantize is not None and type_name not in _NEEDS_IMATRIX:
         n_per_row = 4096
         nrows = max(1, POOL_BYTES // (n_per_row // block * size))
-        src = _weights(rng, nrows * n_per_row)
+        src = _weights(rng, nrows * n_per_row) * np.float32(scale)
         dst = np.empty(nrows * n_per_row // block * size, dtype=np.uint8)
         quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, 0, nrows, n_per_row, None)
         return dst
     n = max(1, POOL_BYTES // size)
     pool = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for off in _F16_FIELDS.get(type_name, []):
-        scales = rng.uniform(0.0005, 0.004, size=n).astype(np.float16)
+        scales = (rng.uniform(0.0005, 0.004, size=n) * scale).astype(np.float16)
         pool[:, off:off + 2] = scales.view(np.uint8).reshape(n, 2)
     for off in _E8M0_FIELDS.get(type_name, []):
         pool[:, off] = rng.integers(116, 120, size=n, dtype=np.uint8)
@@ -201,7 +210,7 @@ def _float_data(t, type_name: str, rng: np.random.Generator, spec: ModelSpec, sk
         scales = routing.expert_scales(spec.moe.experts, skew, t.layer or 0)
         a = (rng.normal(0, 0.02, size=(spec.moe.experts, n // spec.moe.experts)) * scales[:, None]).ravel()
     else:
-        a = rng.normal(0, 0.02, size=n)
+        a = rng.normal(0, 0.02, size=n) * _residual_scale(name)
     if type_name == "F32":
         return a.astype(np.float32).tobytes()
     if type_name == "F16":
@@ -245,15 +254,16 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     w.write_ti_data_to_file()
     f = w.fout[0]
     w.write_padding(f, f.tell())
-    pools: dict[str, np.ndarray] = {}
+    pools: dict[tuple[str, float], np.ndarray] = {}
     total, done = sum(t.nbytes for t in rows), 0
     for t in rows:
         if t.type in ("F32", "F16", "BF16"):
             f.write(_float_data(t, t.type, rng, spec, skew))
         else:
-            pool = pools.get(t.type)
+            key = (t.type, _residual_scale(t.name))
+            pool = pools.get(key)
             if pool is None:
-                pool = pools[t.type] = _block_pool(t.type, rng)
+                pool = pools[key] = _block_pool(t.type, rng, key[1])
             left, pos = t.nbytes, int(rng.integers(0, len(pool) // 2))
             size = GGML_QUANT_SIZES[GGMLQuantizationType[t.type]][1]
             pos -= pos % size
@@ -272,6 +282,12 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
 
 
 
+
+
+def _residual_scale(name: str) -> float:
+    if name.startswith("token_embd."):
+        return EMBED_SCALE
+    return RESIDUAL_SCALE if any(w in name for w in RESIDUAL_WRITERS) else 1.0
 
 
 def _weights(rng: np.random.Generator, n: int) -> np.ndarray:
