@@ -267,6 +267,11 @@ def default_quant(spec: model_mod.ModelSpec, options, quant: str | None) -> str 
     return quant or ("MXFP4_MOE" if spec.native_quant == "MXFP4" else "Q4_K_M")
 
 
+RouterSkewOpt = Annotated[float | None, typer.Option(
+    "--router-skew", help="MoE: how unevenly the router spreads a u-batch over the experts (0 = evenly; default "
+    "0.4, a trained router's; a synthetic GGUF carries its own)")]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def plan(
     ctx: typer.Context, model: ModelArg = None, model_opt: ModelOpt = None, rig: RigOpt = None,
@@ -280,6 +285,7 @@ def plan(
     agent_profile: Annotated[bool, typer.Option("--agent-profile", help="predict a 30-turn agent task")] = False,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="agent profile: every turn re-reads the "
                                                   "whole prompt (llama.cpp hybrid models in some versions)")] = False,
+    router_skew: RouterSkewOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Memory placement of a model on a rig (per device weights, KV cache, state, buffers) and its speed.
@@ -291,6 +297,8 @@ def plan(
                     kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
                     chunked=chunked, mamba_mode=mamba_mode, dtype=dtype, mtp=mtp)
     spec, r, options = resolve(ctx.args, model, model_opt, rig, cli)
+    if router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": router_skew})
     p = memory.plan(spec, r, options, default_quant(spec, options, quant))
     from rigbench.plan import speed
 
@@ -650,12 +658,16 @@ def tune_cmd(
                                           "real llama-server runs (needs --weights or a .gguf MODEL)")] = False,
     weights: WeightsOpt = None,
     server_bin: Annotated[str | None, typer.Option(help="path to llama-server")] = None,
+    router_skew: RouterSkewOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch and KV type for the best predicted agent turn."""
+    """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch, pinned memory and KV type for the best predicted
+    agent turn."""
     from rigbench.plan import tune as tune_mod
 
     spec = model_mod.load(model)
+    if router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": router_skew})
     r = rig_for_tuning(rig, vram, bandwidth)
     p, g = (int(x) for x in turn.split(","))
     q = quant or (spec.file_type if spec.tensors is not None else "Q4_K_M")

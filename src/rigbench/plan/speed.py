@@ -389,6 +389,11 @@ def predict(plan: Plan, spec: ModelSpec, rig: Rig, prompt_tokens: int = 128, con
         notes.append(f"{concurrency} streams but {slots} slots: the rest wait in the queue")
     if spd > 1:
         notes.append(f"speculative decoding: x{spd:.2f} at an assumed acceptance of {constants()['mtp_acceptance']}")
+    if spec.moe and rig.gpus:
+        batch = min(plan.ubatch, prompt_tokens)
+        sp = routing.spread(spec.moe.experts, spec.moe.top_k, batch, _skew(spec))
+        notes.append(f"a batch of {batch} prompt tokens uses {sp.used_fraction:.0%} of each layer's experts, "
+                     f"~{sp.tokens_per_used_expert:.0f} tokens each (router skew {sp.skew:g})")
     ud, up = coef.decode_uncertainty, coef.prefill_uncertainty
     return Speed(
         prefill_tok_s=Estimate.of(prompt_tokens / pre_s, up),
