@@ -262,3 +262,14 @@ def test_cli_tune_measure_runs_llama_server(run_cli, qwen_gguf, llama_server):
     assert len(measured) == 2
     for m in measured.values():
         assert m["turn_s"] > 0 and m["failed"] == 0
+
+
+def test_cli_plan_takes_the_router_skew(run_cli):
+    """An evenly spreading router touches every expert in a u-batch: experts in RAM cost more to copy."""
+    def prefill(*extra):
+        res = run_cli("plan", "qwen3.6-35b-a3b", "--rig", "rtx5080", "--cpu-moe", "--prompt-tokens", "2700",
+                      "--json", *extra)
+        return json.loads(res.stdout)["speed"]
+    even, trained = prefill("--router-skew", "0"), prefill()
+    assert even["prefill_tok_s"]["value"] < 0.9 * trained["prefill_tok_s"]["value"]
+    assert any("uses 100% of each layer's experts" in n for n in even["notes"])

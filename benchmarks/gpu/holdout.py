@@ -88,7 +88,7 @@ def cachetest(gguf: str) -> None:
         try:
             suite = Suite(BenchConfig(url=server.url, scenarios=["turn"], request_timeout=120))
             for i in range(3):
-                r = suite.load("turn", lambda k, i=i: suite.completion(8000, 16, 500 + i), requests=1).results[0]
+                r = suite.load("turn", lambda k, i=i, s=suite: s.completion(8000, 16, 500 + i), requests=1).results[0]
                 t = r.server_timings or {}
                 row = {"flags": extra, "request": i, "ttft_ms": round(r.ttft * 1000, 1),
                        "server_prompt_ms": round(t.get("prompt_ms", 0.0), 1),
