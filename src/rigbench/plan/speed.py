@@ -494,6 +494,8 @@ class Measurement(BaseModel):
     decode_tok_s: float | None = None
     prefill_depth: int = 0               # tokens already in the cache when the prompt was processed
     router_skew: float | None = None     # a synthetic MoE's router skew (None: the model's default)
+    layers: int | None = None            # a scaled-down synthetic twin (rigbench synth --layers / --experts)
+    experts: int | None = None
     view: str = "client"                 # client (rigbench's TTFT) | server (its own timings) | llama-bench
     source: str = ""
 
@@ -506,6 +508,9 @@ def _spec_plan_rig(m: Measurement):
 
     rig = hardware.load(m.rig).with_vram(m.vram_gib)
     spec = load(m.model)
+    if m.layers or m.experts:
+        from rigbench.synth import scale_down
+        spec = scale_down(spec, m.layers, m.experts)
     if m.router_skew is not None:
         spec = spec.model_copy(update={"router_skew": m.router_skew})
     opts = parse_command(["llama-server", "-m", m.model, *m.args])
