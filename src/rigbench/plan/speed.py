@@ -80,9 +80,11 @@ class Calibration(BaseModel):
         if not other:
             return Coefficients.defaults()
         # efficiencies (shares of peak) carry over between GPU generations better than raw numbers do;
-        # say so with a wider uncertainty
+        # say so with a wider uncertainty. Not the memory one: HBM and GDDR reach different shares of their
+        # peak, so another architecture keeps the catalog's (from consumer-card figures)
         a = self.classes[other[0]]
         return a.model_copy(update={
+            "decode": {**a.decode, "vram": Coefficients.defaults().decode["vram"]},
             "decode_uncertainty": max(0.25, 1.5 * a.decode_uncertainty),
             "prefill_uncertainty": max(0.3, 1.5 * a.prefill_uncertainty),
             "source": f"efficiencies calibrated on {other[0]} ({a.points} runs), applied to {rig.gpus[0].name}"})
@@ -178,15 +180,33 @@ def _attention_flops(spec: ModelSpec, tokens: int, start: int) -> float:
     return 4.0 * spec.heads * spec.head_dim * n_attn * tokens * (start + tokens / 2)
 
 
+def graph_nodes(spec: ModelSpec) -> int:
+    """ggml graph nodes of one token through every layer, from llama.cpp's own counts per layer kind (catalog
+    speed.yaml `graph_nodes`): each node is at least one kernel, so per-token overhead follows the node count,
+    not the layer count (a Gated DeltaNet layer runs about twice the ops of an attention layer)."""
+    n = catalog.speed()["graph_nodes"]
+    ffn = n["moe"] + (n["shared_expert"] if spec.moe and spec.moe.shared_ffn else 0) if spec.moe else n["dense_ffn"]
+    attn = n["attention"] + (n["qk_norm"] if spec.qk_norm else 0) + (n["output_gate"] if spec.attn_output_gate else 0)
+    mixer = {"L": n["linear_attention"], "M": n["mamba"], "E": 0, "-": 0}
+    total = n["model"]
+    for code in spec.layout:
+        if code in ("E", "-"):
+            total += ffn if code == "E" else n["dense_ffn"]
+        elif code in ("*",):
+            total += attn
+        else:
+            total += mixer.get(code, attn) + ffn
+    return total
+
+
 def _overhead_per_token(plan: Plan, spec: ModelSpec, rig: Rig) -> float:
     c = constants()
-    layers = spec.layers
     if not rig.gpus:
-        return layers * c["cpu_layer_us"] * 1e-6
-    t = layers * c["gpu_layer_us"] + plan.device_switches * c["switch_us"]
+        return spec.layers * c["cpu_layer_us"] * 1e-6
+    t = graph_nodes(spec) * c["gpu_node_us"] + plan.device_switches * c["switch_us"]
     t += plan.device_switches / 2 * c["cpu_layer_us"]      # a CPU part per hand-over pair
     if plan.tensor_parallel > 1:
-        t += 2 * layers * c["allreduce_us"]                # attention and FFN outputs are all-reduced
+        t += 2 * spec.layers * c["allreduce_us"]           # attention and FFN outputs are all-reduced
     return t * 1e-6
 
 
@@ -296,7 +316,7 @@ def _llama_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cac
         else:
             parts["cpu_compute"] = 2 * _dense_params(cpu) * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
             parts["cpu_compute"] += 2 * cpu.expert_params * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
-    parts["overhead"] = n_ub * (spec.layers * c["gpu_layer_us"] + plan.device_switches * c["switch_us"]) * 1e-6
+    parts["overhead"] = n_ub * (graph_nodes(spec) * c["gpu_node_us"] + plan.device_switches * c["switch_us"]) * 1e-6
     return parts
 
 
