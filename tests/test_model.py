@@ -165,3 +165,99 @@ rigs:
     finally:
         monkeypatch.delenv("RIGBENCH_CATALOG")
         catalog.clear_cache()
+
+
+def _tiny_checkpoint(folder: Path, with_files: bool = True) -> dict[str, int]:
+    """A Qwen3.6-35B-A3B AWQ checkpoint folder as published (config, quantization_config with the modules
+    kept in 16 bits, two safetensors shards, the index), at toy tensor sizes. Returns bytes per group."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_path = _qwen36_config(folder)
+    cfg = json.loads(cfg_path.read_text())
+    cfg["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True,
+                                  "modules_to_not_convert": ["visual", "mlp.gate", "shared_expert_gate",
+                                                             "linear_attn"]}
+    cfg_path.write_text(json.dumps(cfg))
+    tensors = {
+        "model.language_model.embed_tokens.weight": (np.float16, (64, 32), "embeddings"),
+        "lm_head.weight": (np.float16, (64, 32), "output"),
+        "model.language_model.norm.weight": (np.float32, (32,), "norms"),
+        "model.language_model.layers.0.linear_attn.in_proj_qkvz.weight": (np.float16, (48, 32), "linear_attention"),
+        "model.language_model.layers.0.mlp.gate.weight": (np.float16, (8, 32), "router"),
+        "model.language_model.layers.0.mlp.experts.3.gate_proj.qweight": (np.int32, (32, 16), "routed_experts"),
+        "model.language_model.layers.0.mlp.experts.3.gate_proj.qzeros": (np.int32, (1, 16), "routed_experts"),
+        "model.language_model.layers.0.mlp.experts.3.gate_proj.scales": (np.float16, (1, 128), "routed_experts"),
+        "model.language_model.layers.0.mlp.shared_expert.up_proj.qweight": (np.int32, (32, 8), "shared_experts"),
+        "model.language_model.layers.0.mlp.shared_expert_gate.weight": (np.float16, (1, 32), "shared_experts"),
+        "model.language_model.layers.3.self_attn.q_proj.qweight": (np.int32, (32, 24), "attention"),
+        "model.visual.blocks.0.attn.qkv.weight": (np.float16, (96, 32), "vision"),
+        "mtp.layers.0.mlp.experts.0.up_proj.qweight": (np.int32, (16, 8), "mtp"),
+    }
+    arrays = {k: np.ones(shape, dtype=dt) for k, (dt, shape, _) in tensors.items()}
+    names = sorted(arrays)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    if with_files:
+        for f, keys in shards.items():
+            save_file({k: arrays[k] for k in keys}, str(folder / f))
+    total = sum(a.nbytes for a in arrays.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": {k: f for f, ks in shards.items() for k in ks}}))
+    out: dict[str, int] = {}
+    for k, (_, _, g) in tensors.items():
+        out[g] = out.get(g, 0) + arrays[k].nbytes
+    return out
+
+
+def test_checkpoint_bytes_come_from_the_safetensors_headers(tmp_path):
+    truth = _tiny_checkpoint(tmp_path / "ckpt")
+    spec = model.load(str(tmp_path / "ckpt"))
+    ck = spec.checkpoint
+    assert ck is not None and ck.exact and ck.files == 2
+    assert ck.bytes_by_group == truth and ck.total_bytes == sum(truth.values())
+    assert ck.quant_method == "awq" and ck.vllm_quantization == "awq_marlin" and "linear_attn" in ck.not_converted
+
+
+def test_vllm_plan_of_a_checkpoint_folder_uses_its_bytes(tmp_path, run_cli):
+    truth = _tiny_checkpoint(tmp_path / "ckpt")
+    folder = str(tmp_path / "ckpt")
+    cmd = ["vllm", "serve", folder, "--tensor-parallel-size", "2", "--max-model-len", "32768",
+           "--max-num-batched-tokens", "8192"]
+    d = json.loads(run_cli("plan", "--model", folder, "--rig", "2x-rtx3090", "--json", "--", *cmd).stdout)
+    loaded = {g: b for g, b in truth.items() if g != "mtp"}     # no MTP speculation: vLLM skips the MTP head
+    assert d["weights_by_group"] == loaded and d["weights_bytes"] == sum(loaded.values())
+    assert any("tensor headers" in n for n in d["notes"])
+    # the same model from its config alone: ~19 GB of weights, so far less room for the KV cache
+    cfg = json.loads(run_cli("plan", "--model", str(tmp_path / "ckpt" / "config.json"), "--rig", "2x-rtx3090",
+                             "--json", "--", *cmd[:2], "m", *cmd[3:], "--quantization", "awq_marlin").stdout)
+    assert cfg["weights_bytes"] > 1000 * d["weights_bytes"] and cfg["kv_cache_tokens"] < d["kv_cache_tokens"]
+
+
+def test_index_only_checkpoint_scales_the_estimate_to_its_total(tmp_path):
+    truth = _tiny_checkpoint(tmp_path / "ckpt", with_files=False)
+    from rigbench import hardware
+    from rigbench.engines.options import parse_command
+    from rigbench.plan.memory import plan
+
+    spec = model.load(str(tmp_path / "ckpt"))
+    assert spec.checkpoint and not spec.checkpoint.exact
+    p = plan(spec, hardware.load("2x-rtx3090"), parse_command(
+        f"vllm serve {tmp_path / 'ckpt'} --tensor-parallel-size 2 --max-model-len 32768 --language-model-only"))
+    # every group present in the index, scaled so all of them add up to its total size (vision left out here)
+    assert set(p.weights_by_group) == set(truth) - {"vision", "mtp"}
+    assert p.weights_bytes < sum(truth.values())
+
+
+def test_checkpoint_folder_errors(tmp_path):
+    from rigbench.checkpoint import read
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="neither"):
+        read(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+        read(bad)

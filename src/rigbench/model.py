@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from rigbench import catalog
+from rigbench.checkpoint import Checkpoint, is_checkpoint
+from rigbench.checkpoint import read as read_checkpoint
 from rigbench.errors import ModelFileError, UnknownModelError
 
 Group = Literal[
@@ -122,6 +124,7 @@ class ModelSpec(BaseModel):
     quality: dict | None = None             # published scores, with their source
     file_type: str | None = None            # GGUF: the file's quantisation (e.g. Q4_K_M)
     router_skew: float | None = None        # MoE routing spread (plan.routing); None = a trained router's
+    checkpoint: Checkpoint | None = None     # a published checkpoint folder's real bytes (vLLM plans)
     tensors: list[Tensor] | None = None      # GGUF: the file's exact tensor table
     path: str | None = None
 
@@ -607,7 +610,10 @@ def load(ref: str) -> ModelSpec:
     """A ModelSpec from a catalog name, a config.json path (or its folder), or a .gguf path."""
     p = Path(ref).expanduser()
     if p.is_dir() and (p / "config.json").exists():
-        return from_hf_config(p / "config.json")
+        spec = from_hf_config(p / "config.json")
+        if is_checkpoint(p):
+            spec = spec.model_copy(update={"checkpoint": read_checkpoint(p)})
+        return spec
     if p.is_file():
         if p.suffix == ".json":
             return from_hf_config(p)

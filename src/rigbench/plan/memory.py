@@ -559,7 +559,9 @@ def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
         raise EngineOptionError(f"--tensor-parallel-size x --pipeline-parallel-size = {world} but rig "
                                 f"{rig.name!r} has {len(rig.gpus)} GPU(s); lower it or use a bigger rig")
     tp = o.tensor_parallel
-    fmt = _VLLM_QUANT.get((o.quantization or "").lower()) or spec.native_quant or "bf16"
+    ck = spec.checkpoint
+    requested = o.quantization or (ck.vllm_quantization if ck else None)
+    fmt = _VLLM_QUANT.get((requested or "").lower()) or spec.native_quant or "bf16"
     if o.quantization and (o.quantization.lower() not in _VLLM_QUANT):
         raise EngineOptionError(f"rigbench does not model --quantization {o.quantization}; "
                                 f"known: {', '.join(sorted(_VLLM_QUANT))}")
@@ -575,6 +577,12 @@ def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
         raise EngineOptionError(f"{spec.name} has no MTP head; drop --speculative-config method mtp")
     include_vision = bool(spec.vision) and not o.language_model_only
     groups_bytes = _vllm_weight_bytes(spec, fmt, include_mtp=mtp, include_vision=include_vision)
+    if ck is not None:
+        # the checkpoint's own bytes: what the quantiser kept in 16 bits included
+        groups_bytes = {g: b for g, b in ck.scaled(_vllm_weight_bytes(spec, fmt, True, True)).items()
+                        if (g != "vision" or include_vision) and (g != "mtp" or mtp)}
+        ck_note = (f"weights from the checkpoint's {'tensor headers' if ck.exact else 'index total'}: "
+                   f"{sum(groups_bytes.values()) / 2**30:.2f} GiB loaded")
     weights_total = sum(groups_bytes.values())
     weights_per_gpu = weights_total // world + (0 if tp == 1 else 0)
     weights_per_gpu -= int(o.cpu_offload_gb * 1e9)
@@ -587,7 +595,7 @@ def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
     attn_page_1 = 2 * kv_heads * spec.head_dim * kv_bytes
     mamba_page = _mamba_page_bytes(spec, tp, model_dtype)
     hybrid = mamba_page > 0
-    notes = [n for n in [fmt_note] if n]
+    notes = [n for n in [fmt_note, ck_note if ck is not None else ""] if n]
     mode = o.mamba_cache_mode
     if hybrid:
         if mode is None:
