@@ -133,8 +133,7 @@ def read(folder: Path) -> Checkpoint:
         by_group, exact = {group_of(k): 0 for k in index.get("weight_map", {})}, False
     else:
         raise ModelFileError(f"{folder} has neither *.safetensors files nor {INDEX}; point at the checkpoint folder")
-    return Checkpoint(path=str(folder), bytes_by_group=by_group if not exact else {g: b for g, b in by_group.items() if b},
-                      total_bytes=total,
-                      exact=exact, quant_method=method, vllm_quantization=VLLM_QUANT.get(method or ""),
+    kept = {g: b for g, b in by_group.items() if b} if exact else by_group
+    return Checkpoint(path=str(folder), bytes_by_group=kept, total_bytes=total, exact=exact, quant_method=method, vllm_quantization=VLLM_QUANT.get(method or ""),
                       bits=q.get("bits") or q.get("w_bit"), group_size=q.get("group_size") or q.get("q_group_size"),
                       not_converted=not_converted, files=len(files))
