@@ -134,6 +134,7 @@ def read(folder: Path) -> Checkpoint:
     else:
         raise ModelFileError(f"{folder} has neither *.safetensors files nor {INDEX}; point at the checkpoint folder")
     kept = {g: b for g, b in by_group.items() if b} if exact else by_group
-    return Checkpoint(path=str(folder), bytes_by_group=kept, total_bytes=total, exact=exact, quant_method=method, vllm_quantization=VLLM_QUANT.get(method or ""),
+    return Checkpoint(path=str(folder), bytes_by_group=kept, total_bytes=total, exact=exact, quant_method=method,
+                      vllm_quantization=VLLM_QUANT.get(method or ""),
                       bits=q.get("bits") or q.get("w_bit"), group_size=q.get("group_size") or q.get("q_group_size"),
                       not_converted=not_converted, files=len(files))
