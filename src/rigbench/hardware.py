@@ -31,8 +31,10 @@ class GPU(BaseModel):
     vram_bytes: int
     bandwidth_gbs: float
     fp16_tflops: float
-    int8_tops: float = 0.0          # dense INT8 as mma.sync runs it (llama.cpp MMQ); 0 = 2x fp16_tflops
+    int8_tops: float = 0.0          # dense INT8 as mma.sync runs it; 0 = 2x fp16_tflops
     fp32_tflops: float = 0.0        # CUDA cores; 0 = fp16_tflops / 4
+    sms: int = 0                    # streaming multiprocessors and boost clock (vendor specs)
+    boost_mhz: float = 0.0
     arch: str = ""
     fp8: bool = False
     fp4: bool = False
@@ -44,8 +46,37 @@ class GPU(BaseModel):
         return self.int8_tops or 2 * self.fp16_tflops
 
     @property
+    def mmq_tops(self) -> float:
+        """The INT8 rate llama.cpp's quantised matmuls (MMQ) scale with: SMs x clock x the Ampere-class
+        mma.sync rate per SM (catalog speed.yaml `mmq_ops_per_sm_clock`). On GeForce Ampere/Ada/Blackwell this is
+        the datasheet's dense INT8 figure; on Hopper and A100 the tensor cores do more per clock than MMQ's
+        tile loads and dequantisation feed them, so the SM count and clock are what carry over."""
+        if not self.sms or not self.boost_mhz:
+            return self.mma_int8_tops
+        per_clock = catalog.speed()["defaults"]["mmq_ops_per_sm_clock"]
+        return min(self.mma_int8_tops, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
+
+    @property
+    def fa_tflops(self) -> float:
+        """The FP16 rate llama.cpp's flash attention (warp-level mma.sync) scales with: SMs x clock x the
+        GeForce FP16-with-FP32-accumulate rate per SM (`fa_flops_per_sm_clock`), which is the datasheet figure of
+        every GeForce card; Hopper's datasheet figure assumes wgmma."""
+        if not self.sms or not self.boost_mhz:
+            return self.fp16_tflops
+        per_clock = catalog.speed()["defaults"]["fa_flops_per_sm_clock"]
+        return min(self.fp16_tflops, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
+
+    @property
     def cuda_fp32_tflops(self) -> float:
         return self.fp32_tflops or self.fp16_tflops / 4
+
+    def fp32_tflops_on(self, blocks: int) -> float:
+        """CUDA-core FP32 rate of a kernel that launches `blocks` thread blocks of one SM each: a kernel with
+        fewer blocks than the GPU has SMs leaves the rest idle (llama.cpp's Gated DeltaNet scan: one block per
+        head and sequence)."""
+        if not self.sms or blocks <= 0:
+            return self.cuda_fp32_tflops
+        return self.cuda_fp32_tflops * min(1.0, blocks / self.sms)
 
 
 class Rig(BaseModel):
@@ -90,7 +121,7 @@ def gpu_from_catalog(key: str) -> GPU:
             return GPU(name=e["name"], vram_bytes=int(e["vram_gb"] * GIB * NVML_USABLE),
                        bandwidth_gbs=e["bandwidth_gbs"], fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""),
                        int8_tops=e.get("int8_tops", 0.0), fp32_tflops=e.get("fp32_tflops", 0.0),
-                       fp8=e.get("fp8", False),
+                       sms=e.get("sms", 0), boost_mhz=e.get("boost_mhz", 0.0), fp8=e.get("fp8", False),
                        fp4=e.get("fp4", False), unified=e.get("unified", False), source=e.get("source", ""))
     close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -112,7 +143,8 @@ def _build(name: str, e: dict) -> Rig:
         gpus.append(gpu_from_catalog(g) if isinstance(g, str) else GPU(
             name=g["name"], vram_bytes=int(g["vram_gb"] * GIB * NVML_USABLE), bandwidth_gbs=g["bandwidth_gbs"],
             fp16_tflops=g.get("fp16_tflops", 50), int8_tops=g.get("int8_tops", 0.0),
-            fp32_tflops=g.get("fp32_tflops", 0.0), source=g.get("source", "user YAML")))
+            fp32_tflops=g.get("fp32_tflops", 0.0), sms=g.get("sms", 0), boost_mhz=g.get("boost_mhz", 0.0),
+            source=g.get("source", "user YAML")))
     ram = int(e.get("ram_gb", 64) * GIB)
     if e.get("unified") and gpus:
         ram = 0  # unified memory: the GPU entry holds it all

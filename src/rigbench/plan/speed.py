@@ -221,7 +221,7 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
         b = d.read_bytes_per_token + _routed_share_read(plan, spec, d, n)
         b += n * (_kv_per_token(plan, spec, d) * context + _state_per_token(plan, spec, d))
         vram.append(b / (g.bandwidth_gbs * 1e9))
-        peak = (g.fp16_tflops if plan.engine == "vllm" else g.mma_int8_tops) * 1e12
+        peak = (g.fp16_tflops if plan.engine == "vllm" else g.mmq_tops) * 1e12
         dense.append((2 * (d.active_params - d.expert_params) * n + attn / len(gpus)) / peak)
         experts.append(2 * d.expert_params * n / peak)
     if gpus:
@@ -262,14 +262,27 @@ def _padded_expert_flops(spec: ModelSpec, routed_params: int, batch: float, batc
 
 def _scan_work(spec: ModelSpec, tokens: int) -> float:
     """FLOPs of the recurrent layers' state updates (Gated DeltaNet, Mamba2): ~8 per state element per token."""
-    state = 0
-    if spec.linear:
-        la = spec.linear
-        state += spec.layout.count("L") * la.v_heads * la.k_dim * la.v_dim
-    if spec.mamba:
-        m = spec.mamba
-        state += spec.layout.count("M") * m.heads * m.head_dim * m.state
-    return 8.0 * state * tokens
+    return 8.0 * (_gdn_state(spec) + _mamba_state(spec)) * tokens
+
+
+def _gdn_state(spec: ModelSpec) -> int:
+    la = spec.linear
+    return spec.layout.count("L") * la.v_heads * la.k_dim * la.v_dim if la else 0
+
+
+def _mamba_state(spec: ModelSpec) -> int:
+    m = spec.mamba
+    return spec.layout.count("M") * m.heads * m.head_dim * m.state if m else 0
+
+
+def _llama_scan_seconds(spec: ModelSpec, g, tokens: int) -> float:
+    """Seconds at peak of llama.cpp's CUDA scans. Its Gated DeltaNet kernel (ggml-cuda gated_delta_net.cu)
+    runs one thread block per value head and sequence, each looping over the tokens, so a prompt keeps only
+    `v_heads` SMs busy; Mamba2's scan is counted on the whole GPU."""
+    gdn = 8.0 * _gdn_state(spec) * tokens
+    mamba = 8.0 * _mamba_state(spec) * tokens
+    blocks = spec.linear.v_heads if spec.linear else 0
+    return gdn / (g.fp32_tflops_on(blocks) * 1e12) + mamba / (g.cuda_fp32_tflops * 1e12)
 
 
 def _dense_params(d) -> int:
@@ -294,17 +307,17 @@ def _llama_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cac
         return parts
     # the GPUs of a layer split run one after another, so their times add up
     for g, d in gpus:
-        mma = g.mma_int8_tops * 1e12
+        mma = g.mmq_tops * 1e12
         parts["gpu_compute"] += 2 * _dense_params(d) * tokens / mma
         parts["gpu_experts"] += _padded_expert_flops(spec, d.routed_params, per_ub, n_ub, tile) / mma
     g0 = gpus[0][0]
-    parts["attention"] = attn / (g0.fp16_tflops * 1e12)
-    parts["scan"] = _scan_work(spec, tokens) / (g0.cuda_fp32_tflops * 1e12)
+    parts["attention"] = attn / (g0.fa_tflops * 1e12)
+    parts["scan"] = _llama_scan_seconds(spec, g0, tokens)
     if cpu is not None and cpu.active_params:
         if plan.op_offload and per_ub >= c["op_offload_min_batch"] and plan.offload_bytes:
             # ggml-backend op offload: the GPU runs the CPU-held layers, copying their weights in once per
             # u-batch, and of a routed expert tensor only the experts the u-batch uses
-            mma = g0.mma_int8_tops * 1e12
+            mma = g0.mmq_tops * 1e12
             parts["gpu_compute"] += 2 * _dense_params(cpu) * tokens / mma
             parts["gpu_experts"] += _padded_expert_flops(spec, cpu.routed_params, per_ub, n_ub, tile) / mma
             used = 1.0
