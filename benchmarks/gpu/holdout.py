@@ -8,7 +8,11 @@ pinned, and writes benchmarks/results/gpu_h100_s5_holdout_predicted.json. Commit
 `cachetest FILE` (on the GPU machine): one llama-server, three unrelated 8,000-token prompts, with and without
 its RAM prompt cache (--cache-ram 0): client TTFT against the server's prompt timing.
 
+`compare MEASURED.jsonl OUT.json` (here): the measured rows against predictions of the shipped calibration for
+the machine they ran on (`--gpu`, default h100; the host link is the lent H100 VM's, measured in session 4).
+
 Usage: python benchmarks/gpu/holdout.py predict | measure MODEL.gguf | cachetest MODEL.gguf
+       | compare MEASURED.jsonl OUT.json [GPU]
 """
 
 from __future__ import annotations
@@ -75,6 +79,34 @@ def measure(gguf: str) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def compare(measured: str, out: str, gpu: str = "h100") -> None:
+    from rigbench import hardware
+    from rigbench.engines.options import parse_llama_args
+    from rigbench.model import load
+    from rigbench.plan import memory, speed
+
+    lent = hardware.catalog.hardware()["rigs"]["h100"]
+    rig = hardware._build(f"{gpu} (lent)", {**lent, "gpus": [gpu]})
+    spec = load(MODEL)
+    got = {r["config"]: r for r in map(json.loads, Path(measured).read_text().splitlines()) if "tok_s" in r}
+    rows = []
+    for name, args, prompt, gen in CONFIGS:
+        if name not in got:
+            continue
+        p = memory.plan(spec, rig, parse_llama_args(["-m", "m.gguf", "-c", "8192", *args]), "Q4_K_M")
+        s = speed.predict(p, spec, rig, prompt_tokens=prompt or 1, context=prompt or gen // 2)
+        pred = s.prefill_tok_s.value if prompt else s.decode_tok_s.value
+        m = got[name]["tok_s"]
+        rows.append({"config": name, "measured_tok_s": m, "predicted_tok_s": round(pred, 1),
+                     "error": round(pred / m - 1, 3), "split": s.prefill_split if prompt else s.decode_split})
+        print(f"{name:24s} measured {m:9.1f} predicted {pred:9.1f} {pred / m - 1:+.1%}")
+    errs = sorted(abs(r["error"]) for r in rows)
+    summary = {"median_abs_error": errs[len(errs) // 2], "worst_abs_error": errs[-1], "points": len(rows)}
+    print(json.dumps(summary))
+    Path(out).write_text(json.dumps({"model": MODEL, "gpu": gpu, "calibration": s.calibration, "summary": summary,
+                                     "rows": rows}, indent=1))
+
+
 def cachetest(gguf: str) -> None:
     from rigbench.bench.suite import BenchConfig, Suite
     from rigbench.engines import llamacpp
@@ -103,4 +135,5 @@ def cachetest(gguf: str) -> None:
 
 if __name__ == "__main__":
     {"predict": lambda: predict(), "measure": lambda: measure(sys.argv[2]),
-     "cachetest": lambda: cachetest(sys.argv[2])}[sys.argv[1]]()
+     "cachetest": lambda: cachetest(sys.argv[2]),
+     "compare": lambda: compare(sys.argv[2], sys.argv[3], *sys.argv[4:5])}[sys.argv[1]]()
