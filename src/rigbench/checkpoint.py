@@ -24,7 +24,7 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32
 # HF quantization_config.quant_method -> the vLLM --quantization that serves it (vllm/model_executor/
 # layers/quantization: awq -> awq_marlin on Ampere+, gptq -> gptq_marlin, auto-round, fp8, compressed-tensors)
 VLLM_QUANT = {"awq": "awq_marlin", "gptq": "gptq_marlin", "auto-round": "auto_round", "intel/auto-round": "auto_round",
-              "fp8": "fp8", "compressed-tensors": "compressed-tensors", "mxfp4": "mxfp4"}
+              "fp8": "fp8", "compressed-tensors": "compressed-tensors", "mxfp4": "mxfp4", "modelopt": "modelopt"}
 
 
 class Checkpoint(BaseModel):
@@ -138,3 +138,22 @@ def read(folder: Path) -> Checkpoint:
                       vllm_quantization=VLLM_QUANT.get(method or ""),
                       bits=q.get("bits") or q.get("w_bit"), group_size=q.get("group_size") or q.get("q_group_size"),
                       not_converted=not_converted, files=len(files))
+
+
+def published(ref: str) -> tuple[str, Checkpoint] | None:
+    """(catalog model, checkpoint) of a published checkpoint named by its repo id (catalog checkpoints.yaml),
+    as `vllm serve` takes it; a local path ending in the repo's name counts too. None if it is not one."""
+    from rigbench import catalog
+
+    entries = {k.lower(): (k, e) for k, e in catalog.checkpoints().items()}
+    key = ref.strip().rstrip("/").lower()
+    hit = entries.get(key) or next((v for k, v in entries.items() if key.endswith("/" + k.split("/")[-1])
+                                    or key == k.split("/")[-1]), None)
+    if hit is None:
+        return None
+    name, e = hit
+    method = e.get("quant_method")
+    return e["model"], Checkpoint(
+        path=name, bytes_by_group=dict.fromkeys(e.get("groups") or [], 0), total_bytes=int(e["total_bytes"]),
+        exact=False, quant_method=method, vllm_quantization=e.get("vllm_quantization") or VLLM_QUANT.get(method or ""),
+        bits=e.get("bits"), group_size=e.get("group_size"), not_converted=list(e.get("not_converted") or []))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
+from rigbench.checkpoint import published as published_checkpoint
 from rigbench.bench import SCENARIOS
 from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
 from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
@@ -251,6 +252,9 @@ def resolve(ctx_args: list[str], model: str | None, model_opt: str | None, rig: 
         if not ref:
             raise typer.BadParameter("name the model with --model (the command has no model path)")
         spec = model_mod.load(ref)
+        known = published_checkpoint(options.model_path) if options.model_path and spec.checkpoint is None else None
+        if known is not None:
+            spec = spec.model_copy(update={"checkpoint": known[1]})
         if options.model_path is None:
             options.model_path = ref
         return spec, r, options

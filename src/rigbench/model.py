@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from rigbench import catalog
 from rigbench.checkpoint import Checkpoint, is_checkpoint
+from rigbench.checkpoint import published as published_checkpoint
 from rigbench.checkpoint import read as read_checkpoint
 from rigbench.errors import ModelFileError, UnknownModelError
 
@@ -618,6 +619,9 @@ def load(ref: str) -> ModelSpec:
         if p.suffix == ".json":
             return from_hf_config(p)
         return from_gguf(p)
+    known = published_checkpoint(ref)
+    if known is not None:
+        return from_catalog(known[0]).model_copy(update={"checkpoint": known[1]})
     if ref.endswith((".gguf", ".json")) or "/" in ref:
         raise ModelFileError(f"no such file: {ref}")
     return from_catalog(ref)

@@ -55,6 +55,15 @@ def quants() -> dict[str, Any]:
 
 
 @cache
+def checkpoints() -> dict[str, dict[str, Any]]:
+    data = dict(_load_yaml("checkpoints.yaml"))
+    for path in _user_files():
+        extra = yaml.safe_load(path.read_text()) or {}
+        data.update(extra.get("checkpoints", {}))
+    return data
+
+
+@cache
 def engines() -> dict[str, Any]:
     return _load_yaml("engines.yaml")
 
@@ -70,5 +79,5 @@ def llama_server_flags() -> dict[str, int]:
 
 
 def clear_cache() -> None:
-    for fn in (models, hardware, quants, engines, speed, llama_server_flags):
+    for fn in (models, hardware, quants, checkpoints, engines, speed, llama_server_flags):
         fn.cache_clear()

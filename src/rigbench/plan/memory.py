@@ -65,6 +65,10 @@ class Plan(BaseModel):
     compute_bytes: int
     kv_cache_tokens: int
     max_concurrency: float
+    # what vLLM 0.22+ logs as "GPU KV cache size": max concurrency x max_model_len (kv_cache_utils.py
+    # get_kv_cache_capacity; the 0.22 and 0.25 logs in benchmarks/data/vllm_kv_logs.yaml follow it);
+    # kv_cache_tokens is the blocks // groups x block_size that 0.20 logged
+    kv_tokens_logged: int = 0
     fits: bool
     reason: str
     shortfall_bytes: int = 0
@@ -511,8 +515,11 @@ def suggest_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: 
 
 # ---- vLLM ----------------------------------------------------------------------------------------
 
+# compressed-tensors and modelopt are containers: taken as their common published forms (W4A16 int4 with group
+# scales; NVFP4), which a checkpoint's own bytes then correct
 _VLLM_QUANT = {"awq": "awq", "awq_marlin": "awq", "gptq": "gptq", "gptq_marlin": "gptq", "auto_round": "autoround",
-               "autoround": "autoround", "fp8": "fp8", "mxfp4": "mxfp4", "modelopt_fp4": "nvfp4"}
+               "autoround": "autoround", "fp8": "fp8", "mxfp4": "mxfp4", "modelopt_fp4": "nvfp4",
+               "compressed-tensors": "awq", "modelopt": "nvfp4"}
 # groups whose linear layers a weight-quantised checkpoint stores at low precision
 _QUANTISED_GROUPS = {"attention", "linear_attention", "dense_ffn", "routed_experts", "shared_experts", "mtp"}
 
@@ -700,6 +707,7 @@ def plan_vllm(spec: ModelSpec, rig: Rig, o: VllmOptions) -> Plan:
         weights_bytes=weights_total, weights_by_group=groups_bytes, devices=[*devs, cpu],
         kv_cache_bytes=kv_bytes_used * world, recurrent_state_bytes=0, compute_bytes=activation * world,
         kv_cache_tokens=tokens, max_concurrency=round(concurrency, 2), fits=fits, reason=reason,
+        kv_tokens_logged=int(concurrency * max_len),
         shortfall_bytes=shortfall, suggestion=suggestion, command=vllm_args(o), notes=notes, block_size=block,
         placement={g: {d.name: b // world for d in devs[:world]} for g, b in groups_bytes.items()},
         ubatch=batched, tensor_parallel=tp, speculative_tokens=spec_tokens if mtp else 0,
