@@ -14,8 +14,8 @@ from rich.table import Table
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
-from rigbench.checkpoint import published as published_checkpoint
 from rigbench.bench import SCENARIOS
+from rigbench.checkpoint import published as published_checkpoint
 from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
 from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
 from rigbench.plan import memory
