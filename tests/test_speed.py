@@ -273,3 +273,30 @@ def test_cli_plan_takes_the_router_skew(run_cli):
     even, trained = prefill("--router-skew", "0"), prefill()
     assert even["prefill_tok_s"]["value"] < 0.9 * trained["prefill_tok_s"]["value"]
     assert any("uses 100% of each layer's experts" in n for n in even["notes"])
+
+
+def test_llama_cpp_rates_follow_sms_and_clock():
+    """Ampere/Ada/Blackwell datasheets are SMs x clock x the per-SM mma.sync rates; Hopper's SMs count at those."""
+    from rigbench import catalog
+
+    for key, e in catalog.hardware()["gpus"].items():
+        if not e.get("sms") or e.get("arch") in ("hopper",) or key.startswith("a100"):
+            continue
+        g = hardware.gpu_from_catalog(key)
+        assert g.mmq_tops == pytest.approx(e["int8_tops"], rel=0.005), key
+        assert g.fa_tflops == pytest.approx(e["fp16_tflops"], rel=0.005), key
+    h100 = hardware.gpu_from_catalog("h100")
+    assert h100.mmq_tops == pytest.approx(132 * 1.98e9 * 2048 / 1e12, rel=1e-3) and h100.mmq_tops < h100.int8_tops / 2
+
+
+def test_gated_deltanet_scan_runs_on_one_sm_per_value_head():
+    spec = from_catalog("qwen3.6-35b-a3b")
+    h100, rtx3090 = hardware.gpu_from_catalog("h100"), hardware.gpu_from_catalog("rtx3090")
+    state = spec.layout.count("L") * spec.linear.v_heads * spec.linear.k_dim * spec.linear.v_dim
+    for g in (h100, rtx3090):
+        busy = spec.linear.v_heads / g.sms          # 32 blocks: 32 of the GPU's SMs
+        assert speed._llama_scan_seconds(spec, g, 1000) == pytest.approx(8 * state * 1000 / (g.fp32_tflops * 1e12
+                                                                                              * busy))
+    # per busy SM an H100 and a 3090 scan alike, so the 3090 is not 1.9x slower as their FP32 peaks would say
+    ratio = speed._llama_scan_seconds(spec, rtx3090, 1000) / speed._llama_scan_seconds(spec, h100, 1000)
+    assert ratio == pytest.approx((67 / 132) / (35.6 / 82), rel=1e-3) and ratio < 1.2

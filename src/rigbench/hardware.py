@@ -51,20 +51,22 @@ class GPU(BaseModel):
         mma.sync rate per SM (catalog speed.yaml `mmq_ops_per_sm_clock`). On GeForce Ampere/Ada/Blackwell this is
         the datasheet's dense INT8 figure; on Hopper and A100 the tensor cores do more per clock than MMQ's
         tile loads and dequantisation feed them, so the SM count and clock are what carry over."""
-        if not self.sms or not self.boost_mhz:
-            return self.mma_int8_tops
-        per_clock = catalog.speed()["defaults"]["mmq_ops_per_sm_clock"]
-        return min(self.mma_int8_tops, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
+        return self._per_sm_rate("mmq_ops_per_sm_clock", self.mma_int8_tops)
 
     @property
     def fa_tflops(self) -> float:
-        """The FP16 rate llama.cpp's flash attention (warp-level mma.sync) scales with: SMs x clock x the
-        GeForce FP16-with-FP32-accumulate rate per SM (`fa_flops_per_sm_clock`), which is the datasheet figure of
-        every GeForce card; Hopper's datasheet figure assumes wgmma."""
+        """The FP16 rate llama.cpp's flash attention (warp-level mma.sync) scales with: the datasheet's FP16
+        figure with FP32 accumulation, capped at SMs x clock x the Ampere/Ada mma.sync rate per SM
+        (`fa_flops_per_sm_clock`); Hopper's datasheet figure assumes wgmma."""
+        return self._per_sm_rate("fa_flops_per_sm_clock", self.fp16_tflops)
+
+    def _per_sm_rate(self, per_clock_key: str, peak: float) -> float:
+        """SMs x boost clock x a per-SM rate of catalog speed.yaml, capped at `peak`; `peak` when the SM count
+        or clock is unknown (a GPU from a user's YAML)."""
         if not self.sms or not self.boost_mhz:
-            return self.fp16_tflops
-        per_clock = catalog.speed()["defaults"]["fa_flops_per_sm_clock"]
-        return min(self.fp16_tflops, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
+            return peak
+        per_clock = catalog.speed()["defaults"][per_clock_key]
+        return min(peak, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
 
     @property
     def cuda_fp32_tflops(self) -> float:
