@@ -98,7 +98,7 @@ def test_expert_tiles_fill_with_larger_ubatches_and_skewed_routers():
     routed = p.devices[0].routed_params
     per_expert_flop = 2 * routed / 256
     parts = speed.prefill_parts(p, even, rig, 512)
-    assert parts["gpu_experts"] == pytest.approx(per_expert_flop * 256 * 128 / (rig.gpus[0].mma_int8_tops * 1e12),
+    assert parts["gpu_experts"] == pytest.approx(per_expert_flop * 256 * 128 / (rig.gpus[0].mmq_tops * 1e12),
                                                  rel=1e-6)
     p2048 = p.model_copy(update={"ubatch": 2048})
     per_token = {ub: speed.prefill_parts(q, even, rig, 8192)["gpu_experts"] for ub, q in ((512, p), (2048, p2048))}
