@@ -30,13 +30,18 @@ def _load_yaml(name: str) -> dict[str, Any]:
     return yaml.safe_load((_DATA / name).read_text()) or {}
 
 
-@cache
-def models() -> dict[str, dict[str, Any]]:
-    data = dict(_load_yaml("models.yaml"))
+def _with_user(section: str) -> dict[str, dict[str, Any]]:
+    """The embedded `section`.yaml with the user's YAML files' `section` entries on top."""
+    data = dict(_load_yaml(f"{section}.yaml"))
     for path in _user_files():
         extra = yaml.safe_load(path.read_text()) or {}
-        data.update(extra.get("models", {}))
+        data.update(extra.get(section, {}))
     return data
+
+
+@cache
+def models() -> dict[str, dict[str, Any]]:
+    return _with_user("models")
 
 
 @cache
@@ -56,11 +61,7 @@ def quants() -> dict[str, Any]:
 
 @cache
 def checkpoints() -> dict[str, dict[str, Any]]:
-    data = dict(_load_yaml("checkpoints.yaml"))
-    for path in _user_files():
-        extra = yaml.safe_load(path.read_text()) or {}
-        data.update(extra.get("checkpoints", {}))
-    return data
+    return _with_user("checkpoints")
 
 
 @cache
