@@ -145,10 +145,12 @@ def published(ref: str) -> tuple[str, Checkpoint] | None:
     as `vllm serve` takes it; a local path ending in the repo's name counts too. None if it is not one."""
     from rigbench import catalog
 
-    entries = {k.lower(): (k, e) for k, e in catalog.checkpoints().items()}
     key = ref.strip().rstrip("/").lower()
-    hit = entries.get(key) or next((v for k, v in entries.items() if key.endswith("/" + k.split("/")[-1])
-                                    or key == k.split("/")[-1]), None)
+    folder = key.rsplit("/", 1)[-1]
+    known = catalog.checkpoints().items()
+    # the repo id itself first; a folder named like a repo only when no id matched
+    hit = (next(((k, e) for k, e in known if k.lower() == key), None)
+           or next(((k, e) for k, e in known if k.lower().rsplit("/", 1)[-1] == folder), None))
     if hit is None:
         return None
     name, e = hit
