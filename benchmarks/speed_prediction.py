@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -34,7 +33,6 @@ from rigbench.plan import memory, speed
 
 RESULTS = Path(__file__).parent / "results"
 PUBLISHED = Path(__file__).parent / "data"    # published_*.yaml
-LINKS = {"pcie3": "pcie3x16", "pcie4": "pcie4x16", "pcie5": "pcie5x16"}
 CPU_CONFIGS = {
     "cpu-ub512": ["-c", "4096", "-np", "1", "-t", "2"],
     "cpu-ub128": ["-c", "4096", "-np", "1", "-t", "2", "-ub", "128", "-b", "128"],
@@ -93,15 +91,7 @@ def leave_one_out(ms: list[speed.Measurement]) -> list[dict]:
 
 
 def published_rig(e: dict) -> hardware.Rig:
-    """The rig a published figure was measured on, as far as the post says; unknown parts take the catalog's
-    defaults (a dual-channel DDR5 desktop on PCIe 4.0)."""
-    cpu = (e.get("cpu") or "").lower()
-    memory_kind = ("ddr4-dual" if "ddr4" in cpu else
-                   "ddr5-8ch" if re.search(r"epyc|xeon|threadripper|8.channel|12.channel", cpu) else "ddr5-dual")
-    cores = re.search(r"(\d+)[- ]?(?:core|c\b|cores)", cpu)
-    entry = {"gpus": [e["gpu"]] * int(e.get("gpu_count") or 1), "ram_gb": 128, "memory": memory_kind,
-             "link": LINKS.get(e.get("link") or "", "pcie4x16"), "cores": int(cores.group(1)) if cores else 16}
-    return hardware._build(f"{e.get('gpu_count') or 1}x-{e['gpu']}", entry)
+    return hardware.described(e["gpu"], int(e.get("gpu_count") or 1), e.get("cpu") or "", e.get("link") or "")
 
 
 def predict_published(e: dict, cal: speed.Calibration) -> dict:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rigbench import hardware
+
 DATA = Path(__file__).resolve().parent.parent / "benchmarks" / "data"
-LINKS = {"pcie3": "pcie3x16", "pcie4": "pcie4x16", "pcie5": "pcie5x16"}
 
 
 def _entry(file: str, key: str) -> dict:
@@ -18,13 +19,10 @@ def _entry(file: str, key: str) -> dict:
 
 
 def _rig(tmp_path: Path, e: dict) -> str:
-    """The published machine as a rig YAML: its GPUs, its memory kind and link as far as the post says."""
-    cpu = (e.get("cpu") or "").lower()
-    rig = {"name": e["id"][:40], "gpus": [e["gpu"]] * int(e.get("gpu_count") or 1), "ram_gb": 64,
-           "memory": "ddr4-dual" if "ddr4" in cpu else "ddr5-dual", "link": LINKS.get(e.get("link", ""), "pcie4x16"),
-           "cores": 8}
+    """The published machine as a rig YAML, as benchmarks/speed_prediction.py builds it."""
     path = tmp_path / "rig.yaml"
-    path.write_text(yaml.safe_dump(rig))
+    path.write_text(yaml.safe_dump(hardware.described_entry(e["gpu"], int(e.get("gpu_count") or 1),
+                                                            e.get("cpu") or "", e.get("link") or "")))
     return str(path)
 
 

@@ -176,6 +176,26 @@ def from_catalog(ref: str) -> Rig:
     return _build(k, {"gpus": [gpu_key] * count, "ram_gb": 64, "memory": "ddr5-dual", "link": "pcie4x16"})
 
 
+_LINKS = {"pcie3": "pcie3x16", "pcie4": "pcie4x16", "pcie5": "pcie5x16"}
+
+
+def described_entry(gpu: str, count: int = 1, cpu: str = "", link: str = "") -> dict:
+    """A rig entry (the rig-YAML mapping) for a machine known only from a post: its GPUs, what it says of the CPU
+    and its memory, the PCIe generation; unknown parts take the catalog's defaults (a dual-channel DDR5 desktop on
+    PCIe 4.0, 16 cores)."""
+    c = cpu.lower()
+    memory = ("ddr4-dual" if "ddr4" in c else
+              "ddr5-8ch" if re.search(r"epyc|xeon|threadripper|8.channel|12.channel", c) else "ddr5-dual")
+    cores = re.search(r"(\d+)[- ]?(?:core|c\b|cores)", c)
+    return {"name": f"{count}x-{gpu}", "gpus": [gpu] * count, "ram_gb": 128, "memory": memory,
+            "link": _LINKS.get(link, "pcie4x16"), "cores": int(cores.group(1)) if cores else 16}
+
+
+def described(gpu: str, count: int = 1, cpu: str = "", link: str = "") -> Rig:
+    e = described_entry(gpu, count, cpu, link)
+    return _build(e["name"], e)
+
+
 def from_yaml(path: Path) -> Rig:
     try:
         e = yaml.safe_load(path.read_text())
