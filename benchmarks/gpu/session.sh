@@ -82,7 +82,11 @@ plan)
 import json, yaml
 import glob
 h = json.load(open(sorted(glob.glob(".device/results/*host_link.json"))[-1]))
-rig = {"gpus": ["h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
+import subprocess
+name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                      text=True).stdout
+# the lent machine is an H100 or an H200; scripts know its rig as "h100" (the host), the GPU as what it is
+rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
        "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
        "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
 yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
@@ -103,6 +107,6 @@ dense)
 views)
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
   rm -f $EVEN  # room on the disk; the even twin is only for the sweeps
-  python3 benchmarks/gpu/prefill_views.py $R/configs.json "$@"
+  DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 benchmarks/gpu/prefill_views.py $R/configs.json "$@"
   keep ;;
 esac
