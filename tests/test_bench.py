@@ -163,3 +163,24 @@ def test_suite_against_llama_server(llama_server, qwen_gguf, tmp_path):
     # exact prompt length from the server's tokenizer, output length fixed by ignore_eos, counted from usage
     assert all(r["prompt_tokens"] == 32 and r["output_tokens"] == 64 for r in decode)
     assert (tmp_path / "b.csv").read_text().startswith("scenario,")
+
+
+@pytest.mark.llama
+def test_prompts_are_code_of_an_exact_length_with_a_real_token_spread(tmp_path, qwen_gguf, llama_server):
+    """A MoE model's prefill depends on how many distinct tokens a u-batch holds: prompts must spread like code."""
+    from rigbench.bench.prompts import Tokenizer, text_of_tokens
+    from rigbench.engines import llamacpp
+    from rigbench.engines.options import parse_llama_args
+
+    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(qwen_gguf), "-c", "4096", "-np", "1"]), llama_server)
+    server = llamacpp.start(spec, tmp_path / "s.log", timeout=120)
+    try:
+        tok = Tokenizer(server.url)
+        a, exact_a = text_of_tokens(tok, 2000, 1)
+        b, exact_b = text_of_tokens(tok, 2000, 2)
+        ids = tok.encode(a)
+    finally:
+        server.stop()
+    assert exact_a and exact_b and len(ids) == 2000 and a[:200] != b[:200]
+    # 512 tokens of Python source hold a few hundred distinct tokens; the old 45-word salad held under 60
+    assert min(len(set(ids[i:i + 512])) for i in range(0, 1536, 512)) > 150
