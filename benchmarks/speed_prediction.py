@@ -91,7 +91,8 @@ def leave_one_out(ms: list[speed.Measurement]) -> list[dict]:
 
 
 def published_rig(e: dict) -> hardware.Rig:
-    return hardware.described(e["gpu"], int(e.get("gpu_count") or 1), e.get("cpu") or "", e.get("link") or "")
+    return hardware.described(e["gpu"], int(e.get("gpu_count") or 1), e.get("cpu") or "", e.get("link") or "",
+                              e.get("p2p"), e.get("peer_link") or "")
 
 
 def predict_published(e: dict, cal: speed.Calibration) -> dict:

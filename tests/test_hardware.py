@@ -31,3 +31,14 @@ def test_unknown_gpu_asks_for_its_numbers():
 def test_detect_reads_this_machine():
     r = hardware.detect()
     assert r.ram_bytes > 2**30 and r.cores >= 1
+
+
+def test_all_reduces_cross_nvlink_pcie_peer_copies_or_host_memory():
+    # GeForce cards have no PCIe peer copies: NCCL stages through host memory, each byte crossing the link twice
+    assert hardware.described("rtx3090", 2, link="pcie4x16").collective_gbs == pytest.approx(25 / 2)
+    assert hardware.described("rtx3090", 2, link="pcie4x4", p2p=True).collective_gbs == pytest.approx(6.25)
+    assert hardware.described("rtx3090", 2, peer_link="nvlink-3090").collective_gbs == 56
+    # datacenter cards copy peer to peer; the host link of a NVLink rig stays PCIe
+    assert hardware.described("h100", 2, link="pcie5x16").collective_gbs == 50
+    r = hardware.from_catalog("2x-h100")
+    assert (r.link_gbs, r.collective_gbs) == (50, 450)

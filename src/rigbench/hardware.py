@@ -38,6 +38,7 @@ class GPU(BaseModel):
     arch: str = ""
     fp8: bool = False
     fp4: bool = False
+    p2p: bool = False               # CUDA peer copies over PCIe (datacenter and pro cards; not GeForce)
     unified: bool = False
     source: str = ""
 
@@ -88,12 +89,17 @@ class Rig(BaseModel):
     ram_bandwidth_gbs: float
     link_gbs: float = 25.0              # host-to-GPU copies from pinned memory
     link_pageable_gbs: float = 0.0      # from pageable memory (mmap'd weights); 0 = 0.8 x link_gbs
+    peer_gbs: float = 0.0               # GPU to GPU, what tensor-parallel all-reduces cross; 0 = link_gbs
     cores: int = 8
     source: str = ""
 
     @property
     def pageable_gbs(self) -> float:
         return self.link_pageable_gbs or 0.8 * self.link_gbs
+
+    @property
+    def collective_gbs(self) -> float:
+        return self.peer_gbs or self.link_gbs
 
     @property
     def has_gpu(self) -> bool:
@@ -124,7 +130,8 @@ def gpu_from_catalog(key: str) -> GPU:
                        bandwidth_gbs=e["bandwidth_gbs"], fp16_tflops=e["fp16_tflops"], arch=e.get("arch", ""),
                        int8_tops=e.get("int8_tops", 0.0), fp32_tflops=e.get("fp32_tflops", 0.0),
                        sms=e.get("sms", 0), boost_mhz=e.get("boost_mhz", 0.0), fp8=e.get("fp8", False),
-                       fp4=e.get("fp4", False), unified=e.get("unified", False), source=e.get("source", ""))
+                       fp4=e.get("fp4", False), p2p=e.get("p2p", False), unified=e.get("unified", False),
+                       source=e.get("source", ""))
     close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownRigError(
@@ -150,10 +157,24 @@ def _build(name: str, e: dict) -> Rig:
     ram = int(e.get("ram_gb", 64) * GIB)
     if e.get("unified") and gpus:
         ram = 0  # unified memory: the GPU entry holds it all
+    link_gbs = e.get("link_gbs", link["bandwidth_gbs"])
     return Rig(name=name, gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=e.get("ram_bandwidth_gbs", mem["bandwidth_gbs"]),
-               link_gbs=e.get("link_gbs", link["bandwidth_gbs"]),
-               link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
-               cores=e.get("cores", 8), source=e.get("source", ""))
+               link_gbs=link_gbs, link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
+               peer_gbs=_peer_gbs(e, gpus, link_gbs), cores=e.get("cores", 8), source=e.get("source", ""))
+
+
+def _peer_gbs(e: dict, gpus: list[GPU], link_gbs: float) -> float:
+    """GPU-to-GPU bandwidth of a rig entry: its `peer_link` (NVLink) when it names one; else PCIe, direct where
+    the cards (or the rig's `p2p: true`, a patched driver) allow peer copies, and staged through host memory at
+    half the link's rate where they do not (hardware.yaml, `p2p`)."""
+    if "peer_gbs" in e:
+        return e["peer_gbs"]
+    if e.get("peer_link"):
+        return catalog.hardware()["links"][e["peer_link"]]["bandwidth_gbs"]
+    if len(gpus) < 2:
+        return link_gbs
+    direct = e.get("p2p", all(g.p2p for g in gpus))
+    return link_gbs if direct else link_gbs / 2
 
 
 def from_catalog(ref: str) -> Rig:
@@ -179,20 +200,29 @@ def from_catalog(ref: str) -> Rig:
 _LINKS = {"pcie3": "pcie3x16", "pcie4": "pcie4x16", "pcie5": "pcie5x16"}
 
 
-def described_entry(gpu: str, count: int = 1, cpu: str = "", link: str = "") -> dict:
+def described_entry(gpu: str, count: int = 1, cpu: str = "", link: str = "", p2p: bool | None = None,
+                    peer_link: str = "") -> dict:
     """A rig entry (the rig-YAML mapping) for a machine known only from a post: its GPUs, what it says of the CPU
-    and its memory, the PCIe generation; unknown parts take the catalog's defaults (a dual-channel DDR5 desktop on
-    PCIe 4.0, 16 cores)."""
+    and its memory, the PCIe link its cards sit on (the narrowest, e.g. pcie4x4), whether a patched driver
+    engages P2P, an NVLink bridge; unknown parts take the catalog's defaults (a dual-channel DDR5 desktop on
+    PCIe 4.0 x16, 16 cores, the cards' own P2P rule)."""
     c = cpu.lower()
     memory = ("ddr4-dual" if "ddr4" in c else
               "ddr5-8ch" if re.search(r"epyc|xeon|threadripper|8.channel|12.channel", c) else "ddr5-dual")
     cores = re.search(r"(\d+)[- ]?(?:core|c\b|cores)", c)
-    return {"name": f"{count}x-{gpu}", "gpus": [gpu] * count, "ram_gb": 128, "memory": memory,
-            "link": _LINKS.get(link, "pcie4x16"), "cores": int(cores.group(1)) if cores else 16}
+    links = catalog.hardware()["links"]
+    e = {"name": f"{count}x-{gpu}", "gpus": [gpu] * count, "ram_gb": 128, "memory": memory,
+         "link": link if link in links else _LINKS.get(link, "pcie4x16"), "cores": int(cores.group(1)) if cores else 16}
+    if p2p is not None:
+        e["p2p"] = p2p
+    if peer_link:
+        e["peer_link"] = peer_link
+    return e
 
 
-def described(gpu: str, count: int = 1, cpu: str = "", link: str = "") -> Rig:
-    e = described_entry(gpu, count, cpu, link)
+def described(gpu: str, count: int = 1, cpu: str = "", link: str = "", p2p: bool | None = None,
+              peer_link: str = "") -> Rig:
+    e = described_entry(gpu, count, cpu, link, p2p, peer_link)
     return _build(e["name"], e)
 
 

@@ -353,7 +353,9 @@ def _vllm_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cach
     parts["scan"] = _scan_work(spec, tokens) / (tp * g.fp16_tflops * 1e12)
     per_chunk_s = v["step_ms"] * 1e-3
     if tp > 1:
-        ring = 2 * (tp - 1) / tp * per_chunk * spec.hidden * 2 / (rig.link_gbs * 1e9)
+        # a ring all-reduce of the chunk's activations moves 2(tp-1)/tp of them over the GPU-to-GPU path
+        # (NVLink, PCIe peer copies, or PCIe twice through host memory: hardware.Rig.collective_gbs)
+        ring = 2 * (tp - 1) / tp * per_chunk * spec.hidden * 2 / (rig.collective_gbs * 1e9)
         per_chunk_s += 2 * spec.layers * (c["allreduce_us"] * 1e-6 + ring)
     parts["overhead"] = n_chunks * per_chunk_s
     return parts
