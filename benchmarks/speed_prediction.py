@@ -6,7 +6,7 @@ measured with rigbench's own bench suite). Each prediction is leave-one-out: the
 calibrated on every other measurement, so no point predicts itself. Targets: median decode error <= 15%,
 median prefill error <= 20%.
 
-Published set: benchmarks/data/published_*.yaml, figures users and maintainers published for real models
+Published set: benchmarks/data/published_speeds.yaml, figures users and maintainers published for real models
 on named GPUs (each with its link, flags and prompt length). Nothing is fitted on them: they are predicted
 with the shipped calibration and reported apart, median and worst. Targets: median prefill error <= 30%,
 decode <= 20%.
@@ -32,7 +32,7 @@ from rigbench.model import load
 from rigbench.plan import memory, speed
 
 RESULTS = Path(__file__).parent / "results"
-PUBLISHED = Path(__file__).parent / "data"    # published_*.yaml
+PUBLISHED = Path(__file__).parent / "data"    # published_speeds.yaml
 CPU_CONFIGS = {
     "cpu-ub512": ["-c", "4096", "-np", "1", "-t", "2"],
     "cpu-ub128": ["-c", "4096", "-np", "1", "-t", "2", "-ub", "128", "-b", "128"],
@@ -148,7 +148,7 @@ def published_summary(rows: list[dict]) -> dict:
 
 
 def print_published(rows: list[dict]) -> None:
-    print("\npublished set (benchmarks/data/published_*.yaml; predicted with the shipped calibration, nothing "
+    print("\npublished set (benchmarks/data/published_speeds.yaml; predicted with the shipped calibration, nothing "
           "fitted on it)")
     print(f"{'id':52s} {'prefill meas':>12s} {'pred':>8s} {'err':>7s} {'decode meas':>11s} {'pred':>7s} {'err':>7s}")
     for r in rows:
@@ -188,9 +188,9 @@ def main() -> int:
     summary["pass"] = summary["decode_median_abs_error"] <= 0.15 and summary["prefill_median_abs_error"] <= 0.20
     print(json.dumps(summary))
     result = {"summary": summary, "rows": rows}
-    files = sorted(PUBLISHED.glob("published_*.yaml"))
-    if files:
-        entries = [e for f in files for e in (yaml.safe_load(f.read_text()) or [])]
+    published = PUBLISHED / "published_speeds.yaml"
+    if published.exists():
+        entries = yaml.safe_load(published.read_text()) or []
         cal = speed.load_calibration()
         pub = [predict_published(e, cal) for e in entries]
         print_published(pub)

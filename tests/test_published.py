@@ -30,12 +30,12 @@ def _rig(tmp_path: Path, e: dict) -> str:
 # issue 11's table: (what the user ran, the published figure closest to it)
 ISSUE_TABLE = [
     # Qwen3.6-35B-A3B Q4 on a consumer card with every routed expert in RAM, a prompt of a few thousand tokens
-    ("published_llamacpp.yaml", "qwen3.6-35b-a3b-udq4km-rtx3060-ncmoe40-allexperts-cpu-server-2343tok-insiderllm"),
+    ("published_speeds.yaml", "qwen3.6-35b-a3b-udq4km-rtx3060-ncmoe40-allexperts-cpu-server-2343tok-insiderllm"),
     # the same model whole on the GPU, a long prompt
-    ("published_llamacpp.yaml", "qwen3.6-35b-a3b-udq4kxl-rtx3090-prefill-10042tok-390w-club3090"),
+    ("published_speeds.yaml", "qwen3.6-35b-a3b-udq4kxl-rtx3090-prefill-10042tok-390w-club3090"),
     # vLLM, a published 35B-A3B AWQ checkpoint, tensor parallel 2 on 2x RTX 3090, one card on a PCIe x4 slot: the
     # all-reduces cross the narrower link (predicted 6,582 tok/s against 5,116; 8,880 when the link was taken as x16)
-    ("published_vllm.yaml", "qwen3.6-35b-a3b-shape-agentworld-awq-2x3090-tp2-club-10k"),
+    ("published_speeds.yaml", "qwen3.6-35b-a3b-shape-agentworld-awq-2x3090-tp2-club-10k"),
 ]
 
 
@@ -88,7 +88,7 @@ def test_tensor_parallel_prefill_without_p2p_pays_the_host_staged_all_reduce(tmp
     """club-3090 issue 873 ran one 2x RTX 5090 rig (PCIe 4.0 x8) both ways: peer copies on (patched driver)
     14,087 tok/s at 90K, NCCL_P2P_DISABLE=1 11,317, a ratio of 0.80. Without P2P each all-reduce crosses PCIe twice
     through host memory; the ratio is predicted, not fitted (the absolute figures are not: both run ~30% low)."""
-    e = _entry("published_vllm.yaml", "qwen3.6-35b-a3b-nvfp4-2x5090-tp2-p2p-club873")
+    e = _entry("published_speeds.yaml", "qwen3.6-35b-a3b-nvfp4-2x5090-tp2-p2p-club873")
     on, off = _prefill(run_cli, tmp_path, e, p2p=True), _prefill(run_cli, tmp_path, e, p2p=False)
     assert off / on == pytest.approx(11317 / 14087, abs=0.05)
     faster = _prefill(run_cli, tmp_path, e, peer_gbs=100)
