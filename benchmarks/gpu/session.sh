@@ -5,6 +5,7 @@
 #   sweeps  llama-bench sweeps of both twins (u-batch, skew, experts in RAM mmap'd or pinned, depth)
 #   plan    calibrate on everything measured so far, then rigbench tune's picks for the head-to-head
 #   views   the three-view head-to-head for the named configurations
+#   resume  a fresh machine after a planning call: rebuild, rewrite the twin, views of the named configurations
 #   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
 #           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
@@ -103,6 +104,29 @@ dense)
   rm -f $EVEN
   [ -f $M/q27b.gguf ] || python3 -m rigbench synth qwen3.6-27b --quant Q4_K_M -o $M/q27b.gguf --json > "$OUT/synth27.json"
   MODEL=qwen3.6-27b python3 benchmarks/gpu/sweeps.py $M/q27b.gguf 0 dense
+  keep ;;
+resume)
+  # a fresh machine after an earlier call planned: rebuild, rewrite the realistic twin, take that call's configs
+  # and host link (committed under benchmarks/results as PREFIX_configs.json, PREFIX_host_link.json), then views
+  prefix=$1; shift
+  configure
+  export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
+  ( python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew "$SKEW" -o $REAL --json > "$OUT/synth.json" ) &
+  cmake --build build -j12 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+  wait
+  echo "rebuilt at $SECONDS s" >> "$OUT/times.txt"
+  cp benchmarks/results/${prefix}_configs.json $R/configs.json
+  python3 - "benchmarks/results/${prefix}_host_link.json" <<'EOF2'
+import json, subprocess, sys, yaml
+h = json.load(open(sys.argv[1]))
+name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout
+rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
+       "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
+       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
+yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
+EOF2
+  export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
+  DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 benchmarks/gpu/prefill_views.py $R/configs.json "$@"
   keep ;;
 views)
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
