@@ -856,7 +856,7 @@ def eval_cmd(
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
-        if cfg.agent in ("builtin", "cmd") and not cfg.url:
+        if cfg.agent in ("builtin", "cmd") and not cfg.url and not endpoints:
             server = _start_embedded(Path(".rigbench"))
             cfg.url, cfg.model = server.url, EMBEDDED_NAME
         progress = None if as_json else lambda o: err.print(f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]")
