@@ -4,6 +4,7 @@ from two workers merged exactly, engines placed by their plan's GPUs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -203,3 +204,26 @@ def test_ray_starts_an_engine_only_on_a_node_whose_gpus_fit_its_plan(cluster):
     ready, _ = ray.wait([ref], timeout=3)
     assert not ready
     ray.cancel(ref, force=True)
+
+
+def test_a_ray_head_that_does_not_answer_is_a_one_line_error_and_no_run(tmp_path, run_cli):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = f"sqlite:///{tmp_path}/s.db"
+    p = run_cli("eval", "--agent", "oracle", "--db", db, "--ray", f"127.0.0.1:{port}", ok=False, timeout=60)
+    assert p.returncode != 0 and "no Ray cluster answers" in p.stderr and "Traceback" not in p.stderr
+    assert store.list_runs(store.connect(db)) == []
+
+
+@needs_bwrap
+def test_eval_cli_joins_the_cluster_and_writes_postgres(cluster, pg_url, run_cli):
+    c, _ = cluster
+    p = run_cli("eval", "--agent", "oracle", "--task", "csv-to-json", "--task", "fix-git", "--db", pg_url,
+                "--ray", c.address, "--json")
+    out = json.loads(p.stdout)
+    assert [(t["task"], t["status"]) for t in out["tasks"]] == [("csv-to-json", "success"), ("fix-git", "success")]
+    db = store.connect(pg_url)
+    assert store.get_run(db, out["run"])["status"] == "done" and len(store.task_rows(db, out["run"], False)) == 2

@@ -841,6 +841,9 @@ def eval_cmd(
         raise RigbenchError(f"eval needs the {sandbox} sandbox: {why}")
     dbe = store.connect(db)
     endpoints = _worker_urls(worker_url)
+    if ray:   # before a run is stored: a cluster that does not answer is an error, not a run left `running`
+        from rigbench.scale import init
+        init(ray)
     if resume is not None:
         cfg, task_list = runner.reopen_run(dbe, resume, tasks)
         run_id = resume

@@ -20,6 +20,8 @@ def init(address: str = "auto", num_cpus: int | None = None) -> None:
         raise RayUnavailable("--ray needs Ray: pip install 'rigbench[scale]'") from None
     if ray.is_initialized():
         return
+    if address != "auto":
+        _answers(address)
     # workers import rigbench the way this process does (a source checkout on PYTHONPATH included)
     env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None
     try:
@@ -30,6 +32,20 @@ def init(address: str = "auto", num_cpus: int | None = None) -> None:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False, runtime_env=env)
     except ConnectionError as e:
         raise RayUnavailable(f"no Ray cluster at {address} ({e}); start one with `ray start --head`") from None
+
+
+def _answers(address: str) -> None:
+    """Ray retries an unreachable head for minutes; a head that refuses the connection is an error now."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnavailable(f"--ray {address}: give auto, HOST:PORT (the head's GCS, 6379) or ray://HOST:10001")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise RayUnavailable(f"no Ray cluster answers at {address} ({e.strerror or e}); "
+                             f"start one there with `ray start --head`") from None
 
 
 def workers() -> int:
