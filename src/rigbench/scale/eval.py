@@ -86,6 +86,8 @@ def run_eval(tasks: list[Task], cfg: EvalConfig, db_url: str, run_id: int, addre
     import ray
 
     init(address)
+    if db_url.startswith("sqlite:///"):   # a worker's working folder is not this process's
+        db_url = f"sqlite:///{Path(db_url.removeprefix('sqlite:///')).resolve()}"
     db = store.connect(db_url)
     done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in FINISHED}
     remote = _remote(max_retries)
