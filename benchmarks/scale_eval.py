@@ -45,6 +45,32 @@ def suite(db_url: str, executor: str) -> dict:
             "task_s_sum": round(sum(o.wall_s for o in out), 2)}
 
 
+def ray_overhead(n: int = 20) -> dict:
+    """What Ray adds per task on this machine: a round trip of an empty task, and of one that imports the
+    runner and opens a bundle of a starter task the way each eval task does."""
+    import ray
+
+    from rigbench.scale import eval as ray_eval
+
+    def empty() -> None:
+        return None
+
+    def unpack(data: bytes) -> str:
+        with tempfile.TemporaryDirectory() as d:
+            return ray_eval.load_task(ray_eval.unbundle(data, Path(d))).name
+
+    data = ray_eval.bundle(formats.starter_suite() / "csv-to-json")
+    out = {"bundle_bytes": len(data)}
+    for name, fn, args in (("empty_task_s", empty, ()), ("unbundle_task_s", unpack, (data,))):
+        f = ray.remote(num_cpus=1)(fn)
+        ray.get(f.remote(*args))
+        t0 = time.monotonic()
+        for _ in range(n):
+            ray.get(f.remote(*args))
+        out[name] = round((time.monotonic() - t0) / n, 4)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", help="store URL (default: a SQLite file in a temporary folder)")
@@ -63,9 +89,11 @@ def main() -> None:
             r = suite(db_url, executor) | {"repeat": rep}
             rows.append(r)
             print(json.dumps(r), flush=True)
+    result_overhead = ray_overhead()
     best = {e: min(r["wall_s"] for r in rows if r["executor"] == e) for e in ("in-process", "threads-2", "ray-2")}
     result = {"machine": f"{platform.node()}: {os.cpu_count()} CPU cores (shared with other work)",
-              "store": db_url.split(":")[0], "ray_start_s": ray_start, "rows": rows, "best_wall_s": best,
+              "store": db_url.split(":")[0], "ray_start_s": ray_start, "ray_overhead": result_overhead, "rows": rows,
+              "best_wall_s": best,
               "ray_2_speedup_vs_in_process": round(best["in-process"] / best["ray-2"], 2)}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     OUT.write_text(json.dumps(result, indent=1) + "\n")
