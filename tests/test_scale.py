@@ -229,3 +229,32 @@ def test_eval_cli_joins_the_cluster_and_writes_postgres(cluster, pg_url, run_cli
     assert [(t["task"], t["status"]) for t in out["tasks"]] == [("csv-to-json", "success"), ("fix-git", "success")]
     db = store.connect(pg_url)
     assert store.get_run(db, out["run"])["status"] == "done" and len(store.task_rows(db, out["run"], False)) == 2
+
+
+@needs_bwrap
+def test_a_node_lost_mid_run_has_its_tasks_retried_on_the_other(cluster, pg_url):
+    """Last in this module: it takes the RTX 4090 node away for good."""
+    c, nodes = cluster
+    db = store.connect(pg_url)
+    lost: dict = {}
+
+    def remove_node() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = [r["id"] for r in store.list_runs(db, "eval")]
+            if runs and any(r["status"] == "running" for r in store.task_rows(db, runs[-1])):
+                c.remove_node(nodes[1], allow_graceful=False)
+                lost["at"] = time.monotonic()
+                return
+            time.sleep(0.05)
+
+    th = threading.Thread(target=remove_node, daemon=True)
+    th.start()
+    db, run, out = _eval(fifteen(), pg_url)
+    th.join(30)
+    assert lost, "no task was seen running to take its node away"
+    assert [o.status for o in out] == ["success"] * 15, [(o.task, o.detail) for o in out if o.status != "success"]
+    rows = store.task_rows(db, run, final_only=False)
+    assert len(rows) == 15 and len({r["task"] for r in rows}) == 15 and {r["status"] for r in rows} == {"success"}
+    notes = _notes(db, run)
+    assert len(notes) == 15 and len({n["task"] for n in notes}) == 15
