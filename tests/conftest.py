@@ -87,3 +87,76 @@ def run_cli():
         return p
 
     return run
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    which = shutil.which("initdb")
+    return Path(which).parent if which else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server in a temporary folder, for the session: Debian's server binaries (`.ci/run` and
+    `make test` install them). initdb refuses root, so as root the server runs as the `postgres` user."""
+    import os
+    import pwd
+    import socket
+    import subprocess
+    import tempfile
+
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found: apt-get install postgresql (make test does)")
+    pytest.importorskip("psycopg", reason="psycopg not installed: pip install 'rigbench[scale]'")
+    as_user: list[str] = []
+    data = Path(tempfile.mkdtemp(prefix="rigbench-pg-"))
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user for initdb (apt-get install postgresql)")
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db_dir = data / "db"
+
+    def pg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=timeout)
+
+    r = pg(str(bin_dir / "initdb"), "-D", str(db_dir), "-U", "rigbench", "--auth=trust", "-E", "UTF8",
+           "--no-sync")
+    if r.returncode:
+        pytest.skip(f"initdb failed: {r.stderr.strip()[-300:]}")
+    r = pg(str(bin_dir / "pg_ctl"), "-D", str(db_dir), "-l", str(data / "server.log"), "-w", "-t", "60",
+           "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c max_connections=200",
+           "start")
+    if r.returncode:
+        log = (data / "server.log").read_text()[-300:] if (data / "server.log").exists() else r.stderr
+        pytest.skip(f"PostgreSQL did not start: {log.strip()}")
+    try:
+        yield f"postgresql://rigbench@127.0.0.1:{port}"
+    finally:
+        pg(str(bin_dir / "pg_ctl"), "-D", str(db_dir), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server, request) -> str:
+    """A new, empty database on the session's PostgreSQL server, for one test."""
+    import re
+
+    import sqlalchemy as sa
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:50]
+    admin = sa.create_engine(postgres_server.replace("postgresql://", "postgresql+psycopg://") + "/postgres",
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{postgres_server}/{name}"

@@ -822,6 +822,11 @@ def eval_cmd(
     resume: Annotated[int | None, typer.Option(help="run id to resume: finished tasks are kept, others rerun")]
     = None,
     db: DbOpt = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="run the tasks on Ray: auto (this machine's cluster, "
+                                            "or a new local one) or the head's ADDRESS; one store for all, "
+                                            "e.g. --db postgresql://...")] = None,
+    worker_url: Annotated[list[str] | None, typer.Option(help="with --ray: NODE=URL, the endpoint of the "
+                                                         "workers on NODE (IP or host name; * for any)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Agentic coding tasks in a sandbox: an agent works, the task's verifier grades, every step is stored."""
@@ -835,8 +840,12 @@ def eval_cmd(
     if why:
         raise RigbenchError(f"eval needs the {sandbox} sandbox: {why}")
     dbe = store.connect(db)
+    endpoints = _worker_urls(worker_url)
+    if ray:   # before a run is stored: a cluster that does not answer is an error, not a run left `running`
+        from rigbench.scale import init
+        init(ray)
     if resume is not None:
-        cfg, task_list = runner.reopen_run(dbe, resume)
+        cfg, task_list = runner.reopen_run(dbe, resume, tasks)
         run_id = resume
     else:
         kind = "cmd" if agent_cmd else agent
@@ -850,11 +859,16 @@ def eval_cmd(
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
-        if cfg.agent in ("builtin", "cmd") and not cfg.url:
+        if cfg.agent in ("builtin", "cmd") and not cfg.url and not endpoints:
             server = _start_embedded(Path(".rigbench"))
             cfg.url, cfg.model = server.url, EMBEDDED_NAME
-        outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=None if as_json else lambda o: err.print(
-            f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]"))
+        progress = None if as_json else lambda o: err.print(f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]")
+        if ray:
+            from rigbench.scale import eval as ray_eval
+            outcomes = ray_eval.run_eval(task_list, cfg, db or store.default_url(), run_id, address=ray,
+                                         on_done=progress, endpoints=endpoints)
+        else:
+            outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=progress)
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
         reason, code = stop_reason(e)
         store.finish_run(dbe, run_id, "interrupted", reason)
@@ -1081,6 +1095,33 @@ def _demo_suite(url: str) -> dict[str, dict]:
     if status != "done":
         raise RigbenchError(f"the demo's speed suite ended {status}: {error}")
     return rows
+
+
+# ---- scale (Ray, shared store) ---------------------------------------------------------------------
+
+def _worker_urls(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        node, sep, url = p.partition("=")
+        if not sep or not node or not url.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"--worker-url {p!r}: give NODE=URL, e.g. 10.0.0.7=http://127.0.0.1:8080")
+        out[node] = url
+    return out
+
+
+@app.command(name="ray-resources")
+def ray_resources(
+    rig: Annotated[str | None, typer.Option(help="rig name, YAML or `detect` (default: this machine)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The Ray resources of this node's GPUs, for `ray start --resources "$(rigbench ray-resources --json)"`:
+    experiments place each candidate's engine on a node whose GPUs fit its plan."""
+    from rigbench.scale.placement import node_resources
+
+    res = node_resources(hardware.load(rig))
+    if as_json:
+        return _emit_json(res)
+    out.print(" ".join(f"{k}={v:g}" for k, v in res.items()) or "no GPU: no GPU resources to advertise")
 
 
 def main() -> None:

@@ -25,3 +25,7 @@ class EngineOptionError(RigbenchError):
 
 class DoesNotFitError(RigbenchError):
     exit_code = 3
+
+
+class StoreError(RigbenchError):
+    """The store cannot be opened: a database that does not answer, or a driver that is not installed."""

@@ -1,4 +1,6 @@
-"""Runs, requests and aggregates in SQLAlchemy Core tables (a SQLite file by default, any URL with --db)."""
+"""Runs, requests and aggregates in SQLAlchemy Core tables (a SQLite file by default, any URL with --db, such
+as PostgreSQL shared by many machines). The schema is Alembic's (migrations/ in this package): a store is
+upgraded to the newest revision when it is opened."""
 
 from __future__ import annotations
 
@@ -14,18 +16,25 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    delete,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from rigbench.errors import StoreError
 
 metadata = MetaData()
 
@@ -68,6 +77,7 @@ task_results = Table(
     Column("reward", Float), Column("wall_s", Float), Column("turns", Integer),
     Column("tokens_in", Integer), Column("tokens_out", Integer), Column("detail", Text),
     Column("started_at", DateTime), Column("finished_at", DateTime),
+    Index("uq_task_results_run_task_attempt", "run_id", "task", "attempt", unique=True),
 )
 
 events = Table(
@@ -81,17 +91,77 @@ events = Table(
 )
 
 
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"      # the schema rigbench created with create_all before it had migrations
+
+
 def default_url() -> str:
     return os.environ.get("RIGBENCH_DB") or f"sqlite:///{Path('.rigbench/rigbench.db').resolve()}"
 
 
+def engine_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 (the `scale` extra), not SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+_engines: dict[str, Engine] = {}
+
+
 def connect(url: str | None = None) -> Engine:
-    url = url or default_url()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    metadata.create_all(engine)
+    """The store at `url` (default: .rigbench/rigbench.db), upgraded to the newest schema. One engine per URL
+    and process: a Ray worker that runs many tasks keeps its connection pool."""
+    url = engine_url(url or default_url())
+    file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    if url in _engines and (file is None or file.exists()):
+        return _engines[url]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        # several processes (parallel tasks, Ray workers on one machine) write one file: wait for the lock
+        engine = create_engine(url, connect_args={"timeout": 60})
+    else:
+        try:
+            engine = create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as e:
+            raise StoreError(f"no database driver for {url.split(':')[0]} ({e.name}); "
+                                f"pip install 'rigbench[scale]'") from None
+    try:
+        upgrade(engine)
+    except OperationalError as e:
+        raise StoreError(f"cannot open the store {engine.url.render_as_string(hide_password=True)}: "
+                            f"{str(e.orig).strip().splitlines()[0]}") from None
+    _engines[url] = engine
     return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the store's schema to `revision` with Alembic. Many workers may open one store at once: on
+    PostgreSQL an advisory lock held for the transaction makes them take turns, on SQLite a lock file next to
+    the database does (SQLite runs DDL outside the driver's transactions)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    lock = None
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        import fcntl
+        lock = open(f"{engine.url.database}.lock", "w")  # noqa: SIM115 - held until the upgrade is done
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(72711017)"))
+            cfg.attributes["connection"] = conn
+            names = set(inspect(conn).get_table_names())
+            if "runs" in names and "alembic_version" not in names:
+                command.stamp(cfg, BASELINE)
+            command.upgrade(cfg, revision)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def _now() -> dt.datetime:
@@ -152,17 +222,54 @@ def run_summaries(db: Engine, run_id: int) -> list[dict]:
 def start_task(db: Engine, run_id: int, task: str) -> int:
     """A new attempt of a task in a run (an interrupted one before it stays on record); returns the attempt."""
     with db.begin() as c:
-        last = c.execute(select(func.max(task_results.c.attempt)).where(
-            (task_results.c.run_id == run_id) & (task_results.c.task == task))).scalar_one()
-        attempt = (last or 0) + 1
-        c.execute(update(task_results).where((task_results.c.run_id == run_id) & (task_results.c.task == task)
-                                             & (task_results.c.status == "running")).values(status="interrupted"))
+        attempt = _next_attempt(c, run_id, task)
         c.execute(insert(task_results).values(run_id=run_id, task=task, attempt=attempt, status="running",
                                               started_at=_now()))
     return attempt
 
 
+def queue_task(db: Engine, run_id: int, task: str) -> int:
+    """Reserve the next attempt of a task for a worker elsewhere (status `queued`); returns the attempt. The
+    worker claims that exact row (`claim_task`), so however often it is retried the attempt is one row."""
+    with db.begin() as c:
+        attempt = _next_attempt(c, run_id, task)
+        c.execute(insert(task_results).values(run_id=run_id, task=task, attempt=attempt, status="queued"))
+    return attempt
+
+
+def _next_attempt(c, run_id: int, task: str) -> int:
+    key = (task_results.c.run_id == run_id) & (task_results.c.task == task)
+    last = c.execute(select(func.max(task_results.c.attempt)).where(key)).scalar_one()
+    c.execute(update(task_results).where(key & task_results.c.status.in_(("running", "queued")))
+              .values(status="interrupted"))
+    return (last or 0) + 1
+
+
+def claim_task(db: Engine, run_id: int, task: str, attempt: int) -> bool:
+    """Start the given attempt, writing its row whether or not it exists (idempotent, keyed by run, task and
+    attempt). A row found `running` means an earlier try of this attempt lost its worker: its events are
+    dropped so the attempt's trace is this try's alone. Returns whether it was such a retry."""
+    key = ((task_results.c.run_id == run_id) & (task_results.c.task == task) & (task_results.c.attempt == attempt))
+    fresh = dict(status="running", started_at=_now(), finished_at=None, reward=None, wall_s=None, turns=None,
+                 tokens_in=None, tokens_out=None, detail=None)
+    with db.begin() as c:
+        prev = c.execute(select(task_results.c.status).where(key)).scalar_one_or_none()
+        if prev is None:
+            try:
+                with c.begin_nested():
+                    c.execute(insert(task_results).values(run_id=run_id, task=task, attempt=attempt, **fresh))
+            except IntegrityError:      # another try of the same attempt wrote it first
+                prev = "running"
+        if prev is not None:
+            c.execute(update(task_results).where(key).values(**fresh))
+            c.execute(delete(events).where((events.c.run_id == run_id) & (events.c.task == task)
+                                           & (events.c.attempt == attempt)))
+    return prev == "running"
+
+
 def finish_task(db: Engine, run_id: int, task: str, attempt: int, **fields: Any) -> None:
+    # PostgreSQL refuses NUL in text; a command's output can hold one
+    fields = {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in fields.items()}
     with db.begin() as c:
         c.execute(update(task_results).where((task_results.c.run_id == run_id) & (task_results.c.task == task)
                                              & (task_results.c.attempt == attempt))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -66,14 +67,20 @@ def new_run(db, cfg: EvalConfig, folder: Path, names: list[str] | None, tags: li
                                  "eval": json.loads(cfg.model_dump_json())})
 
 
-def reopen_run(db, run_id: int) -> tuple[EvalConfig, list[Task]]:
-    """The configuration and tasks of a stored eval run, marked running again."""
+def reopen_run(db, run_id: int, folder: Path | None = None) -> tuple[EvalConfig, list[Task]]:
+    """The configuration and tasks of a stored eval run, marked running again. `folder` replaces the stored
+    task folder: a run resumed on another machine (one shared store) finds its tasks where they are there."""
     prev = store.get_run(db, run_id)
     if not prev or prev["kind"] != "eval":
         raise RigbenchError(f"no eval run {run_id} in the store; `rigbench runs` lists them")
     c = prev["config"]
+    where = Path(folder) if folder else Path(c["tasks"])
+    if not where.is_dir():
+        raise RigbenchError(f"run {run_id}'s tasks were at {c['tasks']}, not on this machine; "
+                            f"give --tasks DIR with the same tasks")
+    tasks = load_dataset(where, c["names"], c["tags"])
     store.set_run_status(db, run_id, "running")
-    return EvalConfig(**c["eval"]), load_dataset(Path(c["tasks"]), c["names"], c["tags"])
+    return EvalConfig(**c["eval"]), tasks
 
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.I)
@@ -216,9 +223,16 @@ def open_sandbox(task: Task, cfg: EvalConfig, root: Path) -> tuple[Sandbox, list
         raise
 
 
-def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: Cancel | None = None) -> TaskOutcome:
+def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: Cancel | None = None,
+             attempt: int | None = None) -> TaskOutcome:
+    """One attempt of a task: a new one, or the `attempt` reserved for it by a scheduler elsewhere
+    (`store.queue_task`), which may be run again after its worker was lost and is still stored once."""
     cancel = cancel or Cancel()
-    attempt = store.start_task(db, run_id, task.name)
+    retried = False
+    if attempt is None:
+        attempt = store.start_task(db, run_id, task.name)
+    else:
+        retried = store.claim_task(db, run_id, task.name, attempt)
     cancel.running[task.name] = attempt
     trace = Trace(db, run_id, task.name, attempt, secrets(cfg), cancel)
     t0 = time.monotonic()
@@ -231,7 +245,8 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
         sb, notes = open_sandbox(task, cfg, Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root)))
         cancel.watch(sb)
         trace("note", {"sandbox": sb.kind, "workdir": sb.workdir, "notes": notes, "time_limit_s": limit,
-                       "limits": sb.limits.model_dump()})
+                       "limits": sb.limits.model_dump(), "host": socket.gethostname(), "pid": os.getpid(),
+                       "url": cfg.url, "retried": retried})
         try:
             stats, detail = run_agent(task, sb, cfg, trace, limit)
         except (TimeoutError, _Timeout) as e:
