@@ -728,18 +728,41 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
             "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed}
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from `1200`, `90s`, `20m` or `1.5h`."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration; write it as 1200, 90s, 20m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 @app.command()
 def advise(
     rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None,
     context: Annotated[int, typer.Option("--ctx", "-c", help="context the server must hold")] = 32768,
     turn: TurnOpt = "8000,256",
+    time_limit: Annotated[str, typer.Option(help="time limit per task (20m, 1h, 900s)")] = "20m",
+    run: Annotated[int | None, typer.Option("--run", help="task times from this stored eval run's turns instead "
+                                            "of the agent profile")] = None,
     top: Annotated[int, typer.Option(help="rows to show")] = 20,
+    db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every catalog model x quant x engine x placement that fits the rig, ranked by predicted agent turn."""
+    """Every catalog model x quant x engine x placement that fits the rig, ranked by expected tasks solved in the
+    time limit (published pass rate x share of tasks finished in time here), with the quality-vs-speed Pareto
+    front; models without published scores listed apart."""
     from rigbench.plan import advise as advise_mod
     from rigbench.plan.tune import Turn
 
+    limit = parse_duration(time_limit)
+    trace = None
+    if run is not None:
+        from rigbench import store
+        from rigbench.whatif import load
+
+        trace = load(store.connect(db), run)
     r = rig_for_tuning(rig, vram, bandwidth)
     p, g = (int(x) for x in turn.split(","))
     rows = advise_mod.advise(r, context, Turn(prompt=p, output=g),
@@ -747,19 +770,15 @@ def advise(
     if not rows:
         err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
+    ranking = advise_mod.rank(rows, r, limit, trace)
     if as_json:
-        return _emit_json([a.model_dump() for a in rows])
-    t = Table(title=f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}")
-    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
-              "SWE-bench V", "TB 2.0", "command"):
-        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
-    for a in rows[:top]:
-        qv = a.quality or {}
-        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
-                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
-                  a.command)
-    out.print(t)
-    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
+        return _emit_json(ranking.model_dump())
+    from rigbench.whatif.render import advise_tables
+
+    for t in advise_tables(ranking, top):
+        out.print(t)
+    out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model (source "
+              f"and harness in `rigbench models --json`); quantisation loss not counted[/]")
 
 
 @app.command()

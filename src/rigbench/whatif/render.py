@@ -58,3 +58,37 @@ def replay_table(r: ReplayResult) -> Table:
                   f"{sum(x.prompt_tokens for x in m.turns):,}", f"{sum(reused):,}" if reused else "?",
                   f"{sum(x.output_tokens for x in m.turns):,}")
     return t
+
+
+def _limit(a) -> str:
+    return "past the limit" if a.task_s_median is None else _s(a.task_s_median)
+
+
+def advise_tables(r, top: int = 20) -> list[Table]:
+    """advise's ranking (plan.advise.Ranking): scored rows by expected tasks solved in time, the Pareto front
+    marked, unscored rows apart."""
+    mins = r.time_limit_s / 60
+    t = Table(title=f"advise: {r.rig}, expected tasks solved within {mins:g} min (pass rate x share in time)")
+    for c in ("", "model", "quant", "engine", "pass rate %", "benchmark", "in time", "expected solved",
+              "median task s"):
+        t.add_column(c, justify="right" if c in ("pass rate %", "in time", "expected solved", "median task s")
+                     else "left")
+    for a in r.scored[:top]:
+        lo, hi = a.in_time_range
+        t.add_row("[bold]◆[/]" if a.pareto else "", a.model, a.quant, a.engine, f"{a.pass_rate:g}",
+                  a.metric.replace("terminal_bench_2", "Terminal-Bench 2.0").replace(
+                      "swe_bench_verified", "SWE-bench Verified"),
+                  f"{a.in_time_share:.0%} ({lo:.0%}–{hi:.0%})", f"{a.expected_solved:.1%}", _limit(a))
+    front = Table(title="quality-vs-speed Pareto front (◆): no other placement has a higher pass rate and a "
+                        "shorter median task")
+    for c in ("model", "quant", "engine", "pass rate %", "median task s", "expected solved", "command"):
+        front.add_column(c)
+    for a in r.pareto:
+        front.add_row(a.model, a.quant, a.engine, f"{a.pass_rate:g}", _limit(a), f"{a.expected_solved:.1%}",
+                      a.command)
+    un = Table(title="without a published agentic score (not ranked): by median task time")
+    for c in ("model", "quant", "engine", "in time", "median task s", "command"):
+        un.add_column(c)
+    for a in r.unscored[:top]:
+        un.add_row(a.model, a.quant, a.engine, f"{a.in_time_share:.0%}", _limit(a), a.command)
+    return [t, front, un]
