@@ -90,15 +90,39 @@ def _target(model="qwen3.6-35b-a3b", rig="rtx4090", args="-c 32768 -np 1", cache
 
 def test_prediction_prefills_only_what_the_cache_misses_and_keeps_tool_time(db):
     tr = load(db, _stored_run(db, TURNS))
-    w = predict(tr, _target())
+    w = predict(tr, _target("qwen3-coder-30b-a3b"))
     (t,) = w.tasks
     assert [x.prefill_tokens for x in t.turn_times] == [6000, 1110, 1000]
     assert t.tools_s == pytest.approx(6.0) and t.other_s == pytest.approx(5.5)
     assert t.agent_s.value == pytest.approx(t.prefill_s + t.decode_s + t.tools_s, abs=0.02)
     assert t.agent_s.low < t.agent_s.value < t.agent_s.high
-    off = predict(tr, _target(cache="off")).tasks[0]
+    off = predict(tr, _target("qwen3-coder-30b-a3b", cache="off")).tasks[0]
     assert [x.prefill_tokens for x in off.turn_times] == [6000, 7100, 8000]
     assert off.prefill_s > 2 * t.prefill_s and off.decode_s == pytest.approx(t.decode_s, rel=1e-6)
+
+
+def test_hybrid_on_llama_server_goes_back_to_a_checkpoint(db):
+    """Gated DeltaNet state cannot be cut back: a prompt that repeats the whole last request (prompt and reply)
+    continues from it, one that diverges earlier restores the latest checkpoint before the divergence (one a few
+    tokens before the end of each prompt), and a new task sharing only a system prompt starts over."""
+    lag = 4
+    turns = [(6000, 0, 200, 1, 0), (7100, 6199, 150, 1, 0), (8000, 7000, 300, 1, 0)]
+    rid = _stored_run(db, turns)
+    second = store.start_task(db, rid, "t2")
+    for seq, (t, kind, data) in enumerate([(0.0, "request", {}), (1.0, "response", {
+            "prompt_tokens": 3000, "completion_tokens": 10, "timings": {"cache_n": 500}})], 1):
+        store.add_event(db, rid, "t2", second, seq, t, kind, data)
+    store.finish_task(db, rid, "t2", second, status="success", wall_s=2.0)
+    tr = load(db, rid)
+    hybrid = predict(tr, _target("qwen3.6-35b-a3b"))
+    assert "checkpoint" in hybrid.prefix_cache
+    assert [x.prefill_tokens for x in hybrid.tasks[0].turn_times] == [6000, 7100 - 6199, 8000 - (6000 - lag)]
+    assert hybrid.tasks[1].turn_times[0].prefill_tokens == 3000         # no checkpoint inside its 500 shared
+    dense = predict(tr, _target("qwen3-coder-30b-a3b"))
+    assert [x.prefill_tokens for x in dense.tasks[0].turn_times] == [6000, 901, 1000]
+    assert dense.tasks[1].turn_times[0].prefill_tokens == 2500
+    on = predict(tr, _target("qwen3.6-35b-a3b", cache="on"))
+    assert [x.prefill_tokens for x in on.tasks[0].turn_times] == [6000, 901, 1000]
 
 
 def test_a_slower_placement_predicts_longer_and_times_out(db):

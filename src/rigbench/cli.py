@@ -54,12 +54,12 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def models(as_json: JsonOpt = False) -> None:
     """List the catalog's models with their size and kind."""
     rows = []
-    for name in catalog.models():
+    for name in model_mod.model_names():
         s = model_mod.from_catalog(name)
         rows.append({"name": name, "arch": s.arch, "params_b": round(s.total_params() / 1e9, 2),
                      "active_b": round(s.active_params() / 1e9, 2), "layers": s.layers,
                      "kind": ("MoE " if s.is_moe else "dense ") + _layout_kind(s), "context": s.context,
-                     "source": s.source})
+                     "quality": s.quality, "source": s.source})
     if as_json:
         return _emit_json(rows)
     t = Table(title="catalog models")

@@ -353,6 +353,11 @@ def catalog_names() -> list[str]:
     return names
 
 
+def model_names() -> list[str]:
+    """Every distinct model in the catalog: entries and their same-shape variants (aliases left out)."""
+    return [n for key, entry in catalog.models().items() for n in (key, *entry.get("variants", {}))]
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", "-", name.strip().lower())
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from rigbench import catalog
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec
 from rigbench.plan import speed
@@ -94,38 +95,58 @@ def _recurrent(spec: ModelSpec) -> bool:
     return bool(spec.recurrent_layers())
 
 
-def reuse_rule(target: Target) -> tuple[str, int | None, bool]:
-    """(description, block, reuses) of the target engine's prefix cache between an agent's turns.
+def reuse_rule(target: Target) -> tuple[str, int | None, str]:
+    """(description, block, kind) of the target engine's prefix cache between an agent's turns; kind is
+    `prefix` (any common prefix), `checkpoint` (only up to a checkpoint) or `none`.
 
     llama-server keeps the last prompt of a slot and reuses its longest common prefix; for a model with
-    recurrent layers (Gated DeltaNet, Mamba) the state cannot be cut back, so it restores a context checkpoint
-    it saved near the end of the previous prompt (`--ctx-checkpoints`, server-context.cpp). vLLM caches whole
-    blocks (`--enable-prefix-caching`, on by default in V1); a hybrid model only with
-    `--mamba-cache-mode align|all` (plan.memory), and then in blocks of the hybrid block size.
+    recurrent layers (Gated DeltaNet, Mamba) the state cannot be cut back, so it restores the latest context
+    checkpoint inside the common prefix (`--ctx-checkpoints`, one near the end of each prompt: catalog
+    engines.yaml `checkpoint_lag_tokens`). vLLM caches whole blocks (`--enable-prefix-caching`, on by default
+    in V1); a hybrid model only with `--mamba-cache-mode align|all` (plan.memory), in blocks of the hybrid block size.
     """
     p, spec, mode = target.plan, target.spec, target.prefix_cache
     if mode == "off":
-        return "off (every turn prefills its whole prompt)", None, False
+        return "off (every turn prefills its whole prompt)", None, "none"
     if p.engine == "vllm":
         cmd = " ".join(p.command)
         if mode == "auto" and "--no-enable-prefix-caching" in cmd:
-            return "off (--no-enable-prefix-caching)", None, False
+            return "off (--no-enable-prefix-caching)", None, "none"
         if mode == "auto" and _recurrent(spec) and not any(f"--mamba-cache-mode {m}" in cmd for m in ("align", "all")):
-            return "off (hybrid model without --mamba-cache-mode align)", None, False
+            return "off (hybrid model without --mamba-cache-mode align)", None, "none"
         block = p.block_size or 16
-        return f"vLLM prefix caching in blocks of {block} tokens", block, True
-    if _recurrent(spec):
-        return "llama-server: shared prefix up to its checkpoint of the previous prompt (hybrid model)", None, True
-    return "llama-server: longest common prefix with the previous prompt", None, True
+        return f"vLLM prefix caching in blocks of {block} tokens", block, "prefix"
+    if _recurrent(spec) and mode == "auto":
+        return ("llama-server: the latest checkpoint inside the shared prefix (hybrid model: one near the end of "
+                "each prompt)"), None, "checkpoint"
+    return "llama-server: longest common prefix with the previous prompt", None, "prefix"
 
 
-def _task(t: TaskTrace, target: Target, coef: speed.Coefficients, block: int | None, reuses: bool,
+class _Slot:
+    """What the server holds between turns, carried across tasks in the order the run went: for a hybrid model,
+    the live state at the end of the last request (prompt and reply) and the checkpoints it can go back to."""
+
+    def __init__(self, kind: str, block: int | None):
+        self.kind, self.block, self.checkpoints, self.live = kind, block, [], 0
+        self.lag = catalog.engines()["llama_cpp"]["checkpoint_lag_tokens"]
+
+    def reused(self, shared: int, prompt: int, output: int) -> int:
+        if self.kind == "none":
+            return 0
+        if self.kind == "checkpoint":
+            self.checkpoints = [c for c in self.checkpoints if c <= shared]   # the rest lie past the divergence
+            cached = self.live if self.live and shared >= self.live else max(self.checkpoints, default=0)
+            self.checkpoints.append(max(0, prompt - self.lag))
+            self.live = prompt + output - 1        # the last generated token is sampled, not yet in the state
+            return cached
+        return shared // self.block * self.block if self.block else shared
+
+
+def _task(t: TaskTrace, target: Target, coef: speed.Coefficients, slot: _Slot,
           limit_override: float | None) -> TaskPrediction:
     turns = []
     for turn in t.turns:
-        cached = turn.shared_prefix if reuses else 0
-        if block:
-            cached = cached // block * block
+        cached = slot.reused(turn.shared_prefix, turn.prompt_tokens, turn.output_tokens)
         new = max(1, turn.prompt_tokens - cached)     # a server always runs the prompt's last token
         pre, dec = speed.agent_turn_seconds(target.plan, target.spec, target.rig, coef, new, turn.prompt_tokens,
                                             turn.output_tokens)
@@ -163,8 +184,9 @@ def predict(trace: RunTrace, target: Target, time_limit_s: float | None = None,
             calibration: speed.Calibration | None = None) -> WhatIf:
     """Every task of the run under the target placement."""
     coef = (calibration or speed.load_calibration()).for_plan(target.plan, target.rig)
-    rule, block, reuses = reuse_rule(target)
-    tasks = [_task(t, target, coef, block, reuses, time_limit_s) for t in trace.tasks if t.turns]
+    rule, block, kind = reuse_rule(target)
+    slot = _Slot(kind, block)
+    tasks = [_task(t, target, coef, slot, time_limit_s) for t in trace.tasks if t.turns]
     notes = []
     if not target.plan.fits:
         notes.append(f"this placement does not fit: {target.plan.reason}")

@@ -147,6 +147,9 @@ def _task(task: TaskTrace, client, base, model, tokens: _Tokens, last: list[int]
         shared = min(turn.shared_prefix, len(last))
         prompt = last[:shared] + tokens.take(turn.prompt_tokens - shared)
         d = _turn(client, base, model, prompt, max(1, turn.output_tokens))
+        # the server now holds this prompt and its reply: a next prompt that repeats the reply (the agent's history
+        # does) gets it back as tokens, re-read through the tokenizer
+        reply = tokens.tok.encode(((d.get("choices") or [{}])[0].get("text")) or "") or []
         timings = d.get("timings") or {}
         usage = d.get("usage") or {}
         tm = TurnMeasure(prompt_tokens=usage.get("prompt_tokens") or len(prompt), sent_shared=shared,
@@ -157,7 +160,7 @@ def _task(task: TaskTrace, client, base, model, tokens: _Tokens, last: list[int]
         turns.append(tm)
         store.add_event(db, run_id, task.task, attempt, i, round(time.monotonic() - t_start, 4), "replay_turn",
                         tm.model_dump())
-        last = prompt
+        last = prompt + reply
         if progress:
             progress(f"{task.task} turn {i}/{len(task.turns)}: {tm.prompt_tokens:,} prompt "
                      f"({tm.cached_tokens if tm.cached_tokens is not None else '?'} reused), {tm.output_tokens} out "

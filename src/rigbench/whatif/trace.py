@@ -15,7 +15,7 @@ AGENT_KINDS = ("request", "response", "tool_call", "tool_output")
 class Turn(BaseModel):
     prompt_tokens: int
     cached_tokens: int | None      # what the recording server reused (llama-server `timings.cache_n`)
-    shared_prefix: int             # tokens this prompt shares with the previous one (the server's last prompt)
+    shared_prefix: int             # tokens this prompt shares with what the server held: its last prompt and reply
     output_tokens: int
     model_s: float                 # request sent -> reply received, as recorded
     tool_s: float                  # reply -> next request (or the agent's end): tools and the agent's own work
@@ -55,12 +55,14 @@ class NotAnEvalRun(RigbenchError):
     pass
 
 
-def _shared_prefix(cached: int | None, prompt: int, previous: int) -> int:
-    """The builtin agent's history only grows, so a prompt starts with the previous one. A server that reports
-    what it reused (cache_n) says it exactly; one that reused nothing (no prefix cache, or a hybrid model it
-    re-read) does not tell the prefix apart, so the previous prompt's length is taken."""
+def _shared_prefix(cached: int | None, prompt: int, previous: int, previous_output: int) -> int:
+    """The builtin agent's history only grows, so a prompt starts with the previous one (and often with its
+    reply, rendered back token for token). A server that reports what it reused (cache_n) says how far exactly;
+    one that reused nothing (no prefix cache, or a hybrid model it re-read) does not tell the prefix apart, so
+    the previous prompt's length is taken."""
     shared = cached if cached else previous
-    return max(0, min(shared, previous if previous else shared, prompt - 1))
+    held = previous + previous_output if previous else shared     # what the server's slot held
+    return max(0, min(shared, held, prompt - 1))
 
 
 def _task(row: dict, events: list[dict]) -> TaskTrace:
@@ -69,20 +71,20 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
     turns: list[Turn] = []
     sent = None
     replied = None          # (t, prompt, cached, output, model_s) of the last reply still waiting for its tool time
-    previous_prompt = 0
+    previous_prompt, previous_output = 0, 0
     agent = [e for e in events if e["kind"] in AGENT_KINDS]
     first = agent[0]["t"] if agent else 0.0
     last = agent[-1]["t"] if agent else 0.0
 
     def close(until: float) -> None:
-        nonlocal replied, previous_prompt
+        nonlocal replied, previous_prompt, previous_output
         if replied is None:
             return
         t, prompt, cached, output, model_s = replied
         turns.append(Turn(prompt_tokens=prompt, cached_tokens=cached, output_tokens=output,
-                          shared_prefix=_shared_prefix(cached, prompt, previous_prompt),
+                          shared_prefix=_shared_prefix(cached, prompt, previous_prompt, previous_output),
                           model_s=round(model_s, 4), tool_s=round(max(0.0, until - t), 4)))
-        previous_prompt, replied = prompt, None
+        previous_prompt, previous_output, replied = prompt, output, None
 
     for e in agent:
         d = e["data"] if isinstance(e["data"], dict) else {}
