@@ -117,6 +117,12 @@ def main() -> None:
                              a.tasks.split(","))
     trace = load(db, run_id)
     rig = hardware.detect()
+    # a third view: the recording placement predicted against the recorded run itself (its own timings included)
+    rec_args = GPU_RECORD if gpu else CPU_RECORD
+    rec_gguf = packaged.qwen_coder_05b()
+    rec_spec = model_mod.load(str(rec_gguf))
+    rec_plan = memory.plan(rec_spec, rig, parse_llama_args(["-m", str(rec_gguf), *rec_args]), None)
+    self_check = predict(trace, Target(label="recording", spec=rec_spec, rig=rig, plan=rec_plan))
     rows, targets = [], []
     for name, model, layers, experts, args in (GPU_TARGETS if gpu else CPU_TARGETS):
         gguf = target_gguf(model, layers, experts, Path(a.synth_dir))
@@ -157,9 +163,11 @@ def main() -> None:
     model_err = [abs(r["model_error"]) for r in rows]
     res = {
         "machine": platform.node(), "rig": rig.describe(), "recorded_run": run_id,
-        "recorded": {"command": GPU_RECORD if gpu else CPU_RECORD, "tasks": [
-            {"task": t.task, "status": t.status, "turns": len(t.turns), "agent_s": round(t.agent_s, 2)}
-            for t in trace.tasks]},
+        "recorded": {"command": rec_args, "tasks": [
+            {"task": t.task, "status": t.status, "turns": len(t.turns), "agent_s": round(t.agent_s, 2),
+             "model_s": round(sum(x.model_s for x in t.turns), 2),
+             "predicted_agent_s": p.agent_s.value, "error": _err(p.agent_s.value, t.agent_s)}
+            for t, p in zip((t for t in trace.tasks if t.turns), self_check.tasks, strict=True)]},
         "targets": targets, "rows": rows,
         "median_abs_error": round(statistics.median(agent_err), 4),
         "median_abs_model_error": round(statistics.median(model_err), 4),

@@ -163,6 +163,11 @@ def test_cli_whatif_two_targets_json_and_bad_run(tmp_path, run_cli):
     assert a["rig"] == "rtx4090" and b["rig"] != a["rig"]
     assert b["totals"]["wall_s"]["value"] > a["totals"]["wall_s"]["value"]
     assert {"prefill_s", "decode_s", "tools_s", "timeouts"} <= set(a["totals"])
+    two = json.loads(run_cli("whatif", str(rid), "--db", url, "--json", "--target", "rtx3060: llama-server -m m.gguf "
+                             "-c 32768 --cpu-moe", "--target", "rtx3060: llama-server -m m.gguf -c 32768 -ngl 999 "
+                             "--n-cpu-moe 20 -ub 2048 --load-mode none").stdout)["targets"]
+    assert "--cpu-moe" in two[0]["command"] and "--n-cpu-moe" in two[1]["command"]
+    assert two[1]["totals"]["wall_s"]["value"] < two[0]["totals"]["wall_s"]["value"]
     table = run_cli("whatif", str(rid), "--rig", "rtx4090", "--db", url)
     assert "predicted" in table.stdout and "t1" in table.stdout
     bad = run_cli("whatif", "999", "--rig", "rtx4090", "--db", url, ok=False)

@@ -1107,7 +1107,9 @@ def _demo_suite(url: str) -> dict[str, dict]:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def whatif(
     ctx: typer.Context, run: Annotated[int, typer.Argument(help="stored eval run (`rigbench runs`)")],
-    rig: Annotated[list[str], typer.Option(help="target rig (repeatable: targets side by side)")],
+    rig: Annotated[list[str] | None, typer.Option(help="target rig (repeatable: targets side by side)")] = None,
+    target: Annotated[list[str] | None, typer.Option(
+        help="a target with its own engine command, 'RIG: llama-server -m M --cpu-moe ...' (repeatable)")] = None,
     model_opt: Annotated[str | None, typer.Option("--model", help="target model (default: the run's)")] = None,
     engine: EngineOpt = "llama.cpp", quant: QuantOpt = None, context: CtxOpt = None, ngl: NglOpt = None,
     cpu_moe: CpuMoeOpt = False, n_cpu_moe: NCpuMoeOpt = 0, kv_type: KvOpt = None, parallel: ParOpt = None,
@@ -1137,9 +1139,19 @@ def whatif(
     cli = CliEngine(engine=engine, quant=quant, context=context, ngl=ngl, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
                     kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
                     mamba_mode=mamba_mode, mtp=mtp)
+    import shlex
+
+    if not rig and not target:
+        raise typer.BadParameter("give a target: --rig RIG (with engine flags) or --target 'RIG: engine command'")
+    wanted = [(name, list(ctx.args)) for name in rig or []]
+    for t in target or []:
+        name, sep, command = t.partition(":")
+        if not sep or not command.strip():
+            raise typer.BadParameter(f"--target {t!r}: write it as 'RIG: llama-server -m M.gguf FLAGS'")
+        wanted.append((name.strip(), shlex.split(command)))
     results = []
-    for name in rig:
-        spec, r, options = resolve(ctx.args, None, ref, name, cli)
+    for name, command in wanted:
+        spec, r, options = resolve(command, None, ref, name, cli)
         p = memory.plan(spec, r, options, default_quant(spec, options, quant))
         flags = " ".join(_quote(a) for i, a in enumerate(p.command[1:], 1) if "-m" not in p.command[i - 1:i + 1])
         results.append(predict(trace, Target(label=f"{spec.name} on {r.name}: {flags}"[:120], spec=spec, rig=r,
