@@ -13,7 +13,8 @@
 
 Usage (model work: run under the shared lock on the dev box):
   flock /tmp/rigbench-cpu.lock timeout 1800 python benchmarks/whatif_accuracy.py
-  python benchmarks/whatif_accuracy.py --gpu --server-bin /path/to/cuda/llama-server   # on a GPU machine
+  python benchmarks/whatif_accuracy.py --gpu --server-bin /path/to/cuda/llama-server \
+      --trace benchmarks/results/whatif_recorded_run.json                              # on a GPU machine
 Writes benchmarks/results/whatif_accuracy.json (`--gpu`: whatif_accuracy_gpu.json).
 """
 
@@ -33,10 +34,11 @@ from rigbench.engines import llamacpp
 from rigbench.engines.options import parse_llama_args
 from rigbench.plan import memory
 from rigbench.tasks import formats, runner
-from rigbench.whatif import Target, load, predict
+from rigbench.whatif import RunTrace, Target, load, predict
 from rigbench.whatif.replay import replay
 
 TASKS = ["fix-failing-test", "csv-to-json", "wordfreq-cli"]
+TRACE_OUT = "benchmarks/results/whatif_recorded_run.json"
 CPU_RECORD = ["-c", "8192", "-np", "1", "--jinja"]
 CPU_TARGETS = [
     # (name, model: "packaged" or a catalog model to synthesise, synth layers, experts, server args)
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--run", type=int, help="use this stored eval run instead of recording one (with --db)")
     ap.add_argument("--db", help="store URL (default: a temporary SQLite file)")
+    ap.add_argument("--trace", help=f"replay these recorded turns (a JSON RunTrace such as {TRACE_OUT}) instead of "
+                    f"recording: what a GPU machine without the sandbox runs")
     ap.add_argument("--synth-dir", default=".rigbench/synth")
     ap.add_argument("--out")
     a = ap.parse_args()
@@ -113,9 +117,15 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="whatif-accuracy-"))
     db = store.connect(a.db or f"sqlite:///{tmp / 'store.db'}")
     t0 = time.monotonic()
-    run_id = a.run or record(db, tmp, GPU_RECORD if gpu else CPU_RECORD, a.server_bin, gpu, a.steps,
-                             a.tasks.split(","))
-    trace = load(db, run_id)
+    if a.trace:
+        trace = RunTrace.model_validate_json(Path(a.trace).read_text())
+        run_id = trace.run
+    else:
+        run_id = a.run or record(db, tmp, GPU_RECORD if gpu else CPU_RECORD, a.server_bin, gpu, a.steps,
+                                 a.tasks.split(","))
+        trace = load(db, run_id)
+        # the recorded turns as JSON, so another machine replays exactly these (`--trace`)
+        Path(TRACE_OUT).write_text(trace.model_dump_json(indent=1) + "\n")
     rig = hardware.detect()
     # a third view: the recording placement predicted against the recorded run itself (its own timings included)
     rec_args = GPU_RECORD if gpu else CPU_RECORD
