@@ -170,7 +170,8 @@ def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None) -> Ranki
     cal = speed.load_calibration()
     turns, source = task_turns()
     if trace is not None:
-        source = f"the {sum(1 for t in trace.tasks if t.turns)} tasks of stored run {trace.run}, their turns replayed"
+        n = sum(1 for t in trace.tasks if t.turns)
+        source = f"the {n} tasks of stored run {trace.run}, predicted from their recorded turns"
     out = []
     for a in rows:
         spec, p = _replan(a, rig)
