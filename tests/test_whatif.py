@@ -180,7 +180,8 @@ def test_replay_sends_the_recorded_shape_to_llama_server(tmp_path, llama_server,
     from rigbench.whatif.replay import ReplayError, replay
 
     db = store.connect(f"sqlite:///{tmp_path / 's.db'}")
-    turns = [(300, 0, 12, 1.0, 0.2), (420, 290, 8, 1.0, 0.1), (500, 410, 10, 1.0, 0.0)]
+    # turn 2 repeats turn 1's prompt and its reply (all but the last generated token, as llama-server counts)
+    turns = [(300, 0, 12, 1.0, 0.2), (420, 311, 8, 1.0, 0.1), (500, 410, 10, 1.0, 0.0)]
     rid = _stored_run(db, turns)
     o = parse_llama_args(["-m", str(qwen_gguf), "-c", "2048", "-np", "1"])
     o.repack = False
@@ -195,7 +196,7 @@ def test_replay_sends_the_recorded_shape_to_llama_server(tmp_path, llama_server,
     (m,) = res.tasks
     assert [x.prompt_tokens for x in m.turns] == [300, 420, 500]
     assert [x.output_tokens for x in m.turns] == [12, 8, 10]
-    assert [x.sent_shared for x in m.turns] == [0, 290, 410]
+    assert [x.sent_shared for x in m.turns] == [0, 311, 410]
     assert all(x.cached_tokens == x.sent_shared for x in m.turns[1:])   # the server reused what was shared
     assert m.agent_s >= m.model_s + 0.3 - 0.05                           # tool gaps were waited out
     rows = store.task_rows(db, res.run)

@@ -1,8 +1,8 @@
 """The measured twin of `predict`: a stored run's turns sent, shape for shape, to a live server.
 
-Each turn is a completion request whose prompt is token ids of real code: the tokens it shares with the
-server's previous prompt (the recorded shared prefix) are that prompt's own, the rest are new, so a prefix
-cache reuses exactly what it reused for the agent. The output length is forced (`max_tokens` with
+Each turn is a completion request whose prompt is token ids of real code: the tokens it shares with what the
+server held (the recorded shared prefix: its previous prompt and reply) are those very tokens, the rest are new,
+so a prefix cache reuses exactly what it reused for the agent. The output length is forced (`max_tokens` with
 `ignore_eos`, `min_tokens` for vLLM), turns go in the recorded order, and the recorded tool time is waited
 out between them (or, with `idle=False`, added without waiting). Every turn is stored as it finishes.
 """
@@ -92,22 +92,49 @@ def _check(trace: RunTrace, n_ctx: int | None) -> None:
                           f"(longest prompt + output); restart it with a larger -c (and -np 1)")
 
 
-def _turn(client: httpx.Client, base: str, model: str, prompt: list[int], output: int) -> dict:
-    body = {"model": model, "prompt": prompt, "max_tokens": output, "temperature": 0.0, "ignore_eos": True,
-            "min_tokens": output, "cache_prompt": True, "stream": False}
-    t0 = time.monotonic()
-    try:
-        r = client.post(base + "/v1/completions", json=body)
-    except httpx.HTTPError as e:
-        raise ReplayError(f"the server stopped answering mid-replay ({type(e).__name__}: {e}); finished tasks are "
-                          f"stored") from None
-    e2e = time.monotonic() - t0
-    if r.status_code != 200:
-        raise ReplayError(f"the server refused a turn of {len(prompt):,} prompt tokens: HTTP {r.status_code} "
-                          f"{r.text[:200]}")
-    d = r.json()
-    d["_e2e"] = e2e
-    return d
+class _Server:
+    """One turn at a time: llama-server's own /completion (it returns the generated token ids, so the next prompt can
+    repeat the reply exactly), else the OpenAI /v1/completions (vLLM), whose reply text is tokenized back."""
+
+    def __init__(self, client: httpx.Client, base: str, model: str, tok: Tokenizer):
+        self.client, self.base, self.model, self.tok, self.native = client, base, model, tok, True
+
+    def _post(self, path: str, body: dict) -> httpx.Response:
+        try:
+            return self.client.post(self.base + path, json=body)
+        except httpx.HTTPError as e:
+            raise ReplayError(f"the server stopped answering mid-replay ({type(e).__name__}: {e}); finished tasks "
+                              f"are stored") from None
+
+    def send(self, prompt: list[int], output: int) -> dict:
+        """{e2e, prompt_tokens, output_tokens, reply (token ids), timings} of one forced-length completion."""
+        t0 = time.monotonic()
+        if self.native:
+            r = self._post("/completion", {"prompt": prompt, "n_predict": output, "ignore_eos": True,
+                                           "cache_prompt": True, "temperature": 0.0, "return_tokens": True,
+                                           "stream": False})
+            if r.status_code == 404:
+                self.native = False
+                return self.send(prompt, output)
+        else:
+            r = self._post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": output,
+                                               "temperature": 0.0, "ignore_eos": True, "min_tokens": output,
+                                               "stream": False})
+        e2e = time.monotonic() - t0
+        if r.status_code != 200:
+            raise ReplayError(f"the server refused a turn of {len(prompt):,} prompt tokens: HTTP {r.status_code} "
+                              f"{r.text[:200]}")
+        d = r.json()
+        if self.native:
+            reply = d.get("tokens") or []
+            return {"e2e": e2e, "prompt_tokens": d.get("tokens_evaluated") or len(prompt),
+                    "output_tokens": d.get("tokens_predicted") or len(reply), "reply": reply,
+                    "timings": d.get("timings") or {}}
+        usage = d.get("usage") or {}
+        text = ((d.get("choices") or [{}])[0].get("text")) or ""
+        return {"e2e": e2e, "prompt_tokens": usage.get("prompt_tokens") or len(prompt),
+                "output_tokens": usage.get("completion_tokens") or 0, "reply": self.tok.encode(text) or [],
+                "timings": d.get("timings") or {}}
 
 
 def replay(trace: RunTrace, url: str, db, model: str = "default", idle: bool = True, seed: int = 0,
@@ -120,14 +147,15 @@ def replay(trace: RunTrace, url: str, db, model: str = "default", idle: bool = T
         raise ServerUnreachable(f"no server at {url} ({type(e).__name__}); start one (`rigbench serve`) or check "
                                 f"--url") from None
     _check(trace, server_context(client, base))
-    tokens = _Tokens(Tokenizer(base, model), seed)
+    tok = Tokenizer(base, model)
+    tokens, server = _Tokens(tok, seed), _Server(client, base, model, tok)
     run_id = store.new_run(db, "replay", url=url, model=model,
                            config={"source_run": trace.run, "idle": idle, "seed": seed})
     out: list[TaskMeasure] = []
     last: list[int] = []                 # the server's previous prompt, across tasks as in the recorded run
     try:
         for task in (t for t in trace.tasks if t.turns):
-            m, last = _task(task, client, base, model, tokens, last, idle, db, run_id, progress)
+            m, last = _task(task, server, tokens, last, idle, db, run_id, progress)
             out.append(m)
     except BaseException as e:
         store.finish_run(db, run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", str(e)[:500])
@@ -138,7 +166,7 @@ def replay(trace: RunTrace, url: str, db, model: str = "default", idle: bool = T
     return ReplayResult(run=run_id, source_run=trace.run, url=url, idle=idle, tasks=out)
 
 
-def _task(task: TaskTrace, client, base, model, tokens: _Tokens, last: list[int], idle: bool, db, run_id: int,
+def _task(task: TaskTrace, server: _Server, tokens: _Tokens, last: list[int], idle: bool, db, run_id: int,
           progress) -> tuple[TaskMeasure, list[int]]:
     attempt = store.start_task(db, run_id, task.task)
     turns: list[TurnMeasure] = []
@@ -146,21 +174,16 @@ def _task(task: TaskTrace, client, base, model, tokens: _Tokens, last: list[int]
     for i, turn in enumerate(task.turns, 1):
         shared = min(turn.shared_prefix, len(last))
         prompt = last[:shared] + tokens.take(turn.prompt_tokens - shared)
-        d = _turn(client, base, model, prompt, max(1, turn.output_tokens))
-        # the server now holds this prompt and its reply: a next prompt that repeats the reply (the agent's history
-        # does) gets it back as tokens, re-read through the tokenizer
-        reply = tokens.tok.encode(((d.get("choices") or [{}])[0].get("text")) or "") or []
-        timings = d.get("timings") or {}
-        usage = d.get("usage") or {}
-        tm = TurnMeasure(prompt_tokens=usage.get("prompt_tokens") or len(prompt), sent_shared=shared,
-                         cached_tokens=timings.get("cache_n"), output_tokens=usage.get("completion_tokens") or 0,
-                         asked_output=max(1, turn.output_tokens), e2e_s=round(d["_e2e"], 4),
-                         prompt_ms=timings.get("prompt_ms"), predicted_ms=timings.get("predicted_ms"),
-                         tool_s=turn.tool_s)
+        d = server.send(prompt, max(1, turn.output_tokens))
+        timings = d["timings"]
+        tm = TurnMeasure(prompt_tokens=d["prompt_tokens"], sent_shared=shared, cached_tokens=timings.get("cache_n"),
+                         output_tokens=d["output_tokens"], asked_output=max(1, turn.output_tokens),
+                         e2e_s=round(d["e2e"], 4), prompt_ms=timings.get("prompt_ms"),
+                         predicted_ms=timings.get("predicted_ms"), tool_s=turn.tool_s)
         turns.append(tm)
         store.add_event(db, run_id, task.task, attempt, i, round(time.monotonic() - t_start, 4), "replay_turn",
                         tm.model_dump())
-        last = prompt + reply
+        last = prompt + d["reply"]     # the server now holds this prompt and its reply
         if progress:
             progress(f"{task.task} turn {i}/{len(task.turns)}: {tm.prompt_tokens:,} prompt "
                      f"({tm.cached_tokens if tm.cached_tokens is not None else '?'} reused), {tm.output_tokens} out "
