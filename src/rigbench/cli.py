@@ -54,12 +54,12 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def models(as_json: JsonOpt = False) -> None:
     """List the catalog's models with their size and kind."""
     rows = []
-    for name in catalog.models():
+    for name in model_mod.model_names():
         s = model_mod.from_catalog(name)
         rows.append({"name": name, "arch": s.arch, "params_b": round(s.total_params() / 1e9, 2),
                      "active_b": round(s.active_params() / 1e9, 2), "layers": s.layers,
                      "kind": ("MoE " if s.is_moe else "dense ") + _layout_kind(s), "context": s.context,
-                     "source": s.source})
+                     "quality": s.quality, "source": s.source})
     if as_json:
         return _emit_json(rows)
     t = Table(title="catalog models")
@@ -728,18 +728,41 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
             "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed}
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from `1200`, `90s`, `20m` or `1.5h`."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration; write it as 1200, 90s, 20m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 @app.command()
 def advise(
     rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None,
     context: Annotated[int, typer.Option("--ctx", "-c", help="context the server must hold")] = 32768,
     turn: TurnOpt = "8000,256",
+    time_limit: Annotated[str, typer.Option(help="time limit per task (20m, 1h, 900s)")] = "20m",
+    run: Annotated[int | None, typer.Option("--run", help="task times from this stored eval run's turns instead "
+                                            "of the agent profile")] = None,
     top: Annotated[int, typer.Option(help="rows to show")] = 20,
+    db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every catalog model x quant x engine x placement that fits the rig, ranked by predicted agent turn."""
+    """Every catalog model x quant x engine x placement that fits the rig, ranked by expected tasks solved in the
+    time limit (published pass rate x share of tasks finished in time here), with the quality-vs-speed Pareto
+    front; models without published scores listed apart."""
     from rigbench.plan import advise as advise_mod
     from rigbench.plan.tune import Turn
 
+    limit = parse_duration(time_limit)
+    trace = None
+    if run is not None:
+        from rigbench import store
+        from rigbench.whatif import load
+
+        trace = load(store.connect(db), run)
     r = rig_for_tuning(rig, vram, bandwidth)
     p, g = (int(x) for x in turn.split(","))
     rows = advise_mod.advise(r, context, Turn(prompt=p, output=g),
@@ -747,19 +770,15 @@ def advise(
     if not rows:
         err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
+    ranking = advise_mod.rank(rows, r, limit, trace)
     if as_json:
-        return _emit_json([a.model_dump() for a in rows])
-    t = Table(title=f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}")
-    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
-              "SWE-bench V", "TB 2.0", "command"):
-        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
-    for a in rows[:top]:
-        qv = a.quality or {}
-        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
-                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
-                  a.command)
-    out.print(t)
-    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
+        return _emit_json(ranking.model_dump())
+    from rigbench.whatif.render import advise_tables
+
+    for t in advise_tables(ranking, top):
+        out.print(t)
+    out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model (source "
+              f"and harness in `rigbench models --json`); quantisation loss not counted[/]")
 
 
 @app.command()
@@ -1122,6 +1141,95 @@ def ray_resources(
     if as_json:
         return _emit_json(res)
     out.print(" ".join(f"{k}={v:g}" for k, v in res.items()) or "no GPU: no GPU resources to advertise")
+
+
+# ---- what-if / replay ------------------------------------------------------------------------------
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def whatif(
+    ctx: typer.Context, run: Annotated[int, typer.Argument(help="stored eval run (`rigbench runs`)")],
+    rig: Annotated[list[str] | None, typer.Option(help="target rig (repeatable: targets side by side)")] = None,
+    target: Annotated[list[str] | None, typer.Option(
+        help="a target with its own engine command, 'RIG: llama-server -m M --cpu-moe ...' (repeatable)")] = None,
+    model_opt: Annotated[str | None, typer.Option("--model", help="target model (default: the run's)")] = None,
+    engine: EngineOpt = "llama.cpp", quant: QuantOpt = None, context: CtxOpt = None, ngl: NglOpt = None,
+    cpu_moe: CpuMoeOpt = False, n_cpu_moe: NCpuMoeOpt = 0, kv_type: KvOpt = None, parallel: ParOpt = None,
+    tp: TpOpt = 1, gpu_util: UtilOpt = 0.9, batched: BatchedOpt = None, prefix: PrefixOpt = False,
+    mamba_mode: MambaOpt = None, mtp: MtpOpt = 0,
+    prefix_cache: Annotated[str, typer.Option(help="what the target reuses between turns: auto (the engine's "
+                                              "rule), on, off (old llama-server builds on hybrid models)")] = "auto",
+    time_limit: Annotated[float | None, typer.Option(help="seconds per task (default: each task's recorded)")]
+    = None,
+    db: DbOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """A stored run's tasks predicted on other placements: wall time, prefill/decode/tools, timeouts.
+
+    Engine flags as options (`--rig rtx5080 --cpu-moe`) or a pasted command after `--`; each --rig is one
+    target with the same flags.
+    """
+    from rigbench import store
+    from rigbench.whatif import Target, load, predict
+    from rigbench.whatif.render import task_table, totals_table
+
+    if prefix_cache not in ("auto", "on", "off"):
+        raise typer.BadParameter("--prefix-cache is auto, on or off")
+    trace = load(store.connect(db), run)
+    ref = model_opt or trace.model
+    if not ref:
+        raise typer.BadParameter(f"run {run} does not name its model; give the target's with --model")
+    cli = CliEngine(engine=engine, quant=quant, context=context, ngl=ngl, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
+                    kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
+                    mamba_mode=mamba_mode, mtp=mtp)
+    import shlex
+
+    if not rig and not target:
+        raise typer.BadParameter("give a target: --rig RIG (with engine flags) or --target 'RIG: engine command'")
+    wanted = [(name, list(ctx.args)) for name in rig or []]
+    for t in target or []:
+        name, sep, command = t.partition(":")
+        if not sep or not command.strip():
+            raise typer.BadParameter(f"--target {t!r}: write it as 'RIG: llama-server -m M.gguf FLAGS'")
+        wanted.append((name.strip(), shlex.split(command)))
+    results = []
+    for name, command in wanted:
+        spec, r, options = resolve(command, None, ref, name, cli)
+        p = memory.plan(spec, r, options, default_quant(spec, options, quant))
+        flags = " ".join(_quote(a) for i, a in enumerate(p.command[1:], 1) if "-m" not in p.command[i - 1:i + 1])
+        results.append(predict(trace, Target(label=f"{spec.name} on {r.name}: {flags}"[:120], spec=spec, rig=r,
+                                             plan=p, prefix_cache=prefix_cache), time_limit))
+    if as_json:
+        return _emit_json({"run": run, "targets": [x.model_dump() for x in results]})
+    out.print(task_table(results))
+    out.print(totals_table(results))
+    for i, x in enumerate(results, 1):
+        out.print(f"[{i}] {x.target}: ±{x.prefill_uncertainty:.0%} prefill, ±{x.decode_uncertainty:.0%} decode "
+                  f"({x.calibration})", highlight=False)
+        for n in x.notes:
+            out.print(f"[dim]note:[/] {n}")
+
+
+@app.command()
+def replay(
+    run: Annotated[int, typer.Argument(help="stored eval run (`rigbench runs`)")],
+    url: Annotated[str, typer.Option(help="OpenAI-compatible server to replay against (llama-server, vLLM)")],
+    model_name: Annotated[str, typer.Option("--model", help="model name to request")] = "default",
+    no_idle: Annotated[bool, typer.Option("--no-idle", help="add the recorded tool time instead of waiting it out")]
+    = False,
+    db: DbOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Resend a stored run's turns, shape for shape (prompt lengths, shared prefixes, output lengths, tool
+    gaps), to a live server and measure each task's time; stored as a `replay` run."""
+    from rigbench import store
+    from rigbench.whatif import load
+    from rigbench.whatif.render import replay_table
+    from rigbench.whatif.replay import replay as replay_run
+
+    dbe = store.connect(db)
+    res = replay_run(load(dbe, run), url, dbe, model_name, idle=not no_idle,
+                     progress=None if as_json else lambda m: err.print(f"[dim]replay: {m}[/]"))
+    if as_json:
+        return _emit_json(res.model_dump())
+    out.print(replay_table(res))
 
 
 def main() -> None:

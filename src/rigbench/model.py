@@ -349,7 +349,13 @@ def catalog_names() -> list[str]:
     for key, entry in catalog.models().items():
         names.append(key)
         names += entry.get("aliases", [])
+        names += list(entry.get("variants", {}))
     return names
+
+
+def model_names() -> list[str]:
+    """Every distinct model in the catalog: entries and their same-shape variants (aliases left out)."""
+    return [n for key, entry in catalog.models().items() for n in (key, *entry.get("variants", {}))]
 
 
 def _norm(name: str) -> str:
@@ -362,13 +368,17 @@ def from_catalog(name: str) -> ModelSpec:
     for k, entry in models.items():
         if key == k or key in entry.get("aliases", []):
             return _from_entry(k, entry)
+        if key in entry.get("variants", {}):
+            # same shape, another model: its own name and quality figures, never the entry's
+            base = {f: v for f, v in entry.items() if f != "quality"}
+            return _from_entry(key, {**base, **entry["variants"][key]})
     close = difflib.get_close_matches(key, catalog_names(), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `rigbench models` lists them"
     raise UnknownModelError(f"unknown model {name!r}{hint} (or pass a config.json or .gguf path)")
 
 
 def _from_entry(key: str, e: dict) -> ModelSpec:
-    data = {k: v for k, v in e.items() if k not in ("aliases",)}
+    data = {k: v for k, v in e.items() if k not in ("aliases", "variants")}
     data["name"] = key
     data["layout"] = expand_layout(e["layout"])
     if len(data["layout"]) != e["layers"]:

@@ -1,17 +1,23 @@
-"""Every catalog model x quant x engine x placement that fits a rig, ranked by predicted agent-turn time."""
+"""Every catalog model x quant x engine x placement that fits a rig: ranked by predicted agent-turn time
+(`advise`), or by expected tasks solved inside a time limit (`rank`): the model's published agentic pass rate
+times the share of tasks it would finish in time on this rig, with the quality-vs-speed Pareto front."""
 
 from __future__ import annotations
 
+import math
+import shlex
+import statistics
 from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from rigbench.engines.options import LlamaCppOptions, VllmOptions
+from rigbench import catalog
+from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command
 from rigbench.errors import RigbenchError
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec, catalog_names, from_catalog
 from rigbench.plan import speed, tune
-from rigbench.plan.memory import plan_vllm
+from rigbench.plan.memory import plan, plan_vllm
 
 LLAMA_QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 VLLM_FORMATS = {"awq": "awq_marlin", "fp8": "fp8"}
@@ -28,6 +34,14 @@ class Advice(BaseModel):
     vram_bytes: int
     quality: dict | None = None
     command: str
+    # filled by rank(): the figure ranked on, the share of tasks in time, and their product
+    metric: str | None = None
+    pass_rate: float | None = None          # % of the benchmark's tasks solved (published)
+    in_time_share: float | None = None      # share of tasks predicted to finish inside the limit
+    in_time_range: tuple[float, float] | None = None   # the same at the slow and the fast end of the speed model
+    expected_solved: float | None = None    # pass_rate / 100 x in_time_share
+    task_s_median: float | None = None      # the median task's predicted agent time (None: past the limit)
+    pareto: bool = False
 
 
 def _advice(spec: ModelSpec, quant: str, engine: str, c: tune.Candidate) -> Advice:
@@ -82,3 +96,107 @@ def advise(rig: Rig, context: int = 32768, turn: tune.Turn | None = None, models
     out.sort(key=lambda a: a.turn_s)
     return out
 
+
+
+# ---- expected tasks solved in a time limit ----------------------------------------------------------
+
+METRICS = ("terminal_bench_2", "swe_bench_verified")   # ranked on the first one a model has
+
+
+class Ranking(BaseModel):
+    rig: str
+    time_limit_s: float
+    distribution: str            # where the task-time distribution comes from
+    scored: list[Advice]         # by expected tasks solved in time, best first
+    unscored: list[Advice]       # no published figure: by median task time, apart
+    pareto: list[Advice]         # scored rows no other row beats on both pass rate and median task time
+
+
+def task_turns(n: int = 20) -> tuple[list[int], str]:
+    """Turns per task at the n quantile midpoints of the Terminal-Bench 2.0 trajectory distribution (lognormal
+    with the published median and mean; catalog speed.yaml agent_profile)."""
+    a = catalog.speed()["agent_profile"]
+    med, mean = a["task_turns_median"], a["task_turns_mean"]
+    sigma = math.sqrt(2 * math.log(mean / med))
+    dist = statistics.NormalDist(math.log(med), sigma)
+    turns = [max(1, round(math.exp(dist.inv_cdf((i + 0.5) / n)))) for i in range(n)]
+    return turns, (f"tasks of {turns[0]}-{turns[-1]} turns (lognormal, median {med}, mean {mean}: "
+                   f"{a['task_turns_source']}), the agent profile's tokens per turn, {a['tool_s']:g} s of tools "
+                   f"per turn")
+
+
+def _profile_times(p, spec: ModelSpec, rig: Rig, coef, turns: list[int], give_up: float) -> list[float]:
+    """Predicted agent time of a task of each length in `turns` under the agent profile; the context stops growing
+    at the server's (an agent past it must drop history), and the loop stops once past `give_up` seconds."""
+    a = catalog.speed()["agent_profile"]
+    prof = speed.AgentProfile.typical()
+    ctx, total, cum = 0, 0.0, []
+    for k in range(1, max(turns) + 1):
+        new = prof.first_prompt if k == 1 else prof.turn_new_tokens + prof.output_tokens
+        ctx = min(ctx + new, max(new, p.context - prof.output_tokens))
+        pre, dec = speed.agent_turn_seconds(p, spec, rig, coef, new, ctx, prof.output_tokens)
+        total += pre + dec + a["tool_s"]
+        cum.append(total)
+        if total > give_up:
+            break
+    return [cum[k - 1] if k <= len(cum) else math.inf for k in turns]
+
+
+def _replan(a: Advice, rig: Rig):
+    spec = from_catalog(a.model)
+    options = parse_command(shlex.split(a.command))
+    return spec, plan(spec, rig, options, a.quant if a.engine == "llama.cpp" else None)
+
+
+def _pareto(rows: list[Advice]) -> list[Advice]:
+    front = []
+    for a in rows:
+        beaten = any(b is not a and b.pass_rate >= a.pass_rate and _t(b) <= _t(a)
+                     and (b.pass_rate > a.pass_rate or _t(b) < _t(a)) for b in rows)
+        if not beaten:
+            front.append(a)
+    return sorted(front, key=_t)
+
+
+def _t(a: Advice) -> float:
+    return math.inf if a.task_s_median is None else a.task_s_median
+
+
+def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None) -> Ranking:
+    """Expected share of tasks solved inside `time_limit_s`: pass rate x share of tasks finished in time, where
+    task times come from a stored run's turns (`trace`, a whatif.RunTrace) or the agent profile's distribution."""
+    from rigbench.whatif import Target, predict
+
+    cal = speed.load_calibration()
+    turns, source = task_turns()
+    if trace is not None:
+        n = sum(1 for t in trace.tasks if t.turns)
+        source = f"the {n} tasks of stored run {trace.run}, predicted from their recorded turns"
+    out = []
+    for a in rows:
+        spec, p = _replan(a, rig)
+        coef = cal.for_plan(p, rig)
+        u = max(coef.prefill_uncertainty, coef.decode_uncertainty)
+        if trace is not None:
+            w = predict(trace, Target(label=a.model, spec=spec, rig=rig, plan=p), time_limit_s, cal)
+            times = [t.agent_s.value for t in w.tasks]
+            lows, highs = [t.agent_s.low for t in w.tasks], [t.agent_s.high for t in w.tasks]
+        else:
+            times = _profile_times(p, spec, rig, coef, turns, time_limit_s * (1 + u))
+            lows, highs = [t / (1 + u) for t in times], [t * (1 + u) for t in times]
+        share = sum(t <= time_limit_s for t in times) / len(times)
+        metric = next((m for m in METRICS if (a.quality or {}).get(m) is not None), None)
+        rate = float(a.quality[metric]) if metric else None
+        out.append(a.model_copy(update={
+            "metric": metric, "pass_rate": rate, "in_time_share": round(share, 3),
+            "in_time_range": (round(sum(t <= time_limit_s for t in highs) / len(times), 3),
+                              round(sum(t <= time_limit_s for t in lows) / len(times), 3)),
+            "expected_solved": round(rate / 100 * share, 4) if rate is not None else None,
+            "task_s_median": None if math.isinf(med := statistics.median(times)) else round(med, 1)}))
+    scored = sorted((a for a in out if a.pass_rate is not None), key=lambda a: (-a.expected_solved, _t(a)))
+    front = _pareto(scored)
+    marked = {id(a) for a in front}
+    scored = [a.model_copy(update={"pareto": id(a) in marked}) for a in scored]
+    unscored = sorted((a for a in out if a.pass_rate is None), key=_t)
+    return Ranking(rig=rig.describe(), time_limit_s=time_limit_s, distribution=source, scored=scored,
+                   unscored=unscored, pareto=[a for a in scored if a.pareto])
