@@ -25,3 +25,7 @@ class EngineOptionError(RigbenchError):
 
 class DoesNotFitError(RigbenchError):
     exit_code = 3
+
+
+class UsageError(RigbenchError):
+    """Options that do not go together, or a missing argument; the CLI shows it with the usage line."""
