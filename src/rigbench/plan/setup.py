@@ -76,6 +76,12 @@ def resolve(command_args: list[str], model: str | None, model_opt: str | None, r
     if model and (Path(model).name.startswith(ENGINE_PROGRAMS) or "=" in model):
         # `rigbench plan --model M --rig R -- vllm serve ...`: click hands the program name over as MODEL
         command, model = [model, *command], None
+    if model and model.startswith("-"):
+        raise UsageError(f"No such option: {model}")
+    if command and not (Path(command[0]).name.startswith(ENGINE_PROGRAMS) or "=" in command[0]):
+        # the commands take unknown options only as part of a pasted engine command
+        raise UsageError(f"No such option: {command[0]}" if command[0].startswith("-") else
+                         f"unexpected {command[0]!r}: a pasted engine command starts with llama-server or vllm")
     r = rig if isinstance(rig, hardware.Rig) else hardware.load(rig)
     if command:
         options = parse_command(command)

@@ -40,15 +40,20 @@ def _figure(fig, div_id: str) -> str:
                        config={"displaylogo": False, "responsive": True})
 
 
-def chart_figure(c: Chart):
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+
+
+def chart_figure(c: Chart, candidates: list[str]):
+    """Measured as markers and lines, predicted dashed, one colour per candidate."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for s in c.series:
         predicted = s.kind == "predicted"
+        color = PALETTE[candidates.index(s.name) % len(PALETTE)] if s.name in candidates else None
         fig.add_trace(go.Scatter(x=s.x, y=s.y, name=f"{s.name} ({s.kind})",
                                  mode="lines" if predicted else "markers+lines",
-                                 line={"dash": "dash"} if predicted else None))
+                                 line={"dash": "dash", "color": color} if predicted else {"color": color}))
     fig.update_layout(title=c.title, xaxis_title=c.x_label, yaxis_title=c.y_label)
     if c.log_x:
         fig.update_xaxes(type="log")
@@ -100,7 +105,7 @@ def render(rep: Report) -> str:
                        "runs (median over repeats); ratio: the winner over the runner-up</p>")
     if rep.charts:
         parts.append("<h2>Charts</h2>")
-        parts += [_figure(chart_figure(c), f"chart-{c.key}") for c in rep.charts]
+        parts += [_figure(chart_figure(c, rep.candidates), f"chart-{c.key}") for c in rep.charts]
     if rep.eval_counts:
         parts.append("<h2>Eval</h2>" + _table(
             ["candidate", "success", "failure", "timeout", "error", "other", "wall s"],
