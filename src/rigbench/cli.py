@@ -4,7 +4,6 @@ happen in the stage modules and in `report`."""
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
@@ -27,7 +25,6 @@ from rigbench.plan.setup import default_quant
 from rigbench.procs import stop_exit_code, stop_on_signals, stop_reason
 from rigbench.report import terminal
 from rigbench.report.rows import plan_json
-from rigbench.report.terminal import gib as _gib
 from rigbench.report.terminal import task_table as _task_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -109,13 +106,7 @@ def models(as_json: JsonOpt = False) -> None:
                      "source": s.source})
     if as_json:
         return _emit_json(rows)
-    t = Table(title="catalog models")
-    for c in ("name", "arch", "params (B)", "active (B)", "layers", "kind", "context"):
-        t.add_column(c, justify="right" if c in ("params (B)", "active (B)", "layers", "context") else "left")
-    for r in rows:
-        t.add_row(r["name"], r["arch"], f"{r['params_b']}", f"{r['active_b']}", str(r["layers"]), r["kind"],
-                  str(r["context"]))
-    out.print(t)
+    terminal.print_models(out, rows)
 
 
 def _layout_kind(s: model_mod.ModelSpec) -> str:
@@ -131,14 +122,7 @@ def rigs(as_json: JsonOpt = False) -> None:
     items = [hardware.load(n) for n in names] + [hardware.detect()]
     if as_json:
         return _emit_json([r.model_dump() for r in items])
-    t = Table(title="rigs (`--rig NAME`, `--rig 2x rtx3090`, `--rig my-rig.yaml`, `--rig detect`)")
-    for c in ("name", "GPUs", "VRAM (GiB)", "GPU GB/s", "RAM (GiB)", "RAM GB/s"):
-        t.add_column(c)
-    for r in items:
-        t.add_row(r.name, " + ".join(g.name for g in r.gpus) or "-", _gib(r.vram_bytes),
-                  " / ".join(f"{g.bandwidth_gbs:.0f}" for g in r.gpus) or "-", _gib(r.ram_bytes),
-                  f"{r.ram_bandwidth_gbs:.0f}")
-    out.print(t)
+    terminal.print_rigs(out, items)
 
 
 @app.command()
@@ -152,15 +136,7 @@ def inspect(model: Annotated[str, typer.Argument(help="catalog name, config.json
                  "tensor_count": len(s.table())})
     if as_json:
         return _emit_json(info)
-    out.print(f"[bold]{s.name}[/] ({s.arch}): {s.layers} layers, hidden {s.hidden}, layout {s.layout}")
-    t = Table()
-    t.add_column("group")
-    t.add_column("params (M)", justify="right")
-    for g, n in groups.items():
-        if n:
-            t.add_row(g, f"{n / 1e6:,.1f}")
-    out.print(t)
-    out.print(f"total {s.total_params() / 1e9:.2f} B, active per token {s.active_params() / 1e9:.2f} B")
+    terminal.print_inspect(out, s, groups)
 
 
 # ---- plan ----------------------------------------------------------------------------------------
@@ -416,14 +392,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     rows = store.list_runs(store.connect(db))
     if as_json:
         return _emit_json(rows)
-    t = Table(title="runs")
-    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
-                  str(r["engine"] or ""), str(r["tasks"] if r["kind"] == "eval" else r["requests"]),
-                  (r["error"] or "")[:60])
-    out.print(t)
+    terminal.print_runs(out, rows)
 
 
 # ---- tune / advise / calibrate ---------------------------------------------------------------------
@@ -448,12 +417,6 @@ def rig_for_tuning(rig: str | None, vram: float | None, bandwidth: float | None)
         base = hardware.from_catalog("rtx4090")
         return base.model_copy(update={"name": str(rig), "gpus": [gpu]})
     return r.with_vram(vram)
-
-
-def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
-    m = measured or {}
-    t.add_row(c.label, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}", f"{c.task_s:,.0f}",
-              _gib(c.vram_bytes), f"{m['turn_s']:.2f}" if m.get("turn_s") else "", c.note[:50])
 
 
 @app.command(name="tune")
@@ -494,21 +457,7 @@ def tune_cmd(
         d = res.model_dump()
         d["measured"] = measured
         return _emit_json(d)
-    budget = f", {res.vram_budget_bytes / hardware.GIB:.1f} GiB VRAM" if res.vram_budget_bytes else ""
-    t = Table(title=f"tune {res.model} on {res.rig}{budget}: turn of {p:,} prompt + {g} output tokens, "
-                    f"context {context:,} ({res.searched} placements searched)")
-    for c in ("placement", "turn s", "prefill tok/s", "decode tok/s", "30-turn task s", "VRAM GiB", "measured s",
-              "note"):
-        t.add_column(c, justify="left" if c in ("placement", "note") else "right")
-    for c in res.candidates:
-        _candidate_row(t, c, measured.get(c.label))
-    for c in res.baselines:
-        _candidate_row(t, c, measured.get(c.label))
-    out.print(t)
-    out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration})")
-    for b in res.baselines:
-        out.print(f"pick vs {b.label}: {b.turn_s / res.pick.turn_s:.2f}x faster turn (predicted)")
-    out.print("command: " + " ".join(shlex.quote(a) for a in res.pick.args))
+    terminal.print_tune(out, res, measured, p, g, context)
 
 
 @app.command()
@@ -532,17 +481,7 @@ def advise(
         raise typer.Exit(3)
     if as_json:
         return _emit_json([a.model_dump() for a in rows])
-    t = Table(title=f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}")
-    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
-              "SWE-bench V", "TB 2.0", "command"):
-        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
-    for a in rows[:top]:
-        qv = a.quality or {}
-        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
-                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
-                  a.command)
-    out.print(t)
-    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
+    terminal.print_advise(out, rows, f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}", top)
 
 
 @app.command()
@@ -672,20 +611,7 @@ def compare(
                            for k in ("status", "wall_s", "turns", "tokens_out")}} for n in names]
     if as_json:
         return _emit_json({"runs": [run_a, run_b], "tasks": rows})
-    t = Table(title=f"run {run_a} ({runs_[0][0]['model']}) vs run {run_b} ({runs_[1][0]['model']})")
-    for c in ("task", f"{run_a} status", "wall s", "turns", "out tok", f"{run_b} status", "wall s ", "turns ",
-              "out tok "):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(r["task"], *(str(r[f"{k}_{i}"] if r[f"{k}_{i}"] is not None else "-") for i in (0, 1)
-                               for k in ("status", "wall_s", "turns", "tokens_out")))
-    out.print(t)
-    for i, rid in enumerate((run_a, run_b)):
-        vals = list(runs_[i][1].values())
-        ok = sum(v["status"] == "success" for v in vals)
-        to = sum(v["status"] == "timeout" for v in vals)
-        out.print(f"run {rid}: {ok} success, {to} timeout, {len(vals) - ok - to} other, "
-                  f"{sum(v['wall_s'] or 0 for v in vals):.0f} s in all")
+    terminal.print_compare(out, run_a, run_b, runs_, rows)
 
 
 @app.command()
@@ -710,13 +636,7 @@ def show(
         return _emit_json({"run": r, "tasks": rows, "events": events})
     outcomes = [TaskOutcome.from_row(x) for x in rows]
     out.print(_task_table(f"run {run} ({r['kind']}, {r['status']})", outcomes))
-    for e in events:
-        d = e["data"] or {}
-        text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
-        if e["kind"] == "tool_call":
-            text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
-        out.print(f"[bold]{e['task']}[/] #{e['attempt']}.{e['seq']} +{e['t']:.1f}s [cyan]{e['kind']}[/] "
-                  f"{str(text)[:400]}", highlight=False)
+    terminal.print_events(out, events)
 
 
 # ---- experiment / report / demo ------------------------------------------------------------------
@@ -838,15 +758,7 @@ def demo(out_dir: Annotated[Path, typer.Option(help="where the report goes")] = 
     (out_dir / "plans.json").write_text(json.dumps(rows, indent=2))
     (out_dir / "plans.md").write_text(demo_mod.plans_markdown(rows))
     if not as_json:
-        for r in rigs_:
-            t = Table(title=f"llama.cpp plans at 32K context on {r.describe()}")
-            for c in ("model", "quant", "weights GiB", "VRAM GiB", "RAM GiB", "KV GiB", "fits", "change / note"):
-                t.add_column(c)
-            for row in (x for x in rows if x["rig"] == r.describe()):
-                t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}",
-                          f"{row['ram_gib']}", f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]",
-                          row["change"])
-            out.print(t)
+        terminal.print_catalog_plans(out, rigs_, rows)
     if why := bwrap_available():
         err.print(f"the demo's eval part will be skipped: {why} (Debian/Ubuntu: `sudo apt-get install -y "
                   f"bubblewrap`; `make demo` installs it when it runs as root)")

@@ -112,9 +112,10 @@ def run_candidate(exp: ExperimentSpec, c: Candidate, experiment_id: int, db, db_
     p = memory.plan(spec, rig, options, default_quant(spec, options, c.quant))
     cp = _candidate(exp, c, spec, rig, p)
     _, tasks = tasks_of(exp)
-    if not cp.fits or cp.weights is None:
+    why = missing_weights(c, cp)
+    if not cp.fits or why:
         why = (f"does not fit: {cp.reason}" + (f"; cheapest change: {cp.suggestion}" if cp.suggestion else "")
-               if not cp.fits else "no weights to serve (give weights: PATH or synth:)")
+               if not cp.fits else why)
         store.put_step(db, experiment_id, c.name, "plan", 0, "refused", data={**cp.model_dump(), "why": why})
         hooks.say(f"{c.name}: refused, {why}")
         return [StepResult(candidate=c.name, stage="plan", repeat=0, status="refused", detail=why)]
@@ -150,6 +151,20 @@ def run_candidate(exp: ExperimentSpec, c: Candidate, experiment_id: int, db, db_
     finally:
         server.stop()
     return out
+
+
+def missing_weights(c: Candidate, cp: CandidatePlan) -> str | None:
+    """Why there is nothing to serve, or None (synthetic weights are written when needed)."""
+    if cp.weights is None:
+        return "no weights to serve (give weights: PATH or synth:)"
+    if c.synth:
+        return None
+    w = Path(cp.weights)
+    if c.engine == "llama.cpp" and not w.is_file():
+        return f"weights file {cp.weights} not found"
+    if c.engine == "vllm" and w.is_absolute() and not w.exists():
+        return f"weights folder {cp.weights} not found"
+    return None
 
 
 def _safe(name: str) -> str:

@@ -139,3 +139,125 @@ def print_report(out: Console, rep: Report) -> None:
         out.print(_table("where the time went (s)", *timeline_rows(rep)))
     for v in rep.verdict:
         out.print(f"[bold]verdict:[/] {v}", highlight=False)
+
+
+# ---- the stage commands' tables -----------------------------------------------------------------------
+
+def print_models(out: Console, rows: list[dict]) -> None:
+    t = Table(title="catalog models")
+    for c in ("name", "arch", "params (B)", "active (B)", "layers", "kind", "context"):
+        t.add_column(c, justify="right" if c in ("params (B)", "active (B)", "layers", "context") else "left")
+    for r in rows:
+        t.add_row(r["name"], r["arch"], f"{r['params_b']}", f"{r['active_b']}", str(r["layers"]), r["kind"],
+                  str(r["context"]))
+    out.print(t)
+
+
+def print_rigs(out: Console, items) -> None:
+    t = Table(title="rigs (`--rig NAME`, `--rig 2x rtx3090`, `--rig my-rig.yaml`, `--rig detect`)")
+    for c in ("name", "GPUs", "VRAM (GiB)", "GPU GB/s", "RAM (GiB)", "RAM GB/s"):
+        t.add_column(c)
+    for r in items:
+        t.add_row(r.name, " + ".join(g.name for g in r.gpus) or "-", gib(r.vram_bytes),
+                  " / ".join(f"{g.bandwidth_gbs:.0f}" for g in r.gpus) or "-", gib(r.ram_bytes),
+                  f"{r.ram_bandwidth_gbs:.0f}")
+    out.print(t)
+
+
+def print_inspect(out: Console, s, groups: dict[str, int]) -> None:
+    out.print(f"[bold]{s.name}[/] ({s.arch}): {s.layers} layers, hidden {s.hidden}, layout {s.layout}")
+    t = Table()
+    t.add_column("group")
+    t.add_column("params (M)", justify="right")
+    for g, n in groups.items():
+        if n:
+            t.add_row(g, f"{n / 1e6:,.1f}")
+    out.print(t)
+    out.print(f"total {s.total_params() / 1e9:.2f} B, active per token {s.active_params() / 1e9:.2f} B")
+
+
+def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
+    m = measured or {}
+    t.add_row(c.label, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}", f"{c.task_s:,.0f}",
+              gib(c.vram_bytes), f"{m['turn_s']:.2f}" if m.get("turn_s") else "", c.note[:50])
+
+
+def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output: int, context: int) -> None:
+    budget = f", {res.vram_budget_bytes / GiB:.1f} GiB VRAM" if res.vram_budget_bytes else ""
+    t = Table(title=f"tune {res.model} on {res.rig}{budget}: turn of {prompt:,} prompt + {output} output tokens, "
+                    f"context {context:,} ({res.searched} placements searched)")
+    for c in ("placement", "turn s", "prefill tok/s", "decode tok/s", "30-turn task s", "VRAM GiB", "measured s",
+              "note"):
+        t.add_column(c, justify="left" if c in ("placement", "note") else "right")
+    for c in [*res.candidates, *res.baselines]:
+        _candidate_row(t, c, measured.get(c.label))
+    out.print(t)
+    out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration})")
+    for b in res.baselines:
+        out.print(f"pick vs {b.label}: {b.turn_s / res.pick.turn_s:.2f}x faster turn (predicted)")
+    out.print("command: " + " ".join(shlex.quote(a) for a in res.pick.args))
+
+
+def print_advise(out: Console, rows, title: str, top: int) -> None:
+    t = Table(title=title)
+    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
+              "SWE-bench V", "TB 2.0", "command"):
+        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
+    for a in rows[:top]:
+        qv = a.quality or {}
+        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
+                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
+                  a.command)
+    out.print(t)
+    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
+
+
+def print_runs(out: Console, rows: list[dict]) -> None:
+    t = Table(title="runs")
+    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
+                  str(r["engine"] or ""), str(r["tasks"] if r["kind"] == "eval" else r["requests"]),
+                  (r["error"] or "")[:60])
+    out.print(t)
+
+
+def print_compare(out: Console, run_a: int, run_b: int, runs_: list, rows: list[dict]) -> None:
+    t = Table(title=f"run {run_a} ({runs_[0][0]['model']}) vs run {run_b} ({runs_[1][0]['model']})")
+    for c in ("task", f"{run_a} status", "wall s", "turns", "out tok", f"{run_b} status", "wall s ", "turns ",
+              "out tok "):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["task"], *(str(r[f"{k}_{i}"] if r[f"{k}_{i}"] is not None else "-") for i in (0, 1)
+                               for k in ("status", "wall_s", "turns", "tokens_out")))
+    out.print(t)
+    for i, rid in enumerate((run_a, run_b)):
+        vals = list(runs_[i][1].values())
+        ok = sum(v["status"] == "success" for v in vals)
+        to = sum(v["status"] == "timeout" for v in vals)
+        out.print(f"run {rid}: {ok} success, {to} timeout, {len(vals) - ok - to} other, "
+                  f"{sum(v['wall_s'] or 0 for v in vals):.0f} s in all")
+
+
+def print_events(out: Console, events: list[dict]) -> None:
+    import json
+
+    for e in events:
+        d = e["data"] or {}
+        text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
+        if e["kind"] == "tool_call":
+            text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
+        out.print(f"[bold]{e['task']}[/] #{e['attempt']}.{e['seq']} +{e['t']:.1f}s [cyan]{e['kind']}[/] "
+                  f"{str(text)[:400]}", highlight=False)
+
+
+def print_catalog_plans(out: Console, rigs, rows: list[dict]) -> None:
+    for r in rigs:
+        t = Table(title=f"llama.cpp plans at 32K context on {r.describe()}")
+        for c in ("model", "quant", "weights GiB", "VRAM GiB", "RAM GiB", "KV GiB", "fits", "change / note"):
+            t.add_column(c)
+        for row in (x for x in rows if x["rig"] == r.describe()):
+            t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}", f"{row['ram_gib']}",
+                      f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]", row["change"])
+        out.print(t)
