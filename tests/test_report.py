@@ -155,7 +155,7 @@ def test_verdict_and_eval_from_the_store(stored):
     assert all(c.success + c.failure + c.timeout + c.error == 1 for c in counts.values())
     thr = next(r for r in rep.speed if r.metric == "throughput_tok_s")
     winner = max(rep.candidates, key=lambda c: thr.cells[c].measured)
-    assert any(v.startswith(f"throughput, most streams: {winner} wins") for v in rep.verdict)
+    assert any(v.startswith(f"throughput, 2 streams: {winner} wins") for v in rep.verdict)
     # each task's timeline covers its stored wall time: nothing double-counted, little unaccounted
     for t in rep.timelines:
         cell = next(g.cells[t.candidate] for g in rep.grid if g.task == t.task)
@@ -184,3 +184,25 @@ def test_a_report_of_nothing_says_what_to_do(tmp_path):
     p = subprocess.run([*RB, "report", "bogus", "--db", f"sqlite:///{tmp_path / 'empty.db'}"], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode != 0 and "run:7" in p.stderr
+
+
+def test_report_of_single_runs(stored):
+    import json
+
+    url, _ = stored
+    e = sa.create_engine(url)
+    with e.connect() as c:
+        bench = [r for (r,) in c.execute(sa.text("select run_id from experiment_steps where stage = 'bench' "
+                                                  "order by id"))]
+        evals = [r for (r,) in c.execute(sa.text("select run_id from experiment_steps where stage = 'eval' "
+                                                  "order by id"))]
+    p = subprocess.run([*RB, "report", f"run:{bench[0]}", f"run:{evals[0]}", "--db", url, "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["sources"] == [f"run {bench[0]}", f"run {evals[0]}"]
+    ttft = next(r for r in d["speed"] if r["metric"] == "ttft_short_ms")["cells"]
+    (name, cell), = ttft.items()
+    assert name.startswith(f"run {bench[0]} ") and cell["predicted"] is None
+    assert cell["measured"] == stored_ttft(url)["one-slot"][0]
+    assert [g["task"] for g in d["grid"]] == ["fix-failing-test"]

@@ -239,7 +239,6 @@ def serve(
     as_json: JsonOpt = False,
 ) -> None:
     """Start an engine with planned flags and keep it up until Ctrl-C (no MODEL: the embedded default)."""
-    from rigbench.engines.process import Server
 
     if model is None and model_opt is None and not ctx.args:
         model, context, name = str(embedded_default()), context or 8192, name or EMBEDDED_NAME
@@ -262,12 +261,8 @@ def serve(
     if not as_json:
         out.print(f"[dim]$ {launch.shell()}[/]", soft_wrap=True, highlight=False)
     log_path = Path(".rigbench/logs") / f"{launch.engine}-{launch.port}.log"
-    if launch.engine == "llama.cpp":
-        from rigbench.engines import llamacpp
-        server = llamacpp.start(launch, log_path, timeout)
-    else:
-        server = Server(launch, log_path).start()
-        server.wait_healthy(timeout)
+    from rigbench.engines.launch import start
+    server = start(launch, log_path, timeout)
     info["pid"] = server.proc.pid if server.proc else None
     info["log"] = str(log_path)
     if as_json:
@@ -682,7 +677,7 @@ def experiment_cmd(
 
     if file is None and resume is None:
         raise typer.BadParameter("give an experiment FILE.yaml, or --resume ID")
-    exp = experiment.stored_spec(db, resume) if resume is not None and file is None else experiment.load(file)
+    exp = experiment.stored_spec(db, resume) if resume is not None else experiment.load(file)
     if predict_only:
         plans = experiment.plan_all(exp)
         if as_json:

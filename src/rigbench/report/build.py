@@ -177,6 +177,12 @@ def _speed(rep: Report, cands: list[_Cand], bench: dict[str, list[dict]]) -> Non
             meas = _median([m.get(key) for m in bench[c.name]])
             if pred is not None or meas is not None:
                 cells[c.name] = Cell(predicted=pred, measured=meas)
+        if key == "throughput_tok_s":
+            ns = {max(m["_levels"]) for c in cands for m in bench[c.name] if m["_levels"]}
+            ns |= {int(((c.plan or {}).get("predicted") or {}).get("throughput_curve", [{}])[-1].get("x", 0))
+                   for c in cands if ((c.plan or {}).get("predicted") or {}).get("throughput_curve")}
+            if len(ns) == 1:
+                label = f"throughput, {ns.pop()} streams"
         if cells:
             rep.speed.append(SpeedRow(metric=key, label=label, unit=unit, higher_is_better=hib, cells=cells))
 
