@@ -41,6 +41,7 @@ eval:
 
 
 def chromium() -> str:
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
         pytest.skip("no system chromium: apt-get install -y chromium")
@@ -81,10 +82,10 @@ def stored_ttft(url: str) -> dict[str, list[float]]:
 
 
 def test_html_report_in_a_real_browser(stored, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     url, eid = stored
     exe = chromium()
+    from playwright.sync_api import sync_playwright
+
     out = tmp_path / "report.html"
     p = subprocess.run([*RB, "report", str(eid), "--db", url, "-o", str(out)], capture_output=True, text=True,
                        timeout=120)
