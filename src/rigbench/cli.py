@@ -758,7 +758,7 @@ def demo(out_dir: Annotated[Path, typer.Option(help="where the report goes")] = 
         err.print(f"the demo's eval part will be skipped: {why} (Debian/Ubuntu: `sudo apt-get install -y "
                   f"bubblewrap`; `make demo` installs it when it runs as root)")
     exp = experiment.load(demo_mod.DEMO_EXPERIMENT)
-    db_url = f"sqlite:///{(out_dir / 'rigbench.db').resolve()}"
+    db_url = store.default_url()   # the usual store: `rigbench report` afterwards shows the demo
     eid = experiment.start(exp, db_url)
     if not as_json:
         out.print(f"[bold]experiment {eid}[/]: {exp.name} ({demo_mod.DEMO_EXPERIMENT})", highlight=False)
@@ -766,7 +766,7 @@ def demo(out_dir: Annotated[Path, typer.Option(help="where the report goes")] = 
         _run_experiment(exp, eid, db_url, as_json)
     except KeyboardInterrupt as e:
         reason, code = stop_reason(e)
-        err.print(f"stopped ({reason}): `rigbench experiment --resume {eid} --db {db_url}` runs what did not finish")
+        err.print(f"stopped ({reason}): `rigbench experiment --resume {eid}` runs what did not finish")
         raise typer.Exit(code) from None
     rep = report.build(store.connect(db_url), [str(eid)])
     html_path = report.write(rep, out_dir / "report.html")

@@ -180,8 +180,11 @@ def _bench(exp, c, r, experiment_id, db, db_url, url, hooks) -> StepResult:
     run_id, status, error, _, _ = run_stored_suite(cfg, db_url, progress=lambda n: hooks.say(f"{c.name}: bench {n}"),
                                                    on_scenario=lambda _n: hooks.tick(c.name, 10.0))
     store.put_step(db, experiment_id, c.name, "bench", r, status, run_id=run_id, data={"error": error})
-    if status == "interrupted":
-        raise KeyboardInterrupt(error)
+    if status == "interrupted":   # the suite kept what it measured; the signal goes on up
+        import signal
+
+        from rigbench.procs import Stopped
+        raise Stopped(signal.Signals[error]) if error in signal.Signals.__members__ else KeyboardInterrupt(error)
     return StepResult(candidate=c.name, stage="bench", repeat=r, status=status, run_id=run_id, detail=error or "")
 
 
