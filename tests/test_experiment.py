@@ -95,7 +95,8 @@ def _steps(db: Path) -> list[dict]:
     e = sa.create_engine(f"sqlite:///{db}")
     try:
         with e.connect() as c:
-            return [dict(r._mapping) for r in c.execute(sa.text("select * from experiment_steps order by id"))]
+            rows = [dict(r._mapping) for r in c.execute(sa.text("select * from experiment_steps order by id"))]
+        return [{**r, "data": json.loads(r["data"]) if isinstance(r["data"], str) else r["data"]} for r in rows]
     except sa.exc.OperationalError:
         return []
     finally:
