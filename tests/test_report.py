@@ -112,6 +112,8 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
         tables = page.eval_on_selector_all("table", "ts => ts.map(t => [...t.rows].map(r => [...r.cells].map("
                                            "c => c.innerText.trim())))")
         pwned = page.evaluate("() => window.__pwned")
+        legend = page.eval_on_selector("#chart-ttft", "e => [...e.querySelectorAll('.legendtext')].map(t => "
+                                       "t.textContent)")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert errors == []
@@ -120,6 +122,7 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
     assert {"chart-ttft", "chart-decode", "chart-throughput", "timeline-0"} <= ids
     assert all(svg >= 1 and traces >= 2 for _, svg, traces in plots), plots
     assert pwned is None                                   # the hostile name stayed text
+    assert f"{HOSTILE} (measured)" in legend and "one-slot (predicted)" in legend
     assert any(HOSTILE in cell for t in tables for row in t for cell in row)
     # the speed table holds the stored numbers: median over the two bench repeats of each candidate
     import statistics

@@ -51,10 +51,10 @@ def chart_figure(c: Chart, candidates: list[str]):
     for s in c.series:
         predicted = s.kind == "predicted"
         color = PALETTE[candidates.index(s.name) % len(PALETTE)] if s.name in candidates else None
-        fig.add_trace(go.Scatter(x=s.x, y=s.y, name=f"{s.name} ({s.kind})",
+        fig.add_trace(go.Scatter(x=s.x, y=s.y, name=_e(f"{s.name} ({s.kind})"),   # plotly reads tags in labels
                                  mode="lines" if predicted else "markers+lines",
                                  line={"dash": "dash", "color": color} if predicted else {"color": color}))
-    fig.update_layout(title=c.title, xaxis_title=c.x_label, yaxis_title=c.y_label)
+    fig.update_layout(title=_e(c.title), xaxis_title=_e(c.x_label), yaxis_title=_e(c.y_label))
     if c.log_x:
         fig.update_xaxes(type="log")
     return fig
@@ -70,12 +70,13 @@ def timeline_figure(task: str, lines: list[Timeline]):
             segs = [s for s in tl.segments if s.kind == kind]
             if not segs:
                 continue
-            fig.add_trace(go.Bar(y=[tl.candidate] * len(segs), x=[s.end - s.start for s in segs],
+            fig.add_trace(go.Bar(y=[_e(tl.candidate)] * len(segs), x=[s.end - s.start for s in segs],
                                  base=[s.start for s in segs], orientation="h", name=kind,
                                  marker_color=COLORS[kind], legendgroup=kind, showlegend=kind not in shown,
                                  hovertemplate=f"{kind}: %{{x:.2f}} s from %{{base:.2f}} s<extra></extra>"))
             shown.add(kind)
-    fig.update_layout(title=f"{task}: where the time went", barmode="overlay", xaxis_title="seconds since the start",
+    fig.update_layout(title=_e(f"{task}: where the time went"), barmode="overlay",
+                      xaxis_title="seconds since the start",
                       height=140 + 50 * len(lines))
     return fig
 
