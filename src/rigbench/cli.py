@@ -4,6 +4,7 @@ happen in the stage modules and in `report`."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table  # noqa: F401  (command blocks in other branches draw their own tables)
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
@@ -40,6 +42,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()   # `serve --json` keeps running: a script reading it must see it now
+
+
+_quote = shlex.quote   # kept for command blocks in other branches
 
 
 def resolve(ctx_args: list[str], model: str | None, model_opt: str | None, rig: str | None, cli: CliEngine):
