@@ -104,11 +104,11 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
             "file:") else r.continue_()))
         page.goto(out.as_uri())
         page.wait_for_function("() => { const d = [...document.querySelectorAll('.js-plotly-plot')];"
-                               " return d.length > 0 && d.every(x => x.querySelector('svg.main-svg .plot')); }",
+                               " return d.length > 0 && d.every(x => x.querySelector('svg.main-svg g.trace path')); }",
                                timeout=30000)
         plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.map(e => [e.id, "
                                           "e.querySelectorAll('svg.main-svg').length, "
-                                          "e.querySelectorAll('.trace').length])")
+                                          "e.querySelectorAll('g.trace').length, e.querySelectorAll('g.trace path').length])")
         tables = page.eval_on_selector_all("table", "ts => ts.map(t => [...t.rows].map(r => [...r.cells].map("
                                            "c => c.innerText.trim())))")
         pwned = page.evaluate("() => window.__pwned")
@@ -120,7 +120,7 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
     assert [p for p in requested if not p.startswith("file:")] == []
     ids = {p[0] for p in plots}
     assert {"chart-ttft", "chart-decode", "chart-throughput", "timeline-0"} <= ids
-    assert all(svg >= 1 and traces >= 2 for _, svg, traces in plots), plots
+    assert all(svg >= 1 and traces >= 2 and paths >= traces for _, svg, traces, paths in plots), plots
     assert pwned is None                                   # the hostile name stayed text
     assert f"{HOSTILE} (measured)" in legend and "one-slot (predicted)" in legend
     assert any(HOSTILE in cell for t in tables for row in t for cell in row)
