@@ -108,7 +108,8 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
                                timeout=30000)
         plots = page.eval_on_selector_all(".js-plotly-plot", "els => els.map(e => [e.id, "
                                           "e.querySelectorAll('svg.main-svg').length, "
-                                          "e.querySelectorAll('g.trace').length, e.querySelectorAll('g.trace path').length])")
+                                          "e.querySelectorAll('g.trace').length, "
+                                          "e.querySelectorAll('g.trace path').length])")
         tables = page.eval_on_selector_all("table", "ts => ts.map(t => [...t.rows].map(r => [...r.cells].map("
                                            "c => c.innerText.trim())))")
         pwned = page.evaluate("() => window.__pwned")
