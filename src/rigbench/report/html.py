@@ -28,6 +28,11 @@ def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _label(x) -> str:
+    """Text for a plotly label: plotly reads <b>, <br> and friends in labels, and decodes &lt; &gt; &amp; only."""
+    return html.escape(str(x), quote=False)
+
+
 def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in header)
     body = "".join("<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in r) + "</tr>" for r in rows)
@@ -51,10 +56,10 @@ def chart_figure(c: Chart, candidates: list[str]):
     for s in c.series:
         predicted = s.kind == "predicted"
         color = PALETTE[candidates.index(s.name) % len(PALETTE)] if s.name in candidates else None
-        fig.add_trace(go.Scatter(x=s.x, y=s.y, name=_e(f"{s.name} ({s.kind})"),   # plotly reads tags in labels
+        fig.add_trace(go.Scatter(x=s.x, y=s.y, name=_label(f"{s.name} ({s.kind})"),   # plotly reads tags in labels
                                  mode="lines" if predicted else "markers+lines",
                                  line={"dash": "dash", "color": color} if predicted else {"color": color}))
-    fig.update_layout(title=_e(c.title), xaxis_title=_e(c.x_label), yaxis_title=_e(c.y_label))
+    fig.update_layout(title=_label(c.title), xaxis_title=_label(c.x_label), yaxis_title=_label(c.y_label))
     if c.log_x:
         fig.update_xaxes(type="log")
     return fig
@@ -70,12 +75,12 @@ def timeline_figure(task: str, lines: list[Timeline]):
             segs = [s for s in tl.segments if s.kind == kind]
             if not segs:
                 continue
-            fig.add_trace(go.Bar(y=[_e(tl.candidate)] * len(segs), x=[s.end - s.start for s in segs],
+            fig.add_trace(go.Bar(y=[_label(tl.candidate)] * len(segs), x=[s.end - s.start for s in segs],
                                  base=[s.start for s in segs], orientation="h", name=kind,
                                  marker_color=COLORS[kind], legendgroup=kind, showlegend=kind not in shown,
                                  hovertemplate=f"{kind}: %{{x:.2f}} s from %{{base:.2f}} s<extra></extra>"))
             shown.add(kind)
-    fig.update_layout(title=_e(f"{task}: where the time went"), barmode="overlay",
+    fig.update_layout(title=_label(f"{task}: where the time went"), barmode="overlay",
                       xaxis_title="seconds since the start",
                       height=140 + 50 * len(lines))
     return fig
