@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table  # noqa: F401  (command blocks in other branches draw their own tables)
+from rich.table import Table
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
@@ -481,7 +481,17 @@ def advise(
         raise typer.Exit(3)
     if as_json:
         return _emit_json([a.model_dump() for a in rows])
-    terminal.print_advise(out, rows, f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}", top)
+    t = Table(title=f"advise: {r.describe()}, turn of {p:,} + {g} tokens, context {context:,}")
+    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
+              "SWE-bench V", "TB 2.0", "command"):
+        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
+    for a in rows[:top]:
+        qv = a.quality or {}
+        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
+                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
+                  a.command)
+    out.print(t)
+    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
 
 
 @app.command()

@@ -198,20 +198,6 @@ def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output
     out.print("command: " + " ".join(shlex.quote(a) for a in res.pick.args))
 
 
-def print_advise(out: Console, rows, title: str, top: int) -> None:
-    t = Table(title=title)
-    for c in ("model", "quant", "engine", "turn s", "decode tok/s", "prefill tok/s", "30-turn task s",
-              "SWE-bench V", "TB 2.0", "command"):
-        t.add_column(c, justify="right" if c.endswith(("s", "V", "2.0")) and c != "command" else "left")
-    for a in rows[:top]:
-        qv = a.quality or {}
-        t.add_row(a.model, a.quant, a.engine, f"{a.turn_s:.2f}", f"{a.decode_tok_s:,.1f}", f"{a.prefill_tok_s:,.0f}",
-                  f"{a.task_s:,.0f}", str(qv.get("swe_bench_verified", "")), str(qv.get("terminal_bench_2", "")),
-                  a.command)
-    out.print(t)
-    out.print("[dim]quality scores are published figures with their source in `rigbench models --json`[/]")
-
-
 def print_runs(out: Console, rows: list[dict]) -> None:
     t = Table(title="runs")
     for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
