@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table  # noqa: F401  (after a merge with main only other command blocks use it)
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
