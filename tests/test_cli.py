@@ -71,8 +71,10 @@ def test_models_and_rigs_json():
 
 def test_demo_writes_a_report(tmp_path):
     p = run("demo", "--out-dir", str(tmp_path), timeout=900)
-    assert "report:" in p.stdout
-    assert "eval run" in p.stdout and "fix-failing-test" in p.stdout   # two starter tasks ran
+    assert f"report: {tmp_path / 'report.html'}" in p.stdout
+    html = (tmp_path / "report.html").read_text()
+    assert "fix-failing-test" in html and "gauntlet-train-bird" in html   # two starter tasks ran
+    assert "1-slot" in html and "2-slots" in html and "Verdict" in html
     rows = json.loads((tmp_path / "plans.json").read_text())
     assert {r["model"] for r in rows} >= {"qwen3.6-27b", "qwen3.6-35b-a3b"}
     assert any(r["fits"] for r in rows) and any(not r["fits"] for r in rows)

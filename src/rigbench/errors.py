@@ -29,3 +29,7 @@ class DoesNotFitError(RigbenchError):
 
 class StoreError(RigbenchError):
     """The store cannot be opened: a database that does not answer, or a driver that is not installed."""
+
+
+class UsageError(RigbenchError):
+    """Options that do not go together, or a missing argument; the CLI shows it with the usage line."""

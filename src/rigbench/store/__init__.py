@@ -312,3 +312,70 @@ def get_run(db: Engine, run_id: int) -> dict | None:
 def set_run_status(db: Engine, run_id: int, status: str) -> None:
     with db.begin() as c:
         c.execute(update(runs).where(runs.c.id == run_id).values(status=status, finished_at=None, error=None))
+
+
+# experiments: candidates x stages, each step naming the bench or eval run it made
+experiments = Table(
+    "experiments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False),
+    Column("status", String(16), nullable=False),        # running | done | failed | interrupted
+    Column("started_at", DateTime, nullable=False), Column("finished_at", DateTime),
+    Column("config", JSON), Column("error", Text),
+)
+
+experiment_steps = Table(
+    "experiment_steps", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", Integer, ForeignKey("experiments.id"), nullable=False, index=True),
+    Column("candidate", String(200), nullable=False),
+    Column("stage", String(16), nullable=False),         # plan | serve | bench | eval
+    Column("repeat", Integer, nullable=False),
+    Column("status", String(16), nullable=False),        # running | done | failed | interrupted | refused
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Column("data", JSON),
+)
+
+
+def new_experiment(db: Engine, name: str, config: dict) -> int:
+    with db.begin() as c:
+        row = c.execute(insert(experiments).values(name=name, status="running", started_at=_now(),
+                                                   config=json.loads(json.dumps(config, default=str))))
+        return row.inserted_primary_key[0]
+
+
+def get_experiment(db: Engine, experiment_id: int) -> dict | None:
+    with db.connect() as c:
+        r = c.execute(select(experiments).where(experiments.c.id == experiment_id)).first()
+    return dict(r._mapping) if r else None
+
+
+def finish_experiment(db: Engine, experiment_id: int, status: str, error: str | None = None) -> None:
+    with db.begin() as c:
+        c.execute(update(experiments).where(experiments.c.id == experiment_id)
+                  .values(status=status, finished_at=None if status == "running" else _now(), error=error))
+
+
+def put_step(db: Engine, experiment_id: int, candidate: str, stage: str, repeat: int, status: str,
+             run_id: int | None = None, data: dict | None = None) -> None:
+    """Record (or replace) one step of an experiment: the latest word on (candidate, stage, repeat)."""
+    key = ((experiment_steps.c.experiment_id == experiment_id) & (experiment_steps.c.candidate == candidate)
+           & (experiment_steps.c.stage == stage) & (experiment_steps.c.repeat == repeat))
+    values = {"status": status, "run_id": run_id, "data": json.loads(json.dumps(data or {}, default=str))}
+    with db.begin() as c:
+        if c.execute(select(experiment_steps.c.id).where(key)).first():
+            c.execute(update(experiment_steps).where(key).values(**values))
+        else:
+            c.execute(insert(experiment_steps).values(experiment_id=experiment_id, candidate=candidate, stage=stage,
+                                                      repeat=repeat, **values))
+
+
+def experiment_steps_of(db: Engine, experiment_id: int) -> list[dict]:
+    with db.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(experiment_steps).where(
+            experiment_steps.c.experiment_id == experiment_id).order_by(experiment_steps.c.id))]
+
+
+def list_experiments(db: Engine) -> list[dict]:
+    with db.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(experiments).order_by(experiments.c.id))]

