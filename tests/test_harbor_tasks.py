@@ -107,7 +107,8 @@ def test_summary_counts_only_what_the_agent_can_be_blamed_for():
 def test_contract_starter_tasks_oracle_passes_noop_fails(tmp_path, kind, agent, want):
     """A WORKDIR outside /app (/srv, /workspace, /root, /usr/src), a RUN step that builds a git repository
     (and an apt-get install the host/image already has), reward.json, [verifier] env, a TB1 task, and
-    memory/storage in "2G", "512M" and _mb forms."""
+    memory in "2G", "1G", "512M" and _mb forms (storage forms are in the unit test above: a task that
+    declares storage is refused by a Docker daemon that cannot enforce it, vfs here)."""
     tasks = formats.load_dataset(STARTER, names=CONTRACT)
     out, db, rid = run(tasks, tmp_path, agent=agent, sandbox=kind, parallel=2)
     assert {o.task: o.status for o in out} == {t: want for t in CONTRACT}, [(o.task, o.detail) for o in out]
