@@ -79,9 +79,9 @@ def run_cli():
     import subprocess
     import sys
 
-    def run(*args: str, ok: bool = True, timeout: float = 300):
+    def run(*args: str, ok: bool = True, timeout: float = 300, env: dict[str, str] | None = None):
         p = subprocess.run([sys.executable, "-m", "rigbench", *args], capture_output=True, text=True,
-                           timeout=timeout, env={**os.environ, "COLUMNS": "160"})
+                           timeout=timeout, env={**os.environ, "COLUMNS": "160", **(env or {})})
         if ok:
             assert p.returncode == 0, p.stderr[-2000:]
         return p

@@ -31,7 +31,9 @@ def test_starter_suite_is_terminal_bench_2_format_and_big_enough():
     assert {t.name for t in tasks if "setup-c" in t.tags} == {"gauntlet-lru-cache", "gauntlet-interval-bugs",
                                                                "gauntlet-train-bird"}
     for t in tasks:
-        assert t.format == "tb2" and t.solution and (t.tests_dir / "test.sh").is_file() and t.dockerfile
+        verifier = t.tests_dir / "test.sh" if t.format == "tb2" else t.path / "run-tests.sh"
+        assert t.solution and verifier.is_file() and t.dockerfile
+    assert [t.name for t in tasks if t.format == "tb1"] == ["tb1-word-count"]   # the rest are TB2 / Harbor
     assert [t.name for t in formats.load_dataset(STARTER, names=["fix-*"])] == ["fix-backup-script",
                                                                              "fix-failing-test", "fix-git"]
     assert {t.name for t in formats.load_dataset(STARTER, tags=["git"])} >= {"fix-git", "merge-conflict"}
@@ -70,7 +72,7 @@ def test_oracle_passes_and_noop_fails_every_starter_task(tmp_path, agent, want):
     db = store.connect(f"sqlite:///{tmp_path / 's.db'}")
     rid = store.new_run(db, "eval")
     out = runner.run_eval(formats.load_dataset(STARTER), runner.EvalConfig(agent=agent, parallel=2), db, rid)
-    assert len(out) == 15
+    assert len(out) == 20
     assert {o.task: o.status for o in out} == {o.task: want for o in out}
 
 
@@ -142,7 +144,9 @@ def test_dockerfile_steps_that_need_a_container_skip_the_task(tmp_path):
         (d / sub).mkdir(parents=True)
     (d / "task.toml").write_text("[agent]\ntimeout_sec = 10\n")
     (d / "instruction.md").write_text("x")
-    (d / "environment" / "Dockerfile").write_text("FROM ubuntu\nRUN apt-get update && apt-get install -y gcc\n")
+    # a package the host has is satisfied by the host (tests/test_harbor_tasks.py); this one it lacks
+    (d / "environment" / "Dockerfile").write_text("FROM ubuntu\nRUN apt-get update && apt-get install -y "
+                                                  "rigbench-no-such-package\n")
     t = formats.load_task(d)
     sb = BwrapSandbox(t.limits(), Path(tempfile.mkdtemp()))
     with pytest.raises(TaskUnsupported, match="--sandbox docker"):

@@ -341,3 +341,41 @@ def test_killing_rigbench_with_sigkill_leaves_no_sandbox_process_or_container(tm
         _remove_stale()                     # what the next Docker sandbox does first
         assert containers("-a") == ""
     shutil.rmtree(work)   # a killed rigbench cannot remove its (empty) work folder
+
+
+# ---- the bubblewrap root overlay -------------------------------------------------------------------------
+
+OVERLAY_ATTACK = """
+for f in /usr/bin/bash /usr/bin/python3 /etc/passwd /etc/rigbench-overlay-sentinel /root/.bashrc \\
+         /usr/local/share/rigbench-overlay-sentinel; do
+  echo pwned > "$f"; rm -f "$f"; mv "$f" "$f.moved"
+done 2>/dev/null
+mkdir -p /usr/rigbench-new /etc/rigbench-new /root/rigbench-new /usr/src/proj/sub 2>/dev/null
+echo planted > /usr/src/proj/sub/file; echo planted > /root/rigbench-new/file 2>/dev/null
+ln -sfn /etc /usr/src/proj/etc-link; echo through > /usr/src/proj/etc-link/rigbench-through 2>/dev/null
+cat /usr/src/proj/sub/file
+exit 0
+"""
+
+
+@needs_bwrap
+def test_the_root_overlay_keeps_the_hosts_usr_etc_and_root_unchanged(tmp_path):
+    """The overlay gives a task any WORKDIR (here /usr/src/proj, a system folder): the agent writes to
+    /usr, /etc and /root inside, and the host's files stay exactly as they were."""
+    sentinels = [Sentinel(Path(p)) for p in ("/etc/rigbench-overlay-sentinel", "/usr/local/share/"
+                                             "rigbench-overlay-sentinel")]
+    host = [Path(p) for p in ("/usr/bin/bash", "/usr/bin/python3", "/etc/passwd")]
+    before = {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in host}
+    try:
+        task = make_task(tmp_path, "overlay", "test -f /usr/src/proj/sub/file && bash -c 'echo 1' > "
+                         "/logs/verifier/reward.txt\n", dockerfile="FROM debian:bookworm-slim\nWORKDIR /usr/src/proj\n")
+        out = run_tasks([task], "bwrap", OVERLAY_ATTACK, tmp_path / "s.db")["overlay"]
+        assert (out.status, out.reward) == ("success", 1.0), out.detail   # the workdir's files reach the verifier
+        assert all(s.unchanged() for s in sentinels)
+        assert {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in host} == before
+        for p in ("/usr/rigbench-new", "/etc/rigbench-new", "/root/rigbench-new", "/usr/src/proj",
+                  "/etc/rigbench-through", "/usr/bin/bash.moved"):
+            assert not Path(p).exists(), p
+    finally:
+        for s in sentinels:
+            s.path.unlink()

@@ -550,7 +550,9 @@ def eval_cmd(
     tag: Annotated[list[str] | None, typer.Option(help="only tasks with this tag (repeatable)")] = None,
     agent: Annotated[str, typer.Option(help="builtin | oracle | noop")] = "builtin",
     agent_cmd: Annotated[str | None, typer.Option(help="external CLI agent run inside the sandbox, pointed at the "
-                                                  "endpoint by OPENAI_BASE_URL / OPENAI_API_KEY")] = None,
+                                                  "endpoint by OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL "
+                                                  "and ANTHROPIC_BASE_URL / ANTHROPIC_AUTH_TOKEN / ANTHROPIC_MODEL")]
+    = None,
     url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: start the embedded model)")]
     = None,
     model_name: Annotated[str, typer.Option("--model", help="model name to request")] = "default",
@@ -562,6 +564,14 @@ def eval_cmd(
     sandbox: Annotated[str, typer.Option(help="bwrap | docker (builds each task's image; needs a daemon)")] = "bwrap",
     resume: Annotated[int | None, typer.Option(help="run id to resume: finished tasks are kept, others rerun")]
     = None,
+    dataset: Annotated[str | None, typer.Option(help="a published task set, fetched with git and cached "
+                                                "(terminal-bench@2.0)")] = None,
+    agent_network: Annotated[str, typer.Option(help="task (its allow_internet, as Harbor) | on | off")] = "task",
+    verifier_network: Annotated[str, typer.Option(help="task (its allow_internet, as Harbor) | on | off")] = "task",
+    build: Annotated[bool, typer.Option("--build", help="docker: build the Dockerfile even when the task names a "
+                                        "docker_image")] = False,
+    retry_errors: Annotated[int, typer.Option(help="attempts more for a task that ends in error (with --resume: "
+                                              "stored errors run again)")] = 0,
     db: DbOpt = None,
     ray: Annotated[str | None, typer.Option("--ray", help="run the tasks on Ray: auto (this machine's cluster, "
                                             "or a new local one) or the head's ADDRESS; one store for all, "
@@ -577,6 +587,10 @@ def eval_cmd(
 
     if sandbox not in ("bwrap", "docker"):
         raise typer.BadParameter("--sandbox is bwrap or docker")
+    if {agent_network, verifier_network} - {"task", "on", "off"}:
+        raise typer.BadParameter("--agent-network and --verifier-network are task, on or off")
+    if dataset and tasks:
+        raise typer.BadParameter("give --dataset or --tasks, not both")
     why = docker_available() if sandbox == "docker" else bwrap_available()
     if why:
         raise RigbenchError(f"eval needs the {sandbox} sandbox: {why}")
@@ -587,17 +601,27 @@ def eval_cmd(
         init(ray)
     if resume is not None:
         cfg, task_list = runner.reopen_run(dbe, resume, tasks)
+        cfg.retry_errors = retry_errors or cfg.retry_errors
         run_id = resume
     else:
         kind = "cmd" if agent_cmd else agent
         if kind not in ("builtin", "oracle", "noop", "cmd"):
             raise typer.BadParameter("--agent is builtin, oracle or noop (or give --agent-cmd)")
-        folder = tasks or formats.starter_suite()
+        pinned = None
+        if dataset:
+            from rigbench.tasks import datasets
+
+            ds = datasets.fetch(dataset)
+            folder, pinned = ds.path, ds.record()
+            err.print(f"[dim]eval: {dataset} at commit {ds.commit[:12]} ({ds.path})[/]")
+        else:
+            folder = tasks or formats.starter_suite()
         task_list = formats.load_dataset(folder, name, tag)
         cfg = runner.EvalConfig(agent=kind, agent_cmd=agent_cmd, url=url, model=model_name, time_limit_s=time_limit,
                                 max_steps=max_steps, parallel=parallel, max_response_tokens=max_response_tokens,
-                                sandbox=sandbox)
-        run_id = runner.new_run(dbe, cfg, folder, name, tag)
+                                sandbox=sandbox, agent_network=agent_network, verifier_network=verifier_network,
+                                build=build, retry_errors=retry_errors)
+        run_id = runner.new_run(dbe, cfg, folder, name, tag, dataset=pinned)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
         if cfg.agent in ("builtin", "cmd") and not cfg.url and not endpoints:
@@ -623,13 +647,16 @@ def eval_cmd(
         if server:
             server.stop()
     store.finish_run(dbe, run_id, "done")
+    summary = runner.Summary.of(outcomes)
     if as_json:
-        return _emit_json({"run": run_id, "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s,
-                                                     "turns": o.turns, "tokens_in": o.tokens_in,
-                                                     "tokens_out": o.tokens_out} for o in outcomes]})
+        return _emit_json({"run": run_id, "summary": summary.model_dump(),
+                           "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s, "turns": o.turns,
+                                      "tokens_in": o.tokens_in, "tokens_out": o.tokens_out, "detail": o.detail}
+                                     for o in outcomes]})
     out.print(_task_table(f"eval run {run_id}: {cfg.agent} agent, {len(outcomes)} tasks", outcomes))
-    ok = sum(o.status == "success" for o in outcomes)
-    out.print(f"{ok}/{len(outcomes)} solved · `rigbench show {run_id}` for every step")
+    rate = "no task scored" if summary.pass_rate is None else f"pass rate {summary.pass_rate:.1%}"
+    out.print(f"{summary.solved}/{summary.scored} solved ({rate}); {summary.errors} errors not counted "
+              f"(the environment's, the verifier's or the engine's) · `rigbench show {run_id}` for every step")
 
 
 @app.command()
@@ -941,6 +968,42 @@ def replay(
     if as_json:
         return _emit_json(res.model_dump())
     out.print(replay_table(res))
+
+
+# ---- tasks: what each task needs and where it runs ----------------------------------------------------
+
+@app.command(name="tasks")
+def tasks_cmd(
+    tasks: Annotated[Path | None, typer.Option(help="a task folder or a folder of tasks (default: the starter suite)")]
+    = None,
+    dataset: Annotated[str | None, typer.Option(help="a published task set (terminal-bench@2.0), fetched and cached")]
+    = None,
+    name: Annotated[list[str] | None, typer.Option("--task", help="task name or glob (repeatable)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="also say whether bubblewrap and Docker can run each "
+                                        "task on this machine")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each task's requirements (workdir, image, network, limits, packages) and, with --check, which sandbox
+    can run it here."""
+    from rigbench.sandbox import bwrap_available, docker_available
+    from rigbench.tasks import check as check_mod
+    from rigbench.tasks import datasets, formats
+
+    folder = datasets.fetch(dataset).path if dataset else tasks or formats.starter_suite()
+    task_list = formats.load_dataset(folder, name)
+    bw, dk = (bwrap_available(), docker_available()) if check else ("not checked", "not checked")
+    rows = [check_mod.check(t, bw, dk) for t in task_list]
+    if as_json:
+        return _emit_json({"tasks": [r.model_dump() for r in rows]})
+    t = Table(title=f"{len(rows)} tasks in {folder}")
+    for c in ("task", "format", "workdir", "image", "network", "cpus", "memory", "needs", *(
+            ("bubblewrap", "docker") if check else ())):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        net = ("on" if r.allow_internet else "off") + (" · verifier downloads" if r.verifier_downloads else "")
+        t.add_row(r.task, r.format, r.workdir, r.docker_image or "Dockerfile", net, f"{r.cpus:g}",
+                  f"{r.memory_mb} MiB", ", ".join(r.needs) or "-", *((r.bwrap, r.docker) if check else ()))
+    out.print(t)
 
 
 def main() -> None:

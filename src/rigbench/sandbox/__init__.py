@@ -26,11 +26,18 @@ Contained:
 - Lifetime. Every sandbox process dies with rigbench: parent-death signals on the commands, the task's
   mount namespace held only by rigbench's file descriptor, Docker containers tied to a client's stdin
   (an agent's container a killed rigbench left stopped is removed by the next Docker sandbox).
-- Network: none, except for --agent-cmd (it must reach the model endpoint).
+- Network: per phase, as the runner sets it (Harbor's policy: the task's allow_internet, default true, for
+  the agent's commands and the verifier; --agent-network / --verifier-network override it). Off is a new
+  network namespace (bubblewrap) or `--network none` (Docker); on is the host's network namespace under
+  bubblewrap and the daemon's bridge network under Docker. --agent-cmd always has it (it must reach the
+  model endpoint). Rigbench's own setup commands (Dockerfile RUN steps under bubblewrap) never do.
 
 Not contained:
-- --agent-cmd shares the host's network namespace: it can reach any service listening on the host,
+- A command with the network on under bubblewrap (--agent-cmd always; the agent and the verifier when the
+  policy says so) shares the host's network namespace: it can reach any service listening on the host,
   abstract Unix sockets included.
+- The bubblewrap root overlay lets the agent make new folders at / (not replace the mount points, which are
+  root's in a sticky folder); the verifier sees them, as it would in a container.
 - Under Docker the agent is root in the task's image: it can change the programs the verifier then runs
   (bash, python, pytest), so a Docker verdict trusts the image's own files. Under bubblewrap those come
   from the host's read-only /usr.

@@ -116,8 +116,10 @@ class Sandbox:
         self.env: dict[str, str] = {}
         self.workdir = "/app"
         self.phase = "agent"
+        self.network = {"agent": False, "verifier": False}   # per phase; the runner sets the task's policy
+        self.notes: list[str] = []
 
-    def run(self, command: str, timeout: float = 120.0, stdin: str | None = None, network: bool = False,
+    def run(self, command: str, timeout: float = 120.0, stdin: str | None = None, network: bool | None = None,
             env: dict[str, str] | None = None) -> CommandResult:
         raise NotImplementedError
 

@@ -18,6 +18,19 @@ rlimits, and starts bwrap with new user, pid, ipc and uts namespaces (and networ
 Everything else is the host's /usr, /etc, /opt read-only, a private /proc, a minimal /dev with a small
 /dev/shm, and a read-only root. The verifier's folders are never mounted while the agent runs, and a
 command's processes all die with its pid namespace when it returns, so the verifier starts alone.
+
+With a root overlay (`writable=[...]`, what a task's Dockerfile needs: any WORKDIR, any COPY target), the
+root is a folder on the same tmpfs instead, and /usr, /etc, /opt are overlays of the host's folders (kernel
+overlayfs mounted by rigbench in the private namespace; bubblewrap 0.8 has no --overlay) with their upper
+layer on the tmpfs as well:
+
+    ROOT/rootfs (mode 1777, root)    /            (root-owned mount points; new folders anyone may make)
+    ROOT/layers/usr, etc, opt        what was written below /usr, /etc, /opt (the host's stay untouched)
+    ROOT/system/usr, etc, opt        the overlays, bound at /usr, /etc, /opt
+
+The host's files stay owned by root and read-only to `nobody`; only the folders the task declares (created
+in the upper layer, owned by nobody, before any command runs) are writable below them. So the verifier
+still runs the host's own bash and python, and every byte written is on the task's tmpfs.
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from rigbench.sandbox.files import FileRead, remove_tree, tar_of
 NOBODY = 65534
 SYSTEM_DIRS = ("/usr", "/etc", "/opt")
 SHM_MB = 64
+ROOT_LINKS = ("bin", "sbin", "lib", "lib64", "lib32")   # links into /usr on a merged-/usr system
 TOOLS = ("bwrap", "setpriv", "prlimit", "unshare", "nsenter")
 # (inside, area under ROOT, writable) per phase
 AGENT_MOUNTS = [("/app", "app", True), ("/tmp", "tmp", True), ("/logs/agent", "logs-agent", True)]
@@ -71,9 +85,50 @@ mount -t tmpfs -o "size=$3,mode=1777,nosuid,nodev" rigbench-shm shm
 mkdir -p {" ".join(AREAS)}
 chown {NOBODY}:{NOBODY} {" ".join(AREAS)}
 chmod 1777 tmp
+if [ "$4" = 1 ]; then
+  root="$1"; shift 4
+  mkdir -m 1777 rootfs
+  mkdir -p rootfs/app rootfs/tmp rootfs/logs/agent rootfs/logs/verifier rootfs/tests rootfs/solution rootfs/root \
+    rootfs/proc rootfs/dev rootfs/run/rigbench-home
+  for d in {" ".join(d.strip("/") for d in SYSTEM_DIRS)}; do
+    [ -d "/$d" ] && mkdir -p "rootfs/$d" "layers/$d" "overlay-work/$d" "system/$d"
+  done
+  for l in {" ".join(ROOT_LINKS)}; do
+    if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "rootfs/$l"; elif [ -d "/$l" ]; then mkdir "rootfs/$l"; fi
+  done
+  for p in "$@"; do
+    case "$p" in
+      {"|".join(f"{d}|{d}/*" for d in SYSTEM_DIRS)}) top="layers" ;;
+      *) top="rootfs" ;;
+    esac
+    sub=""
+    for part in $(echo "$p" | tr / " "); do
+      sub="$sub/$part"
+      if [ ! -e "$top$sub" ]; then
+        mkdir "$top$sub"
+        if [ -d "$sub" ] && [ "$top" = layers ]; then
+          chown --reference="$sub" "$top$sub"; chmod --reference="$sub" "$top$sub"
+        fi
+      fi
+    done
+    chown {NOBODY}:{NOBODY} "$top$p"
+  done
+  for d in {" ".join(d.strip("/") for d in SYSTEM_DIRS)}; do
+    [ -d "/$d" ] && mount -t overlay -o "lowerdir=/$d,upperdir=$root/layers/$d,workdir=$root/overlay-work/$d" \
+      "rigbench-$d" "system/$d"
+  done
+fi
 echo ready
 read _
 """
+
+
+def _clean_path(p: str) -> str:
+    """An absolute, normalised path with no `..` and only printable characters (it goes to a shell)."""
+    q = os.path.normpath(p)
+    if not q.startswith("/") or ".." in Path(q).parts or not q.isprintable() or q == "/":
+        raise TaskUnsupported(f"{p!r} cannot be a folder of the sandbox (an absolute path without '..')")
+    return q
 
 
 @functools.cache
@@ -100,10 +155,14 @@ def bwrap_available() -> str | None:
 class BwrapSandbox(Sandbox):
     kind = "bwrap"
 
-    def __init__(self, limits: Limits, root: Path, check: bool = True):
+    def __init__(self, limits: Limits, root: Path, check: bool = True, writable: list[str] | None = None):
+        """`writable`: a root overlay where these folders (absolute paths) are the sandbox user's; None keeps
+        the read-only root with /app, /tmp and /logs/agent as the only writable folders."""
         if check and (why := bwrap_available()):
             raise SandboxUnavailable(why)
         super().__init__(limits, root)
+        self.overlay = writable is not None
+        self._declared = [_clean_path(p) for p in writable or []]
         closed = [str(p) for p in self.root.resolve().parents if not p.stat().st_mode & 0o001]
         if closed:
             raise SandboxUnavailable(f"the sandbox user cannot pass through {closed[0]} to reach {root}; "
@@ -116,7 +175,8 @@ class BwrapSandbox(Sandbox):
     def _new_namespace(self) -> int:
         """A private mount namespace holding the task's tmpfs; returns an fd that keeps it alive."""
         p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _SETUP, "sh",
-                              str(self.root), f"{self.limits.storage_mb}m", f"{min(SHM_MB, self.limits.storage_mb)}m"],
+                              str(self.root), f"{self.limits.storage_mb}m", f"{min(SHM_MB, self.limits.storage_mb)}m",
+                              "1" if self.overlay else "0", *self._declared],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
         try:
@@ -135,10 +195,18 @@ class BwrapSandbox(Sandbox):
 
     def _mounts(self) -> list[tuple[str, str, bool]]:
         if self.phase == "verifier":
-            return VERIFIER_MOUNTS
+            return [(self.verifier_home if m == "/root" else m, a, w) for m, a, w in VERIFIER_MOUNTS]
         return AGENT_MOUNTS + ([("/solution", "solution", True)] if self._solution else [])
 
+    @property
+    def verifier_home(self) -> str:
+        """A fresh HOME the agent never had: /root, unless the task works there (its files must stay visible)."""
+        wd = Path(self.workdir)
+        return "/run/rigbench-home" if wd == Path("/root") or Path("/root") in wd.parents else "/root"
+
     def _writable(self, inside: str) -> bool:
+        if self.overlay:
+            return True     # the file system's owners and modes decide, as in a container
         p = Path(inside)
         return any(w and (p == Path(m) or Path(m) in p.parents) for m, _, w in self._mounts())
 
@@ -156,28 +224,34 @@ class BwrapSandbox(Sandbox):
              "--remount-ro", "/dev"]
         if not network:
             a.append("--unshare-net")
+        if self.overlay:
+            a[a.index("--proc"):a.index("--proc")] = ["--bind", str(self.root / "rootfs"), "/"]
         for d in SYSTEM_DIRS:
             if os.path.isdir(d):
-                a += ["--ro-bind", d, d]
-        for link in ("bin", "sbin", "lib", "lib64", "lib32"):
+                a += ["--bind", str(self.root / "system" / d.strip("/")), d] if self.overlay else ["--ro-bind", d, d]
+        for link in ROOT_LINKS:
             p = Path("/" + link)
             if p.is_symlink():
-                a += ["--symlink", os.readlink(p), str(p)]
+                if not self.overlay:     # the root overlay has its links already
+                    a += ["--symlink", os.readlink(p), str(p)]
             elif p.is_dir():
                 a += ["--ro-bind", str(p), str(p)]
         for inside, area, writable in self._mounts():
             a += ["--bind" if writable else "--ro-bind", str(self.root / area), inside]
-        a += ["--remount-ro", "/"]   # nothing outside the task's tmpfs is writable (bwrap's own root is unlimited)
-        home = "/root" if self.phase == "verifier" else "/app"
+        if not self.overlay:
+            a += ["--remount-ro", "/"]   # nothing outside the task's tmpfs is writable (bwrap's own root is unlimited)
+        home = self.verifier_home if self.phase == "verifier" else "/app"
         for k, v in {"PATH": PATH, "HOME": home, "TERM": "dumb", "LANG": "C.UTF-8", **env}.items():
             a += ["--setenv", k, v]
         a += ["--chdir", self.workdir if self._writable(self.workdir) else "/", "--", "bash", "-c", command]
         return a
 
-    def run(self, command: str, timeout: float = 120.0, stdin: str | bytes | None = None, network: bool = False,
+    def run(self, command: str, timeout: float = 120.0, stdin: str | bytes | None = None, network: bool | None = None,
             env: dict[str, str] | None = None) -> CommandResult:
-        """Run one shell command inside; when it returns (or times out) every process it started is gone."""
-        argv = self._argv(command, network, timeout, {**self.env, **(env or {})})
+        """Run one shell command inside; when it returns (or times out) every process it started is gone.
+        `network`: None follows the phase's policy (`self.network`)."""
+        net = self.network[self.phase] if network is None else network
+        argv = self._argv(command, net, timeout, {**self.env, **(env or {})})
         data = stdin.encode() if isinstance(stdin, str) else stdin
         # bwrap itself (pid 1 inside) gets no host environment either: /proc/1/environ is readable there
         c = run_capped(argv, data, timeout, self.limits.output_bytes, {"PATH": PATH},

@@ -75,6 +75,28 @@ def _storage_limit_holds(image: str) -> bool:
     return r.returncode != 0
 
 
+def _no_network_reason() -> str | None:
+    """None when the daemon has its default bridge network (a container's own network stack, NAT to the
+    outside; never the host's), else why not."""
+    r = _docker("network", "inspect", "bridge", timeout=30)
+    return None if r.returncode == 0 else "the Docker daemon has no bridge network (started with --bridge=none?)"
+
+
+def _ensure_image(image: str, task: str, timeout: float) -> str:
+    """'already loaded' or 'pulled'; TaskUnsupported('image not found ...') when neither works."""
+    if _docker("image", "inspect", image, timeout=60).returncode == 0:
+        return "already loaded"
+    try:
+        p = _docker("pull", image, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TaskUnsupported(f"{task}: image not found: pulling {image} ran past {timeout:.0f} s") from None
+    if p.returncode != 0:
+        why = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        raise TaskUnsupported(f"{task}: image not found: {image} is not loaded and `docker pull` failed "
+                              f"({why[0][-200:]}); load it (docker load) or build it from the Dockerfile with --build")
+    return "pulled"
+
+
 LABEL = "rigbench.sandbox.pid"
 
 
@@ -95,19 +117,38 @@ def _docker(*args: str, timeout: float = 120, stdin: bytes | None = None) -> sub
 class DockerSandbox(Sandbox):
     kind = "docker"
 
-    def __init__(self, limits: Limits, root: Path, dockerfile: Path, context: Path, name: str):
+    def __init__(self, limits: Limits, root: Path, dockerfile: Path | None, context: Path, name: str,
+                 image: str | None = None, build: bool = False, build_timeout: float = 900,
+                 network: dict[str, bool] | None = None):
+        """`image` (task.toml's docker_image) is used when given, pulled if the daemon lacks it; the Dockerfile
+        is built only without one, or with `build` (Harbor's --force-build). `network`: per phase."""
         if why := docker_available():
             raise SandboxUnavailable(why)
         super().__init__(limits, root)
         self.root.chmod(0o700)
         self.name = f"rigbench-{name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}".lower()
-        self.image = f"rigbench-task-{name}".lower()
-        self.notes: list[str] = []
         self._clients: dict[str, subprocess.Popen] = {}
         self._committed: str | None = None
-        b = _docker("build", "-q", "-t", self.image, "-f", str(dockerfile), str(context), timeout=900)
-        if b.returncode != 0:
-            raise TaskUnsupported(f"{name}: docker build failed: {b.stderr.decode(errors='replace').strip()[-300:]}")
+        self.network = dict(network or self.network)
+        if any(self.network.values()) and (why := _no_network_reason()):
+            self.notes.append(f"no network for the task: {why}")
+            self.network = {k: False for k in self.network}
+        if image and not build:
+            self.image = image
+            self.notes.append(f"image {image} ({_ensure_image(image, name, build_timeout)})")
+        elif dockerfile is None:
+            raise TaskUnsupported(f"{name} has neither a docker_image nor a Dockerfile")
+        else:
+            self.image = f"rigbench-task-{name}".lower()
+            try:
+                b = _docker("build", "-q", "-t", self.image, "-f", str(dockerfile), str(context), timeout=build_timeout)
+            except subprocess.TimeoutExpired:
+                raise TaskUnsupported(f"{name}: docker build ran past its {build_timeout:.0f} s "
+                                      f"(build_timeout_sec)") from None
+            if b.returncode != 0:
+                raise TaskUnsupported(f"{name}: docker build failed: "
+                                      f"{b.stderr.decode(errors='replace').strip()[-300:]}")
+            self.notes.append(f"image built from {dockerfile}")
         self.workdir = _docker("image", "inspect", "-f", "{{.Config.WorkingDir}}", self.image).stdout.decode().strip() \
             or "/"
         self._storage: list[str] = []   # --storage-opt for the agent's container, when the daemon can
@@ -119,12 +160,13 @@ class DockerSandbox(Sandbox):
         else:
             self._storage = ["--storage-opt", f"size={limits.storage_mb}m"]
         _remove_stale()
-        self._start(self.name, self.image, [], remove=False, storage=self._storage)
+        self._start(self.name, self.image, [], remove=False, storage=self._storage, network=self.network["agent"])
 
-    def _start(self, name: str, image: str, mounts: list[str], remove: bool, storage: list[str]) -> None:
+    def _start(self, name: str, image: str, mounts: list[str], remove: bool, storage: list[str],
+               network: bool) -> None:
         lim = self.limits
         argv = ["docker", "run", "-i", *(["--rm"] if remove else []), "--name", name,
-                "--label", f"{LABEL}={os.getpid()}", "--network", "none", f"--cpus={lim.cpus}",
+                "--label", f"{LABEL}={os.getpid()}", "--network", "bridge" if network else "none", f"--cpus={lim.cpus}",
                 f"--memory={lim.memory_mb}m", f"--memory-swap={lim.memory_mb}m", f"--pids-limit={lim.max_procs}",
                 "--ulimit", "core=0", "--cap-drop", "MKNOD", "--security-opt", "no-new-privileges",
                 *storage, *mounts, "--entrypoint", "sh", image, "-c", "read _"]
@@ -156,8 +198,9 @@ class DockerSandbox(Sandbox):
     def container(self) -> str:
         return self.name + "-verifier" if self.phase == "verifier" else self.name
 
-    def run(self, command: str, timeout: float = 120.0, stdin: str | bytes | None = None, network: bool = False,
+    def run(self, command: str, timeout: float = 120.0, stdin: str | bytes | None = None, network: bool | None = None,
             env: dict[str, str] | None = None) -> CommandResult:
+        """`network` is the container's, set when it started (the phase's policy); a command cannot change it."""
         argv = ["docker", "exec", "-i", "-w", self.workdir]
         for k, v in {**self.env, **(env or {})}.items():
             argv += ["-e", f"{k}={v}"]
@@ -201,7 +244,7 @@ class DockerSandbox(Sandbox):
             size = int(_docker("image", "inspect", "-f", "{{.Size}}", self._committed).stdout or 0)
             storage = ["--storage-opt", f"size={self.limits.storage_mb + size // 2**20}m"]
         self._start(self.container, self._committed, ["-v", f"{vt}:/tests", "-v", f"{vl}:/logs/verifier"],
-                    remove=True, storage=storage)
+                    remove=True, storage=storage, network=self.network["verifier"])
 
     def verifier_files(self, names: tuple[str, ...], limit: int = 65536) -> dict[str, FileRead]:
         self._stop(self.container)   # the verifier's processes are gone before its files are read

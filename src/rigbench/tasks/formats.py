@@ -1,8 +1,11 @@
 """Task folders as their authors publish them: Terminal-Bench 2.0 / Harbor and Terminal-Bench 1.
 
 Harbor / TB2: task.toml ([metadata] tags, [agent] timeout_sec, [verifier] timeout_sec and env,
-[environment] cpus, memory / memory_mb, storage / storage_mb), instruction.md, environment/Dockerfile,
-tests/test.sh (writes /logs/verifier/reward.txt or reward.json), solution/solve.sh.
+[environment] docker_image, build_timeout_sec, allow_internet, cpus, memory / memory_mb, storage / storage_mb),
+instruction.md, environment/Dockerfile, tests/test.sh (writes /logs/verifier/reward.txt or reward.json),
+solution/solve.sh. Defaults are Harbor's (src/harbor/models/task/config.py, EnvironmentConfig and VerifierConfig:
+build_timeout_sec 600, cpus 1, memory_mb 2048, allow_internet true, verifier timeout_sec 600), except storage: a
+bubblewrap task's files live in memory (a tmpfs), so rigbench keeps 4 GiB unless the task declares more.
 A folder with a link that leaves it (or a FIFO, device or socket) is refused: it is copied into sandboxes.
 TB1: task.yaml (instruction, max_agent_timeout_sec, max_test_timeout_sec, tags), Dockerfile,
 run-tests.sh (pytest under $TEST_DIR; passes when every test passes), solution.sh, tests/.
@@ -36,7 +39,10 @@ class Task(BaseModel):
     tags: list[str] = []
     difficulty: str = ""
     agent_timeout_s: float = 600.0
-    verifier_timeout_s: float = 120.0
+    verifier_timeout_s: float = 600.0
+    build_timeout_s: float = 600.0
+    docker_image: str | None = None
+    allow_internet: bool = True         # Harbor's default; the agent and the verifier share it there
     cpus: float = 1.0
     memory_mb: int = 2048
     storage_mb: int = 4096
@@ -78,7 +84,7 @@ def _size_mb(env: dict, key: str, default: int) -> int:
         return int(env[f"{key}_mb"])
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(env.get(key, f"{default}M")), re.I)
     if not m:
-        return default
+        raise TaskFormatError(f"[environment] {key} = {env[key]!r} is not a size; write it like \"2G\" or \"512M\"")
     scale = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20}[m.group(2).upper()]
     return int(float(m.group(1)) * scale)
 
@@ -108,7 +114,10 @@ def load_task(path: Path) -> Task:
                     tags=list(meta.get("tags", [])) + [t for t in [meta.get("category")] if t],
                     difficulty=meta.get("difficulty", ""),
                     agent_timeout_s=float(cfg.get("agent", {}).get("timeout_sec", 600)),
-                    verifier_timeout_s=float(cfg.get("verifier", {}).get("timeout_sec", 120)),
+                    verifier_timeout_s=float(cfg.get("verifier", {}).get("timeout_sec", 600)),
+                    build_timeout_s=float(env.get("build_timeout_sec", 600)),
+                    docker_image=env.get("docker_image") or None,
+                    allow_internet=bool(env.get("allow_internet", True)),
                     verifier_env={k: str(v) for k, v in cfg.get("verifier", {}).get("env", {}).items()},
                     cpus=float(env.get("cpus", 1)), memory_mb=_size_mb(env, "memory", 2048),
                     storage_mb=_size_mb(env, "storage", 4096),

@@ -19,12 +19,14 @@ from rigbench import store
 from rigbench.errors import RigbenchError
 from rigbench.sandbox import BwrapSandbox, DockerSandbox, Sandbox, TaskUnsupported
 from rigbench.sandbox.files import remove_tree
-from rigbench.tasks.environment import apply_dockerfile
+from rigbench.tasks.environment import apply_dockerfile, requirements
 from rigbench.tasks.formats import Task, load_dataset
 from rigbench.tasks.verifier import verify
 
 FINISHED = {"success", "failure", "timeout", "error"}
+SCORED = ("success", "failure", "timeout")      # what the agent can be blamed for; `error` is the harness's
 AgentKind = Literal["builtin", "oracle", "noop", "cmd"]
+Network = Literal["task", "on", "off"]
 
 
 class EvalConfig(BaseModel):
@@ -40,6 +42,55 @@ class EvalConfig(BaseModel):
     parallel: int = 1
     sandbox: Literal["bwrap", "docker"] = "bwrap"
     workdir: Path | None = None
+    # Harbor's policy ("task"): the agent and the verifier share the task's allow_internet (default true)
+    agent_network: Network = "task"
+    verifier_network: Network = "task"
+    build: bool = False                   # build the Dockerfile even when the task names a docker_image
+    retry_errors: int = 0                 # attempts more for a task that ends in `error`
+
+
+def network_policy(task: Task, cfg: EvalConfig) -> dict[str, bool]:
+    """Per phase: on, off, or the task's allow_internet (Harbor: one container, one network, for both)."""
+    pick = {"on": True, "off": False, "task": task.allow_internet}
+    return {"agent": pick[cfg.agent_network], "verifier": pick[cfg.verifier_network]}
+
+
+def anthropic_base_url(engine_url: str) -> str:
+    """The Anthropic Messages base URL an external agent (Claude Code) is given for this engine. The single
+    hook for the translating endpoint (rigbench.route.anthropic): today the engine's own URL, which serves
+    /v1/messages itself when it speaks that API (llama-server does)."""
+    return engine_url.rstrip("/").removesuffix("/v1")
+
+
+def agent_env(task: Task, cfg: EvalConfig) -> dict[str, str]:
+    """What --agent-cmd gets: the endpoint both OpenAI-style and Anthropic-style, and the instruction."""
+    return {"OPENAI_BASE_URL": _v1(cfg.url or ""), "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model,
+            "ANTHROPIC_BASE_URL": anthropic_base_url(cfg.url or ""), "ANTHROPIC_AUTH_TOKEN": cfg.api_key,
+            "ANTHROPIC_MODEL": cfg.model, "TASK_INSTRUCTION": task.instruction}
+
+
+def _v1(url: str) -> str:
+    from rigbench.agent import v1_url
+
+    return v1_url(url)
+
+
+class Summary(BaseModel):
+    """A run's score: the pass rate counts only outcomes the agent could be blamed for."""
+
+    tasks: int
+    solved: int
+    scored: int                  # success + failure + timeout
+    errors: int
+    pass_rate: float | None      # solved / scored; None when nothing was scored
+
+    @classmethod
+    def of(cls, outcomes: list[TaskOutcome]) -> Summary:
+        scored = [o for o in outcomes if o.status in SCORED]
+        solved = sum(o.status == "success" for o in scored)
+        return cls(tasks=len(outcomes), solved=solved, scored=len(scored),
+                   errors=sum(o.status == "error" for o in outcomes),
+                   pass_rate=round(solved / len(scored), 4) if scored else None)
 
 
 class TaskOutcome(BaseModel):
@@ -60,11 +111,12 @@ class TaskOutcome(BaseModel):
                    detail=r["detail"] or "")
 
 
-def new_run(db, cfg: EvalConfig, folder: Path, names: list[str] | None, tags: list[str] | None) -> int:
-    """An eval run in the store, holding what `--resume` needs to run it again."""
+def new_run(db, cfg: EvalConfig, folder: Path, names: list[str] | None, tags: list[str] | None,
+            dataset: dict | None = None) -> int:
+    """An eval run in the store, holding what `--resume` needs to run it again (and a dataset's pinned commit)."""
     return store.new_run(db, "eval", url=cfg.url, model=cfg.model,
                          config={"tasks": str(Path(folder).resolve()), "names": names, "tags": tags,
-                                 "eval": json.loads(cfg.model_dump_json())})
+                                 "eval": json.loads(cfg.model_dump_json()), "dataset": dataset})
 
 
 def reopen_run(db, run_id: int, folder: Path | None = None) -> tuple[EvalConfig, list[Task]]:
@@ -155,7 +207,7 @@ class Trace:
 
 
 def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: float):
-    from rigbench.agent import Agent, AgentConfig, AgentStats, LimitsExceeded, single_turn, v1_url
+    from rigbench.agent import Agent, AgentConfig, AgentStats, LimitsExceeded, single_turn
 
     stats = AgentStats()
     if cfg.agent == "noop":
@@ -172,10 +224,9 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         return stats, ""
     if cfg.agent == "cmd":
         sb.write_file("/logs/agent/instruction.md", task.instruction)
-        env = {"OPENAI_BASE_URL": v1_url(cfg.url or ""),
-               "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model, "TASK_INSTRUCTION": task.instruction}
         trace("tool_call", {"agent": "cmd", "command": cfg.agent_cmd})
-        r = sb.run(cfg.agent_cmd or "true", timeout=limit, env=env, network=True)
+        # the agent's own process must reach the endpoint whatever the task's network policy
+        r = sb.run(cfg.agent_cmd or "true", timeout=limit, env=agent_env(task, cfg), network=True)
         trace("tool_output", {"agent": "cmd", "exit_code": r.exit_code, "output": r.output[-20000:]})
         if r.timed_out:
             raise TimeoutError("the agent command ran past the time limit")
@@ -199,8 +250,14 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
 
         if isinstance(e, openai.APITimeoutError):
             raise _Timeout(agent.stats) from None
+        if isinstance(e, openai.APIConnectionError | openai.InternalServerError):
+            raise EngineDied(f"engine died: {cfg.url} stopped answering ({type(e).__name__}: {str(e)[:200]})") from None
         raise
     return agent.stats, ""
+
+
+class EngineDied(Exception):
+    """The model endpoint stopped answering mid-task: the harness's fault, not the agent's."""
 
 
 class _Timeout(Exception):
@@ -210,17 +267,21 @@ class _Timeout(Exception):
 
 
 def open_sandbox(task: Task, cfg: EvalConfig, root: Path) -> tuple[Sandbox, list[str]]:
+    net = network_policy(task, cfg)
     if cfg.sandbox == "docker":
-        if task.dockerfile is None:
+        if task.dockerfile is None and not task.docker_image:
             raise TaskUnsupported(f"{task.name} ships no Dockerfile; run it with the bubblewrap sandbox")
-        sb = DockerSandbox(task.limits(), root, task.dockerfile, task.context_dir, task.name)
-        return sb, [f"image built from {task.dockerfile}", *sb.notes]
-    bw = BwrapSandbox(task.limits(), root)
+        sb = DockerSandbox(task.limits(), root, task.dockerfile, task.context_dir, task.name,
+                           image=task.docker_image, build=cfg.build, build_timeout=task.build_timeout_s, network=net)
+        return sb, sb.notes
+    bw = BwrapSandbox(task.limits(), root, writable=requirements(task).writable)
     try:
-        return bw, apply_dockerfile(bw, task)
+        notes = apply_dockerfile(bw, task)
     except BaseException:
         bw.close()
         raise
+    bw.network = net
+    return bw, notes
 
 
 def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: Cancel | None = None,
@@ -245,8 +306,8 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
         sb, notes = open_sandbox(task, cfg, Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root)))
         cancel.watch(sb)
         trace("note", {"sandbox": sb.kind, "workdir": sb.workdir, "notes": notes, "time_limit_s": limit,
-                       "limits": sb.limits.model_dump(), "host": socket.gethostname(), "pid": os.getpid(),
-                       "url": cfg.url, "retried": retried})
+                       "limits": sb.limits.model_dump(), "network": sb.network, "host": socket.gethostname(),
+                       "pid": os.getpid(), "url": cfg.url, "retried": retried})
         try:
             stats, detail = run_agent(task, sb, cfg, trace, limit)
         except (TimeoutError, _Timeout) as e:
@@ -264,6 +325,9 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
     except TaskUnsupported as e:
         status, detail = "error", f"skipped: {e}"
         trace("note", {"skipped": str(e)})
+    except EngineDied as e:
+        status, detail = "error", str(e)
+        trace("note", {"error": detail})
     except Interrupted:
         status, detail = "interrupted", "the run was interrupted"
     except Exception as e:  # one broken task must not end the run; the reason is kept
@@ -290,7 +354,8 @@ def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
     A KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP mapped to it by the CLI) kills the running sandboxes,
     stores their tasks as `interrupted` and is raised again; finished tasks are kept.
     """
-    done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in FINISHED}
+    finished = FINISHED - {"error"} if cfg.retry_errors else FINISHED
+    done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in finished}
     todo = list(reversed([t for t in tasks if t.name not in done]))
     root = Path(tempfile.mkdtemp(prefix=f"rigbench-run-{run_id}-", dir=cfg.workdir))
     root.chmod(0o711)   # the sandbox user passes through to its task's folder, and lists nothing
@@ -305,6 +370,10 @@ def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
                     return
                 t = todo.pop()
             o = run_task(t, cfg, db, run_id, root, cancel)
+            for _ in range(cfg.retry_errors):
+                if o.status != "error" or cancel.event.is_set():
+                    break
+                o = run_task(t, cfg, db, run_id, root, cancel)
             with lock:
                 results.append(o)
                 if on_done and o.status != "interrupted":
