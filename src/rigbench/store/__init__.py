@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     func,
     insert,
     select,
@@ -205,3 +206,17 @@ def get_run(db: Engine, run_id: int) -> dict | None:
 def set_run_status(db: Engine, run_id: int, status: str) -> None:
     with db.begin() as c:
         c.execute(update(runs).where(runs.c.id == run_id).values(status=status, finished_at=None, error=None))
+
+
+def add_request_rows(db: Engine, run_id: int, rows: list[dict]) -> None:
+    """Many request rows at once (the router writes its accounting in batches, off the request path)."""
+    if rows:
+        with db.begin() as c:
+            c.execute(insert(requests), [{"run_id": run_id, **r} for r in rows])
+
+
+def set_summary(db: Engine, run_id: int, scenario: str, summary: dict) -> None:
+    """Replace a run's aggregate for `scenario` (a running router keeps its per-upstream totals current)."""
+    with db.begin() as c:
+        c.execute(delete(aggregates).where((aggregates.c.run_id == run_id) & (aggregates.c.scenario == scenario)))
+        c.execute(insert(aggregates).values(run_id=run_id, scenario=scenario, summary=json.loads(json.dumps(summary))))

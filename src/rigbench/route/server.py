@@ -1,0 +1,366 @@
+"""The router's HTTP server (Starlette on uvicorn, httpx to the upstreams).
+
+OpenAI routes are relayed byte for byte: the request body goes upstream as the client sent it (unless an
+upstream's `model` is set) and the response's bytes come back as the upstream wrote them, so streaming
+chunks, tool calls and reasoning content pass through unchanged. `/v1/messages` is translated to OpenAI chat
+(route/anthropic.py) unless the upstream serves it itself. Every reply carries `x-rigbench-route` (which
+upstream and why), and a swap or fallback says so in its own header and in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rigbench.errors import RigbenchError
+from rigbench.route import anthropic
+from rigbench.route.accounting import Accounting
+from rigbench.route.config import RouteConfig
+from rigbench.route.policy import Decision, Policy, estimate_prompt_tokens
+from rigbench.route.upstreams import Managed, Upstreams
+
+log = logging.getLogger("rigbench.route")
+_PROMPT = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens":\s*(\d+)')
+_PASS_REQUEST = ("content-type", "accept", "authorization", "user-agent")
+_DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+
+
+class NoUpstream(RigbenchError):
+    pass
+
+
+def _tokens(tail: bytes) -> tuple[int, int] | None:
+    p, c = _PROMPT.findall(tail), _COMPLETION.findall(tail)
+    return (int(p[-1]), int(c[-1])) if p and c else None
+
+
+class Router:
+    def __init__(self, cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs"), url: str = ""):
+        self.cfg = cfg
+        self.policy = Policy(cfg)
+        self.upstreams = Upstreams(cfg, log_dir)
+        self.acct = Accounting(cfg.db, list(cfg.upstreams), cfg.model_dump(mode="json"), url)
+        self.client: httpx.AsyncClient | None = None
+
+    # ---- the app ----
+    def app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_app):
+            self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=4096, max_keepalive_connections=512),
+                                            timeout=httpx.Timeout(600, connect=10))
+            try:
+                yield
+            finally:
+                await self.client.aclose()
+                await asyncio.to_thread(self.upstreams.close)
+
+        return Starlette(lifespan=lifespan, routes=[
+            Route("/v1/chat/completions", self.openai, methods=["POST"]),
+            Route("/v1/completions", self.openai, methods=["POST"]),
+            Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+        ])
+
+    def close(self, status: str = "done", error: str | None = None) -> None:
+        self.upstreams.close()
+        self.acct.close(status, error)
+
+    # ---- handlers ----
+    async def openai(self, request: Request) -> Response:
+        t0 = time.monotonic()
+        raw = await request.body()
+        body = _json_body(raw)
+        if body is None:
+            return JSONResponse({"error": {"message": "the request body is not a JSON object"}}, 400)
+        d = self.policy.decide(body, self._client_escalates(request))
+        path = request.url.path
+
+        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
+            if m.cfg.model and body.get("model") != m.cfg.model:
+                return path, orjson.dumps({**body, "model": m.cfg.model}), None
+            return path, raw, None
+
+        return await self._forward(request, d, prepare, t0, "openai")
+
+    async def messages(self, request: Request) -> Response:
+        t0 = time.monotonic()
+        raw = await request.body()
+        body = _json_body(raw)
+        if body is None or not isinstance(body.get("messages"), list):
+            return JSONResponse(anthropic.error_body(400, "the body is not a Messages request (JSON with messages)"),
+                                400)
+        oa = anthropic.to_openai(body)
+        d = self.policy.decide(oa, self._client_escalates(request))
+        mode = "anthropic-stream" if body.get("stream") else "anthropic-json"
+
+        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
+            if m.cfg.anthropic:
+                return "/v1/messages", (orjson.dumps({**body, "model": m.cfg.model}) if m.cfg.model else raw), None
+            return "/v1/chat/completions", orjson.dumps({**oa, "model": m.cfg.model or oa.get("model")}), mode
+
+        return await self._forward(request, d, prepare, t0, "anthropic", model=body.get("model"))
+
+    async def count_tokens(self, request: Request) -> Response:
+        body = _json_body(await request.body()) or {}
+        return JSONResponse({"input_tokens": estimate_prompt_tokens(anthropic.to_openai(body))})
+
+    async def models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "rigbench-route"}
+                                                        for n in self.cfg.upstreams]})
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok", "running": self.upstreams.running(), "totals": self.acct.summary()})
+
+    # ---- forwarding ----
+    def _client_escalates(self, request: Request) -> bool:
+        esc = self.cfg.escalation
+        return bool(esc and esc.header in request.headers)
+
+    def _chain(self, first: str) -> list[str]:
+        chain = [first]
+        while (nxt := self.cfg.fallback.get(chain[-1])) and nxt not in chain:
+            chain.append(nxt)
+        return chain
+
+    def _headers(self, request: Request, m: Managed) -> dict[str, str]:
+        h = {k: v for k in _PASS_REQUEST if (v := request.headers.get(k)) is not None}
+        if m.cfg.api_key:
+            h["authorization"] = f"Bearer {m.cfg.api_key}"
+        h["accept-encoding"] = "identity"   # bytes pass through as the upstream wrote them
+        return h
+
+    async def _forward(self, request: Request, d: Decision, prepare: Callable, t0: float, api: str,
+                       model: str | None = None) -> Response:
+        fallback_from, last_error = None, "no upstream"
+        for name in self._chain(d.upstream):
+            try:
+                m, swap = await self.upstreams.acquire(name)
+            except RigbenchError as e:
+                last_error, fallback_from = f"{name}: {e}", name
+                log.warning("route: %s could not be started (%s); falling back", name, e)
+                continue
+            path, content, mode = prepare(m)
+            try:
+                req = self.client.build_request("POST", m.base + path, content=content,
+                                                headers=self._headers(request, m),
+                                                timeout=httpx.Timeout(m.cfg.timeout_s, connect=10))
+                resp = await self.client.send(req, stream=True)
+                retry = (resp.status_code >= 500 or resp.status_code == 429) and name != self._chain(d.upstream)[-1]
+                if retry:
+                    await resp.aread()
+                    await resp.aclose()
+                    raise httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=req, response=resp)
+                chunks = resp.aiter_raw()
+                first = await anext(chunks, b"")
+            except httpx.HTTPError as e:
+                self.upstreams.release(m)
+                last_error = f"{name}: {type(e).__name__} {e}".strip()
+                self.acct.record(name, ttft=None, e2e=time.monotonic() - t0, prompt_tokens=0, output_tokens=0,
+                                 error=last_error[:300], route=d.header(), api=api, escalated=d.escalated,
+                                 fallback_from=fallback_from, swap=swap, start=t0)
+                log.warning("route: %s failed (%s); %s", name, last_error,
+                            "falling back" if self.cfg.fallback.get(name) else "no fallback")
+                fallback_from = name
+                continue
+            route = d.header() if name == d.upstream else f"{name}; fallback from {fallback_from}; {d.header()}"
+            headers = {k: v for k, v in resp.headers.items() if k not in _DROP_RESPONSE}
+            headers.update({"x-rigbench-route": route, "x-rigbench-upstream": name})
+            if swap:
+                headers["x-rigbench-swap"] = swap
+            if mode:
+                headers.pop("content-encoding", None)
+                headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
+            info = dict(route=route, api=api, escalated=d.escalated, fallback_from=fallback_from, swap=swap, start=t0)
+            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
+            return StreamingResponse(body, status_code=resp.status_code, headers=headers)
+        msg = f"no upstream answered ({last_error})"
+        hdrs = {"x-rigbench-route": d.header()}
+        if api == "anthropic":
+            return JSONResponse(anthropic.error_body(529, msg), 529, headers=hdrs)
+        return JSONResponse({"error": {"message": msg, "type": "upstream_error"}}, 502, headers=hdrs)
+
+    async def _relay(self, m: Managed, resp: httpx.Response, first: bytes, chunks: AsyncIterator[bytes], t0: float,
+                     info: dict, mode: str | None, model: str | None, path: str) -> AsyncIterator[bytes]:
+        ttft = time.monotonic() - t0
+        error = None
+        events = first.count(b"data:")
+        prev, last = b"", first
+        whole = [first] if mode == "anthropic-json" or resp.status_code >= 400 else None
+        tr = anthropic.StreamTranslator(model) if mode == "anthropic-stream" and resp.status_code < 400 else None
+        buf = b""
+        try:
+            if tr is not None:
+                out, buf = _translate(tr, first)
+                if out:
+                    yield out
+            elif whole is None:
+                yield first
+            async for chunk in chunks:
+                events += chunk.count(b"data:")
+                prev, last = last, chunk
+                if tr is not None:
+                    out, buf = _translate(tr, buf + chunk)
+                    if out:
+                        yield out
+                elif whole is not None:
+                    whole.append(chunk)
+                else:
+                    yield chunk
+            if tr is not None:
+                out, _ = _translate(tr, buf + b"\n\n")
+                yield out + b"".join(tr.finish())
+            elif whole is not None:
+                data = b"".join(whole)
+                prev, last = b"", data
+                yield _anthropic_json(data, resp.status_code, model) if mode else data
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__} mid-stream: {e}"[:300]
+        finally:
+            await resp.aclose()
+            self.upstreams.release(m)
+            e2e = time.monotonic() - t0
+            toks = _tokens(prev + last)
+            if resp.status_code >= 400 and error is None:
+                error = f"HTTP {resp.status_code}"
+            p, c = toks if toks else (0, max(0, events - 1))
+            self.acct.record(m.name, ttft=ttft, e2e=e2e, prompt_tokens=p, output_tokens=c, error=error, **info)
+            if self.cfg.log_requests:
+                log.info("route: %s -> %s (%s) %d, ttft %.1f ms, %.2f s, %d/%d tokens%s", path, m.name,
+                         info["route"], resp.status_code, ttft * 1000, e2e, p, c, f", {error}" if error else "")
+
+
+def _json_body(raw: bytes) -> dict | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _translate(tr: anthropic.StreamTranslator, buf: bytes) -> tuple[bytes, bytes]:
+    """Feed complete SSE events of an OpenAI stream to the translator; returns (Anthropic events, the rest)."""
+    buf = buf.replace(b"\r\n", b"\n")
+    *events, rest = buf.split(b"\n\n")
+    out: list[bytes] = []
+    for ev in events:
+        for line in ev.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]" or not data:
+                continue
+            try:
+                out += tr.feed(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                continue
+    return b"".join(out), rest
+
+
+def _anthropic_json(data: bytes, status: int, model: str | None) -> bytes:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(anthropic.error_body(502, f"the upstream answered {status} with no JSON"))
+    if status >= 400:
+        msg = ((body.get("error") or {}).get("message") if isinstance(body, dict) else None) or str(body)[:300]
+        return orjson.dumps(anthropic.error_body(status, msg))
+    return orjson.dumps(anthropic.from_openai(body, model))
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise RigbenchError(f"cannot listen on {host}:{port} ({e.strerror}); pick another port "
+                            f"(0 = any free one)") from None
+    s.listen(2048)
+    return s
+
+
+def _uvicorn(app, host: str):
+    import uvicorn
+
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    return uvicorn.Server(uvicorn.Config(app, host=host, loop="uvloop", http=http, lifespan="on",
+                                         access_log=False, log_level="warning", timeout_keep_alive=60))
+
+
+def serve(cfg: RouteConfig, on_ready: Callable[[str, Router], None] | None = None,
+          log_dir: Path = Path(".rigbench/logs")) -> None:
+    """Run the router in this thread until Ctrl-C / SIGTERM; planned upstreams are stopped on the way out."""
+    sock = listen_socket(cfg.host, cfg.port)
+    url = f"http://{cfg.host}:{sock.getsockname()[1]}"
+    router = Router(cfg, log_dir, url)
+    server = _uvicorn(router.app(), cfg.host)
+    status = "done"
+    try:
+        if on_ready:
+            on_ready(url, router)
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        status = "interrupted"
+    finally:
+        sock.close()
+        router.close(status)
+
+
+class Background:
+    """The router (or a translating endpoint) serving from a thread: `.url`, `.base_url`, `.stop()`."""
+
+    def __init__(self, cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs")):
+        self.sock = listen_socket(cfg.host, cfg.port)
+        self.url = f"http://{cfg.host}:{self.sock.getsockname()[1]}"
+        self.base_url = self.url + "/v1"
+        self.router = Router(cfg, log_dir, self.url)
+        self.server = _uvicorn(self.router.app(), cfg.host)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="rigbench-route")
+
+    def start(self, timeout: float = 30) -> Background:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RigbenchError("the router did not start; see the log above")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        self.router.close()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_background(cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs")) -> Background:
+    return Background(cfg, log_dir).start()
