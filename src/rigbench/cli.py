@@ -606,17 +606,21 @@ def bench(
 def runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List stored runs."""
     from rigbench import store
+    from rigbench.route.accounting import describe
 
-    rows = store.list_runs(store.connect(db))
+    dbe = store.connect(db)
+    rows = store.list_runs(dbe)
+    for r in rows:   # a router run's per-upstream accounting; an escalated eval's cost
+        r["upstreams"] = describe(store.run_summaries(dbe, r["id"])) if r["kind"] in ("route", "eval") else ""
     if as_json:
         return _emit_json(rows)
     t = Table(title="runs")
-    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
+    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "upstreams", "error"):
         t.add_column(c)
     for r in rows:
         t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
                   str(r["engine"] or ""), str(r["tasks"] if r["kind"] == "eval" else r["requests"]),
-                  (r["error"] or "")[:60])
+                  r["upstreams"], (r["error"] or "")[:60])
     out.print(t)
 
 
@@ -821,6 +825,10 @@ def eval_cmd(
     sandbox: Annotated[str, typer.Option(help="bwrap | docker (builds each task's image; needs a daemon)")] = "bwrap",
     resume: Annotated[int | None, typer.Option(help="run id to resume: finished tasks are kept, others rerun")]
     = None,
+    escalate_to: Annotated[str | None, typer.Option(help="endpoint of a stronger model: tasks that fail or time "
+                                                    "out are run again there (the cost in time is reported)")]
+    = None,
+    escalate_model: Annotated[str | None, typer.Option(help="model name to request from --escalate-to")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -846,15 +854,18 @@ def eval_cmd(
         task_list = formats.load_dataset(folder, name, tag)
         cfg = runner.EvalConfig(agent=kind, agent_cmd=agent_cmd, url=url, model=model_name, time_limit_s=time_limit,
                                 max_steps=max_steps, parallel=parallel, max_response_tokens=max_response_tokens,
-                                sandbox=sandbox)
+                                sandbox=sandbox, escalate_to=escalate_to, escalate_model=escalate_model)
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
         if cfg.agent in ("builtin", "cmd") and not cfg.url:
             server = _start_embedded(Path(".rigbench"))
             cfg.url, cfg.model = server.url, EMBEDDED_NAME
-        outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=None if as_json else lambda o: err.print(
-            f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]"))
+        progress = None if as_json else lambda o: err.print(f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]")
+        outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=progress)
+        cost = None
+        if cfg.escalate_to:
+            outcomes, cost = runner.escalate(task_list, outcomes, cfg, dbe, run_id, on_done=progress)
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
         reason, code = stop_reason(e)
         store.finish_run(dbe, run_id, "interrupted", reason)
@@ -869,11 +880,16 @@ def eval_cmd(
             server.stop()
     store.finish_run(dbe, run_id, "done")
     if as_json:
-        return _emit_json({"run": run_id, "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s,
-                                                     "turns": o.turns, "tokens_in": o.tokens_in,
-                                                     "tokens_out": o.tokens_out} for o in outcomes]})
+        return _emit_json({"run": run_id, "escalation": cost, "tasks": [
+            {"task": o.task, "status": o.status, "wall_s": o.wall_s, "turns": o.turns, "tokens_in": o.tokens_in,
+             "tokens_out": o.tokens_out, "escalated_from": o.escalated_from, "first_wall_s": o.first_wall_s}
+            for o in outcomes]})
     out.print(_task_table(f"eval run {run_id}: {cfg.agent} agent, {len(outcomes)} tasks", outcomes))
     ok = sum(o.status == "success" for o in outcomes)
+    if cost:
+        out.print(f"escalation: {cost['tasks']} tasks rerun on {cost['to']}, {cost['rescued']} solved there; "
+                  f"+{cost['extra_s']:.1f} s on top of {cost['all_first_s']:.1f} s "
+                  f"({cost['first_attempts_s']:.1f} s of it spent on the first attempts)")
     out.print(f"{ok}/{len(outcomes)} solved · `rigbench show {run_id}` for every step")
 
 
@@ -1081,6 +1097,57 @@ def _demo_suite(url: str) -> dict[str, dict]:
     if status != "done":
         raise RigbenchError(f"the demo's speed suite ended {status}: {error}")
     return rows
+
+
+# ---- route ---------------------------------------------------------------------------------------
+
+@app.command()
+def route(
+    config: Annotated[Path, typer.Argument(help="router config YAML (upstreams, rules, escalation, fallback)")],
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: the config's)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: the config's; 0 = a free one)")] = None,
+    db: DbOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="plan the upstreams, say which get swapped, and exit")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One OpenAI- and Anthropic-compatible endpoint in front of named upstreams, routed by the config's rules."""
+    import logging
+
+    from rigbench.route import config as route_config
+    from rigbench.route.upstreams import Upstreams
+
+    cfg = route_config.load(config)
+    cfg = cfg.model_copy(update={k: v for k, v in (("host", host), ("port", port), ("db", db)) if v is not None})
+    if check:
+        ups = Upstreams(cfg)
+        info = {"upstreams": {n: {"url": m.cfg.url, "command": m.launch.shell() if m.launch else None,
+                                  "plan": m.plan.reason if m.plan else None} for n, m in ups.up.items()},
+                "swaps": ups.fit_note()}
+        if as_json:
+            return _emit_json(info)
+        for n, u in info["upstreams"].items():
+            out.print(f"[bold]{n}[/]: {u['url'] or u['command']}" + (f" ({u['plan']})" if u["plan"] else ""),
+                      soft_wrap=True, highlight=False)
+        for line in info["swaps"] or ["all planned upstreams fit side by side"]:
+            out.print(line)
+        return
+    try:
+        from rigbench.route import server
+    except ImportError as e:
+        raise RigbenchError(f"rigbench route needs {e.name}: pip install 'rigbench[route]'") from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    def ready(url: str, router) -> None:
+        for line in router.upstreams.fit_note():
+            err.print(f"[dim]route: {line}[/]")
+        if as_json:
+            _emit_json({"url": url, "base_url": url + "/v1", "run": router.acct.run_id})
+        else:
+            out.print(f"[green]routing[/] on {url}/v1 (OpenAI) and {url}/v1/messages (Anthropic) · "
+                      f"upstreams {', '.join(cfg.upstreams)} · run {router.acct.run_id} · Ctrl-C to stop")
+
+    server.serve(cfg, on_ready=ready)
 
 
 def main() -> None:

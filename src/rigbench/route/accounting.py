@@ -92,6 +92,11 @@ def describe(summaries: list[dict]) -> str:
     """One line per stored route run for `rigbench runs`: `fast 12 req 3.4k/0.9k tok 20 s, 2 esc · ...`."""
     parts = []
     for s in summaries:
+        if s["scenario"] == "escalation":   # an eval run's task-level escalation
+            d = s["summary"]
+            parts.append(f"escalated {d['tasks']} tasks to {d['model']}: {d['rescued']} solved, "
+                         f"+{d['extra_s']:.0f} s on {d['all_first_s']:.0f} s")
+            continue
         if not str(s["scenario"]).startswith("upstream:"):
             continue
         d = s["summary"]

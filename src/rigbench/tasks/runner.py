@@ -39,6 +39,8 @@ class EvalConfig(BaseModel):
     parallel: int = 1
     sandbox: Literal["bwrap", "docker"] = "bwrap"
     workdir: Path | None = None
+    escalate_to: str | None = None        # endpoint that reruns the tasks that failed or timed out
+    escalate_model: str | None = None
 
 
 class TaskOutcome(BaseModel):
@@ -50,6 +52,8 @@ class TaskOutcome(BaseModel):
     tokens_out: int = 0
     reward: float | None = None
     detail: str = ""
+    escalated_from: str | None = None     # the first attempt's status when this is the escalated rerun
+    first_wall_s: float = 0.0             # and the first attempt's wall time
 
     @classmethod
     def from_row(cls, r: dict) -> TaskOutcome:
@@ -269,13 +273,15 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
 
 
 def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
-             on_done: Callable[[TaskOutcome], None] | None = None, grace: float = 10.0) -> list[TaskOutcome]:
-    """Run the tasks not finished yet in this run (all of them for a new run), `cfg.parallel` at a time.
+             on_done: Callable[[TaskOutcome], None] | None = None, grace: float = 10.0,
+             again: bool = False) -> list[TaskOutcome]:
+    """Run the tasks not finished yet in this run (all of them for a new run, or with `again`), `cfg.parallel`
+    at a time.
 
     A KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP mapped to it by the CLI) kills the running sandboxes,
     stores their tasks as `interrupted` and is raised again; finished tasks are kept.
     """
-    done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in FINISHED}
+    done = {} if again else {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in FINISHED}
     todo = list(reversed([t for t in tasks if t.name not in done]))
     root = Path(tempfile.mkdtemp(prefix=f"rigbench-run-{run_id}-", dir=cfg.workdir))
     root.chmod(0o711)   # the sandbox user passes through to its task's folder, and lists nothing
@@ -315,3 +321,34 @@ def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
     previous = [TaskOutcome.from_row(r) for r in done.values()]
     order = {t.name: i for i, t in enumerate(tasks)}
     return sorted(previous + results, key=lambda o: order.get(o.task, 1 << 30))
+
+
+ESCALATE = ("failure", "timeout")
+
+
+def escalate(tasks: list[Task], outcomes: list[TaskOutcome], cfg: EvalConfig, db, run_id: int,
+             on_done: Callable[[TaskOutcome], None] | None = None) -> tuple[list[TaskOutcome], dict]:
+    """Rerun the tasks that failed or timed out on `cfg.escalate_to`, as a new attempt of each in the same run.
+
+    Returns the outcomes with the reruns in place of the first attempts, and what escalation cost: the wall time of
+    the first attempts that were thrown away plus the reruns, stored as the run's `escalation` aggregate."""
+    first = {o.task: o for o in outcomes}
+    redo = [t for t in tasks if t.name in first and first[t.name].status in ESCALATE]
+    strong = cfg.model_copy(update={"url": cfg.escalate_to, "model": cfg.escalate_model or cfg.model})
+    reruns = run_eval(redo, strong, db, run_id, on_done=on_done, again=True) if redo else []
+    for o in reruns:
+        f = first[o.task]
+        o.escalated_from, o.first_wall_s = f.status, f.wall_s
+        o.detail = f"escalated to {cfg.escalate_to} after {f.status} in {f.wall_s:.1f} s" + (
+            f"; {o.detail}" if o.detail else "")
+        last = max(r["attempt"] for r in store.task_rows(db, run_id, final_only=False) if r["task"] == o.task)
+        store.finish_task(db, run_id, o.task, last, detail=o.detail)
+    cost = {"to": cfg.escalate_to, "model": strong.model, "tasks": len(reruns),
+            "rescued": sum(o.status == "success" for o in reruns),
+            "first_attempts_s": round(sum(o.first_wall_s for o in reruns), 2),
+            "reruns_s": round(sum(o.wall_s for o in reruns), 2),
+            "all_first_s": round(sum(o.wall_s for o in outcomes), 2)}
+    cost["extra_s"] = cost["reruns_s"]
+    store.set_summary(db, run_id, "escalation", cost)
+    by_name = {o.task: o for o in reruns}
+    return [by_name.get(o.task, o) for o in outcomes], cost
