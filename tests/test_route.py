@@ -1,0 +1,262 @@
+"""rigbench route: policies (pure), byte-for-byte streaming, fallback, Anthropic translation, accounting, and with
+the embedded model the planner-driven swap and an eval run whose trace holds the routing decisions."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from rigbench import store
+from rigbench.bench import fakeserver
+from rigbench.engines.process import free_port
+from rigbench.route import anthropic
+from rigbench.route.config import RouteConfig, RouteConfigError, Upstream, load
+from rigbench.route.policy import Policy, conversation_key
+from rigbench.route.server import start_background
+
+TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
+
+
+def cfg(**kw) -> RouteConfig:
+    base = {"default": "fast", "db": "none",
+            "upstreams": {"fast": Upstream(url="http://127.0.0.1:1"), "strong": Upstream(url="http://127.0.0.1:2")}}
+    return RouteConfig(**{**base, **kw})
+
+
+def convo(*turns: dict, task: str = "fix it") -> dict:
+    return {"messages": [{"role": "system", "content": "you are an agent"}, {"role": "user", "content": task},
+                         *turns], "tools": TOOLS}
+
+
+def call(i: int) -> dict:
+    return {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"c{i}", "type": "function", "function": {"name": "bash", "arguments": "{}"}}]}
+
+
+def result(i: int, code: int) -> dict:
+    return {"role": "tool", "tool_call_id": f"c{i}", "content": f"output\n[exit code {code}]"}
+
+
+# ---- policy ----------------------------------------------------------------------------------------
+
+def test_rules_on_prompt_tokens_tools_model_and_keywords_say_why():
+    p = Policy(cfg(rules=[{"to": "strong", "when": {"prompt_tokens_over": 1000}, "name": "long"},
+                          {"to": "strong", "when": {"tools_over": 3}},
+                          {"to": "strong", "when": {"model": ["claude-opus*"]}},
+                          {"to": "strong", "when": {"keywords": ["Refactor"]}}]))
+    short = {"messages": [{"role": "user", "content": "hi"}]}
+    d = p.decide(short)
+    assert (d.upstream, d.reason) == ("fast", "default")
+    d = p.decide({"messages": [{"role": "user", "content": "x" * 8000}]})
+    assert d.upstream == "strong" and d.reason.startswith("rule long: ~2000 prompt tokens > 1000")
+    d = p.decide({**short, "tools": TOOLS * 4})
+    assert d.upstream == "strong" and "4 tools > 3" in d.reason
+    d = p.decide({**short, "model": "claude-opus-4"})
+    assert d.upstream == "strong" and "matches 'claude-opus*'" in d.reason
+    d = p.decide({"messages": [{"role": "user", "content": "please refactor the parser"}]})
+    assert d.upstream == "strong" and "keyword 'Refactor'" in d.reason
+    assert p.decide({**short, "model": "strong"}).reason == "model 'strong' asked for"
+    assert "fast; default; ~0 prompt tokens; 0 tools" in p.decide(short).header()
+
+
+def test_escalation_after_failed_tools_in_a_row_is_sticky_per_conversation():
+    p = Policy(cfg(escalation={"to": "strong", "after_failed_tools": 2}))
+    assert p.decide(convo(call(1), result(1, 1))).upstream == "fast"
+    assert p.decide(convo(call(1), result(1, 1), call(2), result(2, 0), call(3), result(3, 2))).upstream == "fast"
+    d = p.decide(convo(call(1), result(1, 1), call(2), result(2, 127)))
+    assert (d.upstream, d.escalated) == ("strong", True) and "2 failed tool calls in a row" in d.reason
+    # a later turn of the same conversation (same system + first user message) stays on the strong one
+    later = p.decide(convo(call(1), result(1, 1), call(2), result(2, 127), call(3), result(3, 0)))
+    assert later.upstream == "strong" and "earlier in this conversation" in later.reason
+    other = {"messages": [{"role": "system", "content": "you are an agent"},
+                          {"role": "user", "content": "another task"}], "tools": TOOLS}
+    assert p.decide(other).upstream == "fast"
+
+
+def test_escalation_on_a_reply_with_no_tool_call_and_on_the_clients_request():
+    p = Policy(cfg(escalation={"to": "strong", "after_failed_tools": None}))
+    no_call = convo({"role": "assistant", "content": "I think it is fixed."},
+                    {"role": "user", "content": "Call a tool."})
+    d = p.decide(no_call)
+    assert d.upstream == "strong" and d.reason == "escalated: the last reply called no tool"
+    assert p.decide(convo(call(1), result(1, 0), task="another task")).upstream == "fast"
+    fresh = {"messages": [{"role": "user", "content": "new"}]}
+    assert p.decide(fresh, client_escalates=True).reason == "escalated: the client sent x-rigbench-escalate"
+    assert p.decide({"messages": [{"role": "user", "content": "new"}]}).upstream == "strong"   # sticky
+    assert conversation_key(fresh["messages"]) != conversation_key(no_call["messages"])
+
+
+def test_a_config_naming_an_unknown_upstream_is_a_one_line_error(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text(yaml.safe_dump({"upstreams": {"fast": {"url": "http://x"}}, "default": "fast",
+                                 "fallback": {"fast": "strong"}}))
+    with pytest.raises(RouteConfigError, match="fallback of fast names upstream 'strong'"):
+        load(f)
+    f.write_text(yaml.safe_dump({"upstreams": {"fast": {}}, "default": "fast"}))
+    with pytest.raises(RouteConfigError, match="either `url` or `plan`"):
+        load(f)
+
+
+# ---- through the real server -----------------------------------------------------------------------
+
+@pytest.fixture()
+def fake():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def _events(raw: bytes) -> list[bytes]:
+    return [e for e in raw.split(b"\n\n") if e]
+
+
+def test_streaming_chunks_arrive_unchanged(fake, tmp_path):
+    body = {"model": "ok", "max_tokens": 40, "ttft_ms": 5, "interval_ms": 1, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}
+    with start_background(cfg(upstreams={"fast": Upstream(url=fake + "/v1")}, default="fast")) as r:
+        with httpx.stream("POST", r.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.headers["content-type"] == "text/event-stream"
+            assert resp.headers["x-rigbench-route"].startswith("fast; default")
+            pieces = list(resp.iter_raw())
+    raw = b"".join(pieces)
+    events = _events(raw)
+    assert len(events) == 40 + 2            # tokens, usage, [DONE]
+    # each token chunk is exactly the bytes the fake server wrote: rebuilt from its own stamps, byte for byte
+    for i, ev in enumerate(events[:40]):
+        d = orjson.loads(ev[6:])
+        assert ev + b"\n\n" == fakeserver._chunk(i, d["rigbench_t"], d.get("rigbench_arrival"))
+    assert events[-1] == b"data: [DONE]"
+    assert len(pieces) > 5                  # streamed as it came, not buffered into one body
+
+
+def test_fallback_on_upstream_errors_and_unreachable_upstreams(fake, tmp_path):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    c = cfg(db=db, upstreams={"broken": Upstream(url=fake, model="http500"), "down": Upstream(url="http://127.0.0.1:9"),
+                              "ok": Upstream(url=fake, model="ok")},
+            default="broken", fallback={"broken": "down", "down": "ok"})
+    body = {"max_tokens": 3, "ttft_ms": 1, "interval_ms": 1, "stream": True, "messages": [{"role": "user", "content": "a"}]}
+    with start_background(c) as r:
+        resp = httpx.post(r.url + "/v1/chat/completions", json=body)
+        run_id = r.router.acct.run_id
+    assert resp.status_code == 200 and resp.headers["x-rigbench-upstream"] == "ok"
+    assert resp.headers["x-rigbench-route"].startswith("ok; fallback from down; broken; default")
+    dbe = store.connect(db)
+    rows = store.run_requests(dbe, run_id)
+    assert [(x["scenario"], bool(x["error"])) for x in rows] == [("broken", True), ("down", True), ("ok", False)]
+    assert "HTTP 500" in rows[0]["error"] and "ConnectError" in rows[1]["error"]
+    sums = {s["scenario"]: s["summary"] for s in store.run_summaries(dbe, run_id)}
+    assert sums["upstream:ok"]["fallbacks"] == 1 and sums["upstream:ok"]["output_tokens"] == 3
+    assert store.get_run(dbe, run_id)["status"] == "done"
+
+
+def test_last_upstream_error_is_passed_to_the_client(fake):
+    c = cfg(upstreams={"fast": Upstream(url=fake, model="http429")}, default="fast")
+    with start_background(c) as r:
+        resp = httpx.post(r.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}]})
+        assert resp.status_code == 429 and "injected 429" in resp.text
+        down = cfg(upstreams={"fast": Upstream(url="http://127.0.0.1:9")}, default="fast")
+    with start_background(down) as r:
+        resp = httpx.post(r.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}]})
+        assert resp.status_code == 502 and "no upstream answered" in resp.json()["error"]["message"]
+
+
+def test_runs_shows_per_upstream_accounting(fake, tmp_path, run_cli):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    c = cfg(db=db, upstreams={"fast": Upstream(url=fake), "strong": Upstream(url=fake)}, default="fast",
+            escalation={"to": "strong"})
+    body = {"model": "ok", "max_tokens": 5, "ttft_ms": 1, "interval_ms": 1, "stream": True,
+            "messages": [{"role": "user", "content": "a"}]}
+    with start_background(c) as r:
+        for _ in range(3):
+            httpx.post(r.url + "/v1/chat/completions", json=body)
+        httpx.post(r.url + "/v1/chat/completions", json=body, headers={"x-rigbench-escalate": "1"})
+    rows = json.loads(run_cli("runs", "--db", db, "--json").stdout)
+    line = rows[-1]["upstreams"]
+    assert rows[-1]["kind"] == "route" and rows[-1]["requests"] == 4
+    assert line.startswith("fast 3 req") and "strong 1 req" in line and "(1 esc)" in line
+
+
+# ---- Anthropic Messages --------------------------------------------------------------------------
+
+def test_messages_request_translates_to_openai_chat():
+    body = {"model": "claude-x", "max_tokens": 100, "system": [{"type": "text", "text": "be brief"}],
+            "stop_sequences": ["END"], "tool_choice": {"type": "any"}, "stream": True,
+            "tools": [{"name": "Bash", "description": "run", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": "list files"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "use ls"},
+                                                  {"type": "tool_use", "id": "t1", "name": "Bash",
+                                                   "input": {"command": "ls"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": True,
+                                              "content": [{"type": "text", "text": "ls: denied"}]},
+                                             {"type": "text", "text": "try again"}]}]}
+    oa = anthropic.to_openai(body)
+    assert oa["messages"][0] == {"role": "system", "content": "be brief"}
+    assert oa["messages"][2]["tool_calls"][0]["function"] == {"name": "Bash", "arguments": '{"command": "ls"}'}
+    assert oa["messages"][2]["reasoning_content"] == "use ls"
+    assert oa["messages"][3] == {"role": "tool", "tool_call_id": "t1",
+                                 "content": "<tool_use_error>ls: denied</tool_use_error>"}
+    assert oa["messages"][4] == {"role": "user", "content": "try again"}
+    assert oa["tool_choice"] == "required" and oa["stop"] == ["END"] and oa["stream_options"]["include_usage"]
+    assert oa["tools"][0]["function"]["parameters"] == {"type": "object"}
+
+
+def test_openai_reply_and_stream_translate_to_messages():
+    reply = {"id": "x", "choices": [{"finish_reason": "tool_calls", "message": {
+        "content": "ok", "reasoning_content": "hmm",
+        "tool_calls": [{"id": "c1", "function": {"name": "Bash", "arguments": '{"command": "ls"}'}}]}}],
+             "usage": {"prompt_tokens": 10, "completion_tokens": 4}}
+    m = anthropic.from_openai(reply, "claude-x")
+    assert [b["type"] for b in m["content"]] == ["thinking", "text", "tool_use"]
+    assert m["content"][2]["input"] == {"command": "ls"} and m["stop_reason"] == "tool_use"
+    assert m["usage"]["input_tokens"] == 10 and m["usage"]["output_tokens"] == 4
+    tr = anthropic.StreamTranslator("claude-x")
+    chunks = [{"id": "s", "choices": [{"delta": {"reasoning_content": "think"}}]},
+              {"choices": [{"delta": {"content": "hi"}}]},
+              {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "Bash",
+                                                                                         "arguments": '{"comm'}}]}}]},
+              {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'and": "ls"}'}}]}}]},
+              {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]},
+              {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 5}}]
+    out = b"".join(b"".join(tr.feed(c)) for c in chunks) + b"".join(tr.finish())
+    evs = [(e.split(b"\n")[0][7:].decode(), json.loads(e.split(b"\n")[1][6:])) for e in _events(out)]
+    names = [n for n, _ in evs]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    starts = [d["content_block"]["type"] for n, d in evs if n == "content_block_start"]
+    assert starts == ["thinking", "text", "tool_use"]
+    args = "".join(d["delta"]["partial_json"] for n, d in evs if n == "content_block_delta"
+                   and d["delta"]["type"] == "input_json_delta")
+    assert json.loads(args) == {"command": "ls"}
+    assert evs[-2][1]["delta"]["stop_reason"] == "tool_use" and evs[-2][1]["usage"]["output_tokens"] == 5
+    assert names.count("content_block_stop") == 3
+
+
+def test_translating_endpoint_streams_messages_from_an_openai_upstream(fake):
+    with anthropic.serve_translating(fake + "/v1") as ep:
+        body = {"model": "ok", "max_tokens": 6, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", ep.url + "/v1/messages", json=body) as resp:
+            raw = b"".join(resp.iter_raw())
+        plain = httpx.post(ep.url + "/v1/messages", json={**body, "stream": False}).json()
+        count = httpx.post(ep.url + "/v1/messages/count_tokens", json=body).json()
+    text = "".join(json.loads(e.split(b"\n")[1][6:])["delta"].get("text", "") for e in _events(raw)
+                   if e.startswith(b"event: content_block_delta"))
+    assert text == "t0 t1 t2 t3 t4 t5 "
+    assert raw.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    # the fake server streams even when asked not to: a JSON reply from an SSE body is an error, said so
+    assert plain["type"] in ("message", "error")
+    assert count["input_tokens"] >= 0
