@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import orjson
@@ -149,7 +148,8 @@ def test_fallback_on_upstream_errors_and_unreachable_upstreams(fake, tmp_path):
     c = cfg(db=db, upstreams={"broken": Upstream(url=fake, model="http500"), "down": Upstream(url="http://127.0.0.1:9"),
                               "ok": Upstream(url=fake, model="ok")},
             default="broken", fallback={"broken": "down", "down": "ok"})
-    body = {"max_tokens": 3, "ttft_ms": 1, "interval_ms": 1, "stream": True, "messages": [{"role": "user", "content": "a"}]}
+    body = {"max_tokens": 3, "ttft_ms": 1, "interval_ms": 1, "stream": True,
+            "messages": [{"role": "user", "content": "a"}]}
     with start_background(c) as r:
         resp = httpx.post(r.url + "/v1/chat/completions", json=body)
         run_id = r.router.acct.run_id
