@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -260,3 +261,136 @@ def test_translating_endpoint_streams_messages_from_an_openai_upstream(fake):
     # the fake server streams even when asked not to: a JSON reply from an SSE body is an error, said so
     assert plain["type"] in ("message", "error")
     assert count["input_tokens"] >= 0
+
+
+# ---- with the embedded model on llama-server (run under the CPU lock) ---------------------------------
+
+FAST = ["-c", "2048", "-np", "1", "--jinja", "-t", "1"]
+STRONG = ["-c", "4096", "-np", "1", "--jinja", "--temp", "0.7", "-t", "2"]
+
+
+def _small_rig(tmp_path: Path, qwen_gguf: Path) -> Path:
+    """A rig whose RAM holds one of the two planned servers but not both, sized from the planner's own plans."""
+    from rigbench import hardware
+    from rigbench import model as model_mod
+    from rigbench.engines.options import parse_llama_args
+    from rigbench.plan import memory
+
+    spec, rig = model_mod.load(str(qwen_gguf)), hardware.detect()
+    need = max(memory.plan(spec, rig, parse_llama_args(["-m", str(qwen_gguf), *a])).devices[-1].total
+               for a in (FAST, STRONG))
+    reserve = 2 * 1024 ** 3   # engines.yaml host_reserve_bytes
+    f = tmp_path / "tiny.yaml"
+    f.write_text(yaml.safe_dump({"name": "tiny", "gpus": [], "ram_gb": (reserve + 1.5 * need) / 1024 ** 3}))
+    return f
+
+
+@pytest.mark.llama
+def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_gguf, llama_server):
+    from rigbench.route.upstreams import Upstreams
+
+    rig = _small_rig(tmp_path, qwen_gguf)
+    ups = {"fast": {"plan": {"model": "embedded", "args": FAST}}, "strong": {"plan": {"model": "embedded",
+                                                                                    "args": STRONG}}}
+    big = RouteConfig(default="fast", db="none", rig="detect", upstreams=ups)
+    assert Upstreams(big).fit_note() == []            # on this machine's RAM both fit: no swapping
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    c = RouteConfig(default="fast", db=db, rig=str(rig), upstreams=ups)
+    notes = Upstreams(c).fit_note()
+    assert len(notes) == 1 and "fast and strong do not fit side by side" in notes[0] and "CPU (system RAM)" in notes[0]
+    body = {"max_tokens": 8, "temperature": 0, "messages": [{"role": "user", "content": "Say hi."}]}
+    with start_background(c, log_dir=tmp_path) as r:
+        a = httpx.post(r.url + "/v1/chat/completions", json=body, timeout=300)
+        fast_proc = r.router.upstreams.up["fast"].server.proc
+        b = httpx.post(r.url + "/v1/chat/completions", json={**body, "model": "strong"}, timeout=300)
+        assert fast_proc.poll() is not None                       # the fast server was stopped for the strong one
+        assert r.router.upstreams.running() == ["strong"]
+        again = httpx.post(r.url + "/v1/chat/completions", json=body, timeout=300)
+        # the Anthropic Messages API on the same upstream, translated, with a forced tool call
+        msg = httpx.post(r.url + "/v1/messages", timeout=300, json={
+            "model": "fast", "max_tokens": 64, "tool_choice": {"type": "any"},
+            "tools": [{"name": "bash", "description": "run a shell command",
+                       "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
+                                        "required": ["command"]}}],
+            "messages": [{"role": "user", "content": "List the files in the current folder."}]})
+        run_id = r.router.acct.run_id
+    assert a.status_code == b.status_code == again.status_code == 200
+    assert a.headers["x-rigbench-swap"].startswith("started fast")
+    assert b.headers["x-rigbench-swap"].startswith("swapped: stopped fast, started strong")
+    assert again.headers["x-rigbench-swap"].startswith("swapped: stopped strong, started fast")
+    assert "x-rigbench-swap" not in msg.headers and msg.status_code == 200, msg.text
+    m = msg.json()
+    assert m["stop_reason"] == "tool_use" and m["content"][-1]["type"] == "tool_use"
+    assert isinstance(m["content"][-1]["input"], dict) and m["usage"]["output_tokens"] > 0
+    sums = {s["scenario"]: s["summary"] for s in store.run_summaries(store.connect(db), run_id)}
+    assert sums["upstream:fast"]["swaps"] == 1 and sums["upstream:strong"]["swaps"] == 1
+    assert sums["upstream:fast"]["requests"] == 3 and sums["upstream:fast"]["output_tokens"] > 0
+
+
+@pytest.mark.llama
+def test_eval_through_the_router_stores_its_routing_decisions(tmp_path, qwen_gguf, llama_server, run_cli):
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    port = free_port()
+    c = tmp_path / "route.yaml"
+    c.write_text(yaml.safe_dump({
+        "port": port, "db": db, "default": "fast",
+        "upstreams": {"fast": {"plan": {"model": "embedded", "args": FAST}},
+                      "strong": {"plan": {"model": "embedded", "args": STRONG}}},
+        "escalation": {"to": "strong", "after_failed_tools": 1, "on_no_tool_call": True}}))
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench", "route", str(c)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        # task-level escalation through the same router: the rerun asks for the `strong` alias
+        res = run_cli("eval", "--task", "fix-failing-test", "--url", url, "--time-limit", "120", "--max-steps", "4",
+                      "--max-response-tokens", "192", "--escalate-to", url, "--escalate-model", "strong",
+                      "--db", db, "--json", timeout=600)
+    finally:
+        proc.terminate()
+        _, log = proc.communicate(timeout=60)
+    d = json.loads(res.stdout)
+    events = store.task_events(store.connect(db), d["run"])
+    if d["tasks"][0]["escalated_from"]:   # the 0.5B model failed: attempt 2 ran on the strong upstream
+        second = [e["data"] for e in events if e["kind"] == "response" and e["attempt"] == 2]
+        assert second and all(r["route"].startswith("strong; model 'strong' asked for") for r in second)
+        assert d["escalation"]["tasks"] == 1 and d["escalation"]["extra_s"] > 0
+    responses = [e["data"] for e in events if e["kind"] == "response" and e["attempt"] == 1]
+    assert responses and all("route" in r and r["upstream"] in ("fast", "strong") for r in responses)
+    ups = [r["upstream"] for r in responses]
+    assert ups[0] == "fast" and responses[0]["route"].startswith("fast; default")
+    if "strong" in ups:   # escalation is sticky: once strong, the rest of the task stays there
+        k = ups.index("strong")
+        assert set(ups[k:]) == {"strong"} and responses[k]["route"].startswith("strong; escalated: ")
+    assert "route: /v1/chat/completions -> fast" in log
+    rows = json.loads(run_cli("runs", "--db", db, "--json").stdout)
+    route_run = next(r for r in rows if r["kind"] == "route")
+    every = [e for e in events if e["kind"] == "response"]
+    assert route_run["requests"] == len(every) and route_run["status"] == "done"
+    assert f"fast {ups.count('fast')} req" in route_run["upstreams"]
+
+
+def test_eval_escalate_to_reruns_what_failed_and_stores_the_cost(tmp_path, run_cli):
+    from rigbench.sandbox import bwrap_available
+
+    if why := bwrap_available():
+        pytest.skip(why)
+    db = f"sqlite:///{tmp_path / 'e.db'}"
+    d = json.loads(run_cli("eval", "--agent", "noop", "--task", "fix-failing-test", "--task", "csv-to-json",
+                           "--escalate-to", "http://127.0.0.1:9", "--escalate-model", "strong", "--db", db,
+                           "--json").stdout)
+    assert d["escalation"]["tasks"] == 2 and d["escalation"]["rescued"] == 0
+    assert d["escalation"]["first_attempts_s"] > 0 and d["escalation"]["extra_s"] > 0
+    assert all(t["escalated_from"] == "failure" and t["first_wall_s"] > 0 for t in d["tasks"])
+    rows = store.task_rows(store.connect(db), d["run"], final_only=False)
+    assert sorted((r["task"], r["attempt"]) for r in rows) == [("csv-to-json", 1), ("csv-to-json", 2),
+                                                               ("fix-failing-test", 1), ("fix-failing-test", 2)]
+    assert all(r["detail"].startswith("escalated to http://127.0.0.1:9 after failure") for r in rows
+               if r["attempt"] == 2)
+    runs = json.loads(run_cli("runs", "--db", db, "--json").stdout)
+    assert runs[-1]["upstreams"].startswith("escalated 2 tasks to strong: 0 solved, +")
