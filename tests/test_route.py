@@ -358,7 +358,8 @@ def test_eval_through_the_router_stores_its_routing_decisions(tmp_path, qwen_ggu
     events = store.task_events(store.connect(db), d["run"])
     if d["tasks"][0]["escalated_from"]:   # the 0.5B model failed: attempt 2 ran on the strong upstream
         second = [e["data"] for e in events if e["kind"] == "response" and e["attempt"] == 2]
-        assert second and all(r["route"].startswith("strong; model 'strong' asked for") for r in second)
+        # asked for by name, or already escalated in this conversation (the same task prompt): strong either way
+        assert second and all(r["upstream"] == "strong" for r in second)
         assert d["escalation"]["tasks"] == 1 and d["escalation"]["extra_s"] > 0
     responses = [e["data"] for e in events if e["kind"] == "response" and e["attempt"] == 1]
     assert responses and all("route" in r and r["upstream"] in ("fast", "strong") for r in responses)
