@@ -313,7 +313,15 @@ def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_g
                        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}},
                                         "required": ["command"]}}],
             "messages": [{"role": "user", "content": "List the files in the current folder."}]})
+        with httpx.stream("POST", r.url + "/v1/messages", timeout=300, json={**json.loads(msg.request.content),
+                                                                            "stream": True}) as resp:
+            streamed = b"".join(resp.iter_raw())
         run_id = r.router.acct.run_id
+    evs = [json.loads(e.split(b"\n")[1][6:]) for e in _events(streamed)]
+    assert evs[0]["type"] == "message_start" and evs[-1]["type"] == "message_stop"
+    assert any(e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use" for e in evs)
+    partial = "".join(e["delta"].get("partial_json", "") for e in evs if e["type"] == "content_block_delta")
+    assert isinstance(json.loads(partial), dict) and evs[-2]["delta"]["stop_reason"] == "tool_use"
     assert a.status_code == b.status_code == again.status_code == 200
     assert a.headers["x-rigbench-swap"].startswith("started fast")
     assert b.headers["x-rigbench-swap"].startswith("swapped: stopped fast, started strong")
