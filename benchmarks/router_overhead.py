@@ -7,7 +7,7 @@ arrival, then one every `--interval-ms`, each chunk stamped with the server's mo
   proxy passes chunks unchanged, so the server's stamps survive): per request, client TTFT minus the server's
   own first-token delay (first chunk's stamp - arrival stamp), through the proxy minus the same direct.
 - Max sustained tokens/s: many concurrent streams at a token rate above what any of them can carry; the
-  highest streamed-chunk rate over `--streams` levels. The client, the fake upstream and the proxy share this
+  highest streamed-chunk rate over `--streams` levels (two waves of requests per level, one at 256). The client, the fake upstream and the proxy share this
   machine's cores, so these are ceilings of the whole loop, the same for each proxy.
 
 LiteLLM runs its real proxy (`litellm --config ...`), installed from PyPI in its own virtualenv because its
@@ -134,7 +134,7 @@ def ttft_round(url: str, headers: dict, n: int) -> dict:
 
 def throughput(url: str, headers: dict, streams: int, tokens: int) -> dict:
     lr = stream_load(url + "/v1/chat/completions", headers, payload=lambda i: payload(tokens), concurrency=streams,
-                     requests=streams * 2, warmup=1, time_limit=120)
+                     requests=streams * 2 if streams <= 64 else streams, warmup=1, time_limit=180)
     ok = [r for r in lr.results if r.ok]
     chunks = sum(len(r.chunk_times) for r in ok)
     return {"streams": streams, "requests": len(lr.results), "failed": len(lr.results) - len(ok),
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     ap.add_argument("--ttft-ms", type=float, default=5.0)
     ap.add_argument("--interval-ms", type=float, default=1.0)
-    ap.add_argument("--streams", default="16,64", help="concurrency levels for the throughput ceiling")
+    ap.add_argument("--streams", default="16,64,256", help="concurrency levels for the throughput ceiling")
     ap.add_argument("--tokens", type=int, default=300, help="tokens per throughput request")
     ap.add_argument("--litellm", type=Path, default=ROOT / ".venv-litellm/bin/litellm")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/router_overhead.json")

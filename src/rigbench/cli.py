@@ -1137,6 +1137,7 @@ def route(
     except ImportError as e:
         raise RigbenchError(f"rigbench route needs {e.name}: pip install 'rigbench[route]'") from None
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # its per-request lines (a planned upstream's health checks)
 
     def ready(url: str, router) -> None:
         for line in router.upstreams.fit_note():
