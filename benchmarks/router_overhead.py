@@ -7,8 +7,9 @@ arrival, then one every `--interval-ms`, each chunk stamped with the server's mo
   proxy passes chunks unchanged, so the server's stamps survive): per request, client TTFT minus the server's
   own first-token delay (first chunk's stamp - arrival stamp), through the proxy minus the same direct.
 - Max sustained tokens/s: many concurrent streams at a token rate above what any of them can carry; the
-  highest streamed-chunk rate over `--streams` levels (two waves of requests per level, one at 256). The client, the fake upstream and the proxy share this
-  machine's cores, so these are ceilings of the whole loop, the same for each proxy.
+  highest streamed-chunk rate over `--streams` levels (two waves of requests per level, one at 256). The
+  client, the fake upstream and the proxy share this machine's cores, so these are ceilings of the whole
+  loop, the same for each proxy.
 
 LiteLLM runs its real proxy (`litellm --config ...`), installed from PyPI in its own virtualenv because its
 pins would change the shared one (rich): `python -m venv .venv-litellm && .venv-litellm/bin/pip install
