@@ -317,11 +317,6 @@ def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_g
                                                                             "stream": True}) as resp:
             streamed = b"".join(resp.iter_raw())
         run_id = r.router.acct.run_id
-    evs = [json.loads(e.split(b"\n")[1][6:]) for e in _events(streamed)]
-    assert evs[0]["type"] == "message_start" and evs[-1]["type"] == "message_stop"
-    assert any(e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use" for e in evs)
-    partial = "".join(e["delta"].get("partial_json", "") for e in evs if e["type"] == "content_block_delta")
-    assert isinstance(json.loads(partial), dict) and evs[-2]["delta"]["stop_reason"] == "tool_use"
     assert a.status_code == b.status_code == again.status_code == 200
     assert a.headers["x-rigbench-swap"].startswith("started fast")
     assert b.headers["x-rigbench-swap"].startswith("swapped: stopped fast, started strong")
@@ -330,6 +325,11 @@ def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_g
     m = msg.json()
     assert m["stop_reason"] == "tool_use" and m["content"][-1]["type"] == "tool_use"
     assert isinstance(m["content"][-1]["input"], dict) and m["usage"]["output_tokens"] > 0
+    evs = [json.loads(e.split(b"\n")[1][6:]) for e in _events(streamed)]
+    assert evs[0]["type"] == "message_start" and evs[-1]["type"] == "message_stop"
+    assert any(e["type"] == "content_block_start" and e["content_block"]["type"] == "tool_use" for e in evs), streamed
+    partial = "".join(e["delta"].get("partial_json", "") for e in evs if e["type"] == "content_block_delta")
+    assert isinstance(json.loads(partial), dict) and evs[-2]["delta"]["stop_reason"] == "tool_use"
     sums = {s["scenario"]: s["summary"] for s in store.run_summaries(store.connect(db), run_id)}
     assert sums["upstream:fast"]["swaps"] == 1 and sums["upstream:strong"]["swaps"] == 1
     assert sums["upstream:fast"]["requests"] == 4 and sums["upstream:fast"]["output_tokens"] > 0
