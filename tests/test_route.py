@@ -265,8 +265,8 @@ def test_translating_endpoint_streams_messages_from_an_openai_upstream(fake):
 
 # ---- with the embedded model on llama-server (run under the CPU lock) ---------------------------------
 
-FAST = ["-c", "2048", "-np", "1", "--jinja", "-t", "1"]
-STRONG = ["-c", "4096", "-np", "1", "--jinja", "--temp", "0.7", "-t", "2"]
+FAST = ["-c", "2048", "-np", "1", "--jinja", "--temp", "0.2"]
+STRONG = ["-c", "4096", "-np", "1", "--jinja", "--temp", "0.7"]
 
 
 def _small_rig(tmp_path: Path, qwen_gguf: Path) -> Path:
