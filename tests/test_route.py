@@ -356,7 +356,7 @@ def test_eval_through_the_router_stores_its_routing_decisions(tmp_path, qwen_ggu
             except httpx.HTTPError:
                 time.sleep(0.1)
         # task-level escalation through the same router: the rerun asks for the `strong` alias
-        res = run_cli("eval", "--task", "fix-failing-test", "--url", url, "--time-limit", "120", "--max-steps", "4",
+        res = run_cli("eval", "--task", "fix-failing-test", "--url", url, "--time-limit", "90", "--max-steps", "3",
                       "--max-response-tokens", "192", "--escalate-to", url, "--escalate-model", "strong",
                       "--db", db, "--json", timeout=600)
     finally:
