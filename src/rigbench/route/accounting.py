@@ -21,7 +21,8 @@ class Totals:
     prompt_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
-    escalations: int = 0
+    escalations: int = 0        # conversations escalated to this upstream (the request that set it off)
+    escalated_requests: int = 0 # requests it served because their conversation was escalated
     fallbacks: int = 0          # requests this upstream served after another failed
     swaps: int = 0              # times it was started in place of another
 
@@ -43,15 +44,16 @@ class Accounting:
             self._thread.start()
 
     def record(self, upstream: str, *, ttft: float | None, e2e: float, prompt_tokens: int, output_tokens: int,
-               error: str | None, route: str, api: str, escalated: bool, fallback_from: str | None,
-               swap: str | None, start: float) -> None:
+               error: str | None, route: str, api: str, escalated: bool, triggered: bool,
+               fallback_from: str | None, swap: str | None, start: float) -> None:
         t = self.totals[upstream]
         t.requests += 1
         t.errors += error is not None
         t.prompt_tokens += prompt_tokens
         t.output_tokens += output_tokens
         t.seconds += e2e
-        t.escalations += escalated
+        t.escalations += triggered
+        t.escalated_requests += escalated
         t.fallbacks += fallback_from is not None
         t.swaps += bool(swap and swap.startswith("swapped"))
         self.n += 1
@@ -59,6 +61,7 @@ class Accounting:
             self.pending.append({"scenario": upstream, "idx": self.n, "start": start, "ttft": ttft, "e2e": e2e,
                                  "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "error": error,
                                  "server_timings": {"route": route, "api": api, "escalated": escalated,
+                                                    "triggered": triggered,
                                                     "fallback_from": fallback_from, "swap": swap}})
             self._dirty = True
 

@@ -26,7 +26,8 @@ class Decision:
     prompt_tokens: int
     tools: int
     conversation: str | None = None
-    escalated: bool = False
+    escalated: bool = False        # sent to the escalation upstream (now or earlier in the conversation)
+    triggered: bool = False        # this request set the escalation off
 
     def header(self) -> str:
         """The x-rigbench-route header: `upstream; reason; ~N prompt tokens; T tools[; conversation C]`."""
@@ -119,10 +120,12 @@ class Policy:
                     self.sticky[d.conversation] = why
                     while len(self.sticky) > esc.max_conversations:
                         self.sticky.popitem(last=False)
+                    d.triggered = True
                     return self._set(d, esc.to, f"escalated: {why}", True)
             else:
                 return self._set(d, esc.to, f"escalated earlier in this conversation: {why}", True)
         elif esc and client_escalates:
+            d.triggered = True
             return self._set(d, esc.to, f"escalated: the client sent {esc.header}", True)
         model = str(body.get("model") or "")
         if model in self.cfg.upstreams:

@@ -175,7 +175,7 @@ class Router:
                 last_error = f"{name}: {type(e).__name__} {e}".strip()
                 self.acct.record(name, ttft=None, e2e=time.monotonic() - t0, prompt_tokens=0, output_tokens=0,
                                  error=last_error[:300], route=d.header(), api=api, escalated=d.escalated,
-                                 fallback_from=fallback_from, swap=swap, start=t0)
+                                 triggered=False, fallback_from=fallback_from, swap=swap, start=t0)
                 log.warning("route: %s failed (%s); %s", name, last_error,
                             "falling back" if self.cfg.fallback.get(name) else "no fallback")
                 fallback_from = name
@@ -188,7 +188,8 @@ class Router:
             if mode:
                 headers.pop("content-encoding", None)
                 headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
-            info = dict(route=route, api=api, escalated=d.escalated, fallback_from=fallback_from, swap=swap, start=t0)
+            info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
+                        fallback_from=fallback_from, swap=swap, start=t0)
             body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
             return StreamingResponse(body, status_code=resp.status, headers=headers)
         msg = f"no upstream answered ({last_error})"
@@ -321,16 +322,15 @@ def serve(cfg: RouteConfig, on_ready: Callable[[str, Router], None] | None = Non
     url = f"http://{cfg.host}:{sock.getsockname()[1]}"
     router = Router(cfg, log_dir, url)
     server = _uvicorn(router.app(), cfg.host)
-    status = "done"
     try:
         if on_ready:
             on_ready(url, router)
         server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: how a router is meant to stop, so its run ends `done`
+        pass
     finally:
         sock.close()
-        router.close(status)
+        router.close()
 
 
 class Background:
