@@ -106,5 +106,6 @@ def load(path: Path | str) -> RouteConfig:
         return RouteConfig(**data)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "config"
-        raise RouteConfigError(f"{p}: {where}: {first['msg']} (see README: rigbench route)") from None
+        where = ".".join(str(x) for x in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise RouteConfigError(f"{p}: {where + ': ' if where else ''}{msg} (see README: rigbench route)") from None
