@@ -323,7 +323,7 @@ def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_g
     assert again.headers["x-rigbench-swap"].startswith("swapped: stopped strong, started fast")
     assert "x-rigbench-swap" not in msg.headers and msg.status_code == 200, msg.text
     # the 0.5B model on llama-server does not reliably call a tool even with tool_choice required (it writes the
-    # call as JSON text), so this checks a well-formed translation; tool_use blocks are checked above on known chunks
+    # call as JSON text), so this checks a well-formed translation; tool_use blocks are checked by the unit tests
     m = msg.json()
     assert m["type"] == "message" and m["content"] and m["usage"]["output_tokens"] > 0
     for b in m["content"]:
