@@ -144,6 +144,19 @@ def test_streaming_chunks_arrive_unchanged(fake, tmp_path):
     assert len(pieces) > 5                  # streamed as it came, not buffered into one body
 
 
+def test_a_client_that_leaves_mid_stream_ends_the_upstream_request(fake):
+    body = {"model": "ok", "max_tokens": 2000, "ttft_ms": 1, "interval_ms": 5, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}]}
+    with start_background(cfg(upstreams={"fast": Upstream(url=fake)}, default="fast")) as r:
+        with httpx.stream("POST", r.url + "/v1/chat/completions", json=body) as resp:
+            chunks = resp.iter_raw()
+            next(chunks), next(chunks)
+        time.sleep(0.5)
+        t = r.router.acct.summary()["fast"]
+        assert r.router.upstreams.up["fast"].active == 0
+    assert t["requests"] == 1 and t["errors"] == 1 and t["seconds"] < 2   # not the 10 s the stream would take
+
+
 def test_fallback_on_upstream_errors_and_unreachable_upstreams(fake, tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     c = cfg(db=db, upstreams={"broken": Upstream(url=fake, model="http500"), "down": Upstream(url="http://127.0.0.1:9"),

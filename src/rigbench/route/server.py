@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rigbench.errors import RigbenchError
@@ -191,7 +191,7 @@ class Router:
             info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
                         fallback_from=fallback_from, swap=swap, start=t0)
             body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
-            return StreamingResponse(body, status_code=resp.status, headers=headers)
+            return Relay(resp.status, headers, body)
         msg = f"no upstream answered ({last_error})"
         hdrs = {"x-rigbench-route": d.header()}
         if api == "anthropic":
@@ -236,6 +236,8 @@ class Router:
         except (aiohttp.ClientError, TimeoutError) as e:
             error = f"{type(e).__name__} mid-stream: {e}"[:300]
         finally:
+            if error is None and not resp.content.at_eof():
+                error = "the client left mid-stream"
             if resp.content.at_eof():
                 resp.release()   # read to the end: the connection goes back to the pool
             else:
@@ -250,6 +252,43 @@ class Router:
             if self.cfg.log_requests:
                 log.info("route: %s -> %s (%s) %d, ttft %.1f ms, %.2f s, %d/%d tokens%s", path, m.name,
                          info["route"], resp.status, ttft * 1000, e2e, p, c, f", {error}" if error else "")
+
+
+class Relay:
+    """An ASGI response that sends the upstream's bytes on as they come. Starlette's StreamingResponse starts a
+    task group per request to watch for a disconnect (ASGI spec 2.3, uvicorn's); this starts a plain task, and
+    only once the first chunk is out, so the time to first token pays for none of it."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: AsyncIterator[bytes]):
+        self.status, self.headers, self.body = status, headers, body
+        self.gone = self.done = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]})
+        watcher = None
+        try:
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watcher is None:
+                    watcher = asyncio.create_task(self._watch(receive, asyncio.current_task()))
+            self.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self.gone:
+                raise
+            asyncio.current_task().uncancel()   # the client left: the relay's cleanup ran, nothing more to send
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await self.body.aclose()
+
+    async def _watch(self, receive, task: asyncio.Task) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done:   # uvicorn also answers `http.disconnect` once the response is complete
+            self.gone = True
+            task.cancel()
 
 
 def _json_body(raw: bytes) -> dict | None:
