@@ -13,6 +13,9 @@ import pytest
 import yaml
 
 from rigbench import store
+
+pytest.importorskip("starlette", reason="rigbench route needs the route extra: pip install -e '.[route]'")
+pytest.importorskip("uvicorn", reason="rigbench route needs the route extra: pip install -e '.[route]'")
 from rigbench.bench import fakeserver
 from rigbench.engines.process import free_port
 from rigbench.route import anthropic
