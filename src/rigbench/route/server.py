@@ -160,9 +160,7 @@ class Router:
             path, content, mode = prepare(m)
             resp = None
             try:
-                resp = await self.client.post(m.base + path, data=content, headers=self._headers(request, m),
-                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                                            sock_read=m.cfg.timeout_s))
+                resp = await self._post(m, path, content, self._headers(request, m))
                 if (resp.status >= 500 or resp.status == 429) and name != self._chain(d.upstream)[-1]:
                     await resp.read()
                     raise _Retry(f"HTTP {resp.status}")
@@ -197,6 +195,15 @@ class Router:
         if api == "anthropic":
             return JSONResponse(anthropic.error_body(529, msg), 529, headers=hdrs)
         return JSONResponse({"error": {"message": msg, "type": "upstream_error"}}, 502, headers=hdrs)
+
+    async def _post(self, m: Managed, path: str, content: bytes, headers: dict) -> aiohttp.ClientResponse:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=m.cfg.timeout_s)
+        try:
+            return await self.client.post(m.base + path, data=content, headers=headers, timeout=timeout)
+        except aiohttp.ServerDisconnectedError:
+            # a kept-alive connection the upstream closed as it was reused (llama-server's cpp-httplib closes idle
+            # ones after CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND, 5 s): once more, on a new connection
+            return await self.client.post(m.base + path, data=content, headers=headers, timeout=timeout)
 
     async def _relay(self, m: Managed, resp: aiohttp.ClientResponse, first: bytes, chunks: AsyncIterator[bytes],
                      t0: float,
