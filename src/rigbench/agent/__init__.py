@@ -91,9 +91,10 @@ class Agent:
             raise TimeoutError("the task's time limit ran out")
         self.record("request", {"messages": len(self.messages), "last": self.messages[-1]})
         t0 = time.monotonic()
-        r = self.client.with_options(timeout=left).chat.completions.create(
+        raw = self.client.with_options(timeout=left).chat.completions.with_raw_response.create(
             model=self.cfg.model, messages=self.messages, tools=TOOLS, temperature=self.cfg.temperature,
             max_tokens=self.cfg.max_response_tokens)
+        r = raw.parse()
         self.stats.turns += 1
         u = r.usage
         if u:
@@ -107,7 +108,8 @@ class Agent:
                                  "seconds": round(time.monotonic() - t0, 3),
                                  "prompt_tokens": u.prompt_tokens if u else None,
                                  "completion_tokens": u.completion_tokens if u else None,
-                                 "timings": (r.model_extra or {}).get("timings")})
+                                 "timings": (r.model_extra or {}).get("timings"),
+                                 **_route(raw.headers)})
         return msg, reasoning
 
     def observe(self, reply) -> None:
@@ -146,6 +148,12 @@ class Agent:
             return text
         dropped = len(text) - n
         return text[: n // 2] + "\n" + PROMPTS["truncated"].format(dropped=dropped) + "\n" + text[-n // 2:]
+
+
+def _route(headers) -> dict:
+    """What a rigbench router said about this request (which upstream and why), for the trace."""
+    keys = {"route": "x-rigbench-route", "upstream": "x-rigbench-upstream", "swap": "x-rigbench-swap"}
+    return {k: headers[h] for k, h in keys.items() if h in headers}
 
 
 def _args(raw: str | None) -> dict:

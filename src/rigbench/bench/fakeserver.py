@@ -7,7 +7,8 @@ the same CLOCK_MONOTONIC, so client and server times compare directly.
 
 The model name picks the behaviour: `ok` (default), `http500`, `http429`, `malformed` (a broken SSE line
 after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]), `die` (the process exits
-on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields).
+on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields; a proxy
+that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`).
 
 Usage: python -m rigbench.bench.fakeserver --port 8099
 """
@@ -30,13 +31,16 @@ def _chunk(i: int, now: float, arrival: float | None = None) -> bytes:
             f'"delta":{{"content":"t{i} "}}}}],"rigbench_t":{now!r}{extra}}}\n\n').encode()
 
 
+DEFAULTS = {"ttft_ms": 20.0, "interval_ms": 10.0}
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     arrival = time.monotonic()
     body = await request.json()
     mode = body.get("model") or "ok"
     n = int(body.get("max_tokens", 16))
-    ttft = float(body.get("ttft_ms", 20)) / 1000
-    interval = float(body.get("interval_ms", 10)) / 1000
+    ttft = float(body.get("ttft_ms", DEFAULTS["ttft_ms"])) / 1000
+    interval = float(body.get("interval_ms", DEFAULTS["interval_ms"])) / 1000
     if mode == "die":
         os._exit(3)
     if mode.startswith("http"):
@@ -79,7 +83,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8099)
+    ap.add_argument("--ttft-ms", type=float, default=20.0, help="first token delay when a request gives none")
+    ap.add_argument("--interval-ms", type=float, default=10.0, help="token interval when a request gives none")
     a = ap.parse_args()
+    DEFAULTS.update(ttft_ms=a.ttft_ms, interval_ms=a.interval_ms)
     try:  # uvloop keeps the server's own scheduling jitter out of the measurement
         import uvloop
         loop = uvloop.new_event_loop()

@@ -720,3 +720,21 @@ def plan(spec: ModelSpec, rig: Rig, options: EngineOptions, quant_name: str | No
         return plan_vllm(spec, rig, options)
     p = fit_llamacpp(spec, rig, options, quant_name)
     return suggest_llamacpp(spec, rig, options, quant_name, p)
+
+
+def fits_together(plans: list[Plan], rig: Rig) -> tuple[bool, str]:
+    """Whether servers with these plans can run side by side on the rig: each device's bytes summed over the
+    plans against its capacity (system RAM less the host reserve, as a single plan is judged)."""
+    reserve = _llama_rules()["host_reserve_bytes"]
+    need: dict[str, int] = {}
+    cap: dict[str, int] = {}
+    for p in plans:
+        for d in p.devices:
+            need[d.name] = need.get(d.name, 0) + d.total
+            cap[d.name] = d.capacity_bytes - (reserve if d.kind == "cpu" else 0)
+    short = []
+    for name, n in need.items():
+        c = cap[name]
+        if c > 0 and n > c:
+            short.append(f"{name} needs {n / MIB:,.0f} MiB of {c / MIB:,.0f} MiB for {len(plans)} servers")
+    return (not short, "; ".join(short) or "fits")

@@ -200,12 +200,12 @@ def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output
 
 def print_runs(out: Console, rows: list[dict]) -> None:
     t = Table(title="runs")
-    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "error"):
+    for c in ("id", "kind", "status", "started", "model", "engine", "requests / tasks", "upstreams", "error"):
         t.add_column(c)
     for r in rows:
         t.add_row(str(r["id"]), r["kind"], r["status"], str(r["started_at"])[:19], str(r["model"] or ""),
                   str(r["engine"] or ""), str(r["tasks"] if r["kind"] == "eval" else r["requests"]),
-                  (r["error"] or "")[:60])
+                  r.get("upstreams", ""), (r["error"] or "")[:60])
     out.print(t)
 
 

@@ -379,3 +379,17 @@ def experiment_steps_of(db: Engine, experiment_id: int) -> list[dict]:
 def list_experiments(db: Engine) -> list[dict]:
     with db.connect() as c:
         return [dict(r._mapping) for r in c.execute(select(experiments).order_by(experiments.c.id))]
+
+
+def add_request_rows(db: Engine, run_id: int, rows: list[dict]) -> None:
+    """Many request rows at once (the router writes its accounting in batches, off the request path)."""
+    if rows:
+        with db.begin() as c:
+            c.execute(insert(requests), [{"run_id": run_id, **r} for r in rows])
+
+
+def set_summary(db: Engine, run_id: int, scenario: str, summary: dict) -> None:
+    """Replace a run's aggregate for `scenario` (a running router keeps its per-upstream totals current)."""
+    with db.begin() as c:
+        c.execute(delete(aggregates).where((aggregates.c.run_id == run_id) & (aggregates.c.scenario == scenario)))
+        c.execute(insert(aggregates).values(run_id=run_id, scenario=scenario, summary=json.loads(json.dumps(summary))))

@@ -47,6 +47,8 @@ class EvalConfig(BaseModel):
     verifier_network: Network = "task"
     build: bool = False                   # build the Dockerfile even when the task names a docker_image
     retry_errors: int = 0                 # attempts more for a task that ends in `error`
+    escalate_to: str | None = None        # endpoint that reruns the tasks that failed or timed out
+    escalate_model: str | None = None
 
 
 def network_policy(task: Task, cfg: EvalConfig) -> dict[str, bool]:
@@ -55,11 +57,36 @@ def network_policy(task: Task, cfg: EvalConfig) -> dict[str, bool]:
     return {"agent": pick[cfg.agent_network], "verifier": pick[cfg.verifier_network]}
 
 
+_translators: dict[str, object] = {}
+_translators_lock = threading.Lock()
+
+
 def anthropic_base_url(engine_url: str) -> str:
-    """The Anthropic Messages base URL an external agent (Claude Code) is given for this engine. The single
-    hook for the translating endpoint (rigbench.route.anthropic): today the engine's own URL, which serves
-    /v1/messages itself when it speaks that API (llama-server does)."""
-    return engine_url.rstrip("/").removesuffix("/v1")
+    """The Anthropic Messages base URL an external agent (Claude Code) is given for this engine (clients add
+    /v1/messages themselves): the engine's own when it serves the Messages API (recent llama-server does), else
+    a rigbench endpoint that translates it to the engine's OpenAI chat API (rigbench.route.anthropic), started
+    once per engine and kept for the life of this process."""
+    base = engine_url.rstrip("/").removesuffix("/v1")
+    if not base or speaks_messages(base):
+        return base
+    from rigbench.route.anthropic import serve_translating
+
+    with _translators_lock:
+        if base not in _translators:
+            _translators[base] = serve_translating(base)
+        return _translators[base].url
+
+
+def speaks_messages(base: str) -> bool:
+    """Whether the server at `base` has a /v1/messages route: an empty request is refused as bad (400/422)
+    rather than not found (404/405)."""
+    import httpx
+
+    try:
+        r = httpx.post(f"{base}/v1/messages", json={}, timeout=10)
+    except httpx.HTTPError:
+        return True  # not answering: hand its own URL on and let the agent report it
+    return r.status_code not in (404, 405)
 
 
 def agent_env(task: Task, cfg: EvalConfig) -> dict[str, str]:
@@ -102,6 +129,8 @@ class TaskOutcome(BaseModel):
     tokens_out: int = 0
     reward: float | None = None
     detail: str = ""
+    escalated_from: str | None = None     # the first attempt's status when this is the escalated rerun
+    first_wall_s: float = 0.0             # and the first attempt's wall time
 
     @classmethod
     def from_row(cls, r: dict) -> TaskOutcome:
@@ -348,14 +377,16 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
 
 
 def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
-             on_done: Callable[[TaskOutcome], None] | None = None, grace: float = 10.0) -> list[TaskOutcome]:
-    """Run the tasks not finished yet in this run (all of them for a new run), `cfg.parallel` at a time.
+             on_done: Callable[[TaskOutcome], None] | None = None, grace: float = 10.0,
+             again: bool = False) -> list[TaskOutcome]:
+    """Run the tasks not finished yet in this run (all of them for a new run, or with `again`), `cfg.parallel`
+    at a time.
 
     A KeyboardInterrupt (Ctrl-C, or SIGTERM / SIGHUP mapped to it by the CLI) kills the running sandboxes,
     stores their tasks as `interrupted` and is raised again; finished tasks are kept.
     """
     finished = FINISHED - {"error"} if cfg.retry_errors else FINISHED
-    done = {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in finished}
+    done = {} if again else {r["task"]: r for r in store.task_rows(db, run_id) if r["status"] in finished}
     todo = list(reversed([t for t in tasks if t.name not in done]))
     root = Path(tempfile.mkdtemp(prefix=f"rigbench-run-{run_id}-", dir=cfg.workdir))
     root.chmod(0o711)   # the sandbox user passes through to its task's folder, and lists nothing
@@ -399,3 +430,34 @@ def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,
     previous = [TaskOutcome.from_row(r) for r in done.values()]
     order = {t.name: i for i, t in enumerate(tasks)}
     return sorted(previous + results, key=lambda o: order.get(o.task, 1 << 30))
+
+
+ESCALATE = ("failure", "timeout")
+
+
+def escalate(tasks: list[Task], outcomes: list[TaskOutcome], cfg: EvalConfig, db, run_id: int,
+             on_done: Callable[[TaskOutcome], None] | None = None) -> tuple[list[TaskOutcome], dict]:
+    """Rerun the tasks that failed or timed out on `cfg.escalate_to`, as a new attempt of each in the same run.
+
+    Returns the outcomes with the reruns in place of the first attempts, and what escalation cost: the wall time of
+    the first attempts that were thrown away plus the reruns, stored as the run's `escalation` aggregate."""
+    first = {o.task: o for o in outcomes}
+    redo = [t for t in tasks if t.name in first and first[t.name].status in ESCALATE]
+    strong = cfg.model_copy(update={"url": cfg.escalate_to, "model": cfg.escalate_model or cfg.model})
+    reruns = run_eval(redo, strong, db, run_id, on_done=on_done, again=True) if redo else []
+    for o in reruns:
+        f = first[o.task]
+        o.escalated_from, o.first_wall_s = f.status, f.wall_s
+        o.detail = f"escalated to {cfg.escalate_to} after {f.status} in {f.wall_s:.1f} s" + (
+            f"; {o.detail}" if o.detail else "")
+        last = max(r["attempt"] for r in store.task_rows(db, run_id, final_only=False) if r["task"] == o.task)
+        store.finish_task(db, run_id, o.task, last, detail=o.detail)
+    cost = {"to": cfg.escalate_to, "model": strong.model, "tasks": len(reruns),
+            "rescued": sum(o.status == "success" for o in reruns),
+            "first_attempts_s": round(sum(o.first_wall_s for o in reruns), 2),
+            "reruns_s": round(sum(o.wall_s for o in reruns), 2),
+            "all_first_s": round(sum(o.wall_s for o in outcomes), 2)}
+    cost["extra_s"] = cost["reruns_s"]
+    store.set_summary(db, run_id, "escalation", cost)
+    by_name = {o.task: o for o in reruns}
+    return [by_name.get(o.task, o) for o in outcomes], cost

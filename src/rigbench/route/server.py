@@ -1,0 +1,417 @@
+"""The router's HTTP server (Starlette on uvicorn; aiohttp to the upstreams, whose C parser costs a fraction of
+httpx's pure-Python one per request: benchmarks/router_overhead.py measured 1.2 ms added TTFT with httpx).
+
+OpenAI routes are relayed byte for byte: the request body goes upstream as the client sent it (unless an
+upstream's `model` is set) and the response's bytes come back as the upstream wrote them, so streaming
+chunks, tool calls and reasoning content pass through unchanged. `/v1/messages` is translated to OpenAI chat
+(route/anthropic.py) unless the upstream serves it itself. Every reply carries `x-rigbench-route` (which
+upstream and why), and a swap or fallback says so in its own header and in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rigbench.errors import RigbenchError
+from rigbench.route import anthropic
+from rigbench.route.accounting import Accounting
+from rigbench.route.config import RouteConfig
+from rigbench.route.policy import Decision, Policy, estimate_prompt_tokens
+from rigbench.route.upstreams import Managed, Upstreams
+
+log = logging.getLogger("rigbench.route")
+_PROMPT = re.compile(rb'"prompt_tokens":\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens":\s*(\d+)')
+_PASS_REQUEST = ("content-type", "accept", "authorization", "user-agent")
+_DROP_RESPONSE = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+
+
+class _Retry(Exception):
+    """An upstream answered with an error another upstream may not have (5xx, 429)."""
+
+
+def _tokens(tail: bytes) -> tuple[int, int] | None:
+    p, c = _PROMPT.findall(tail), _COMPLETION.findall(tail)
+    return (int(p[-1]), int(c[-1])) if p and c else None
+
+
+class Router:
+    def __init__(self, cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs"), url: str = ""):
+        self.cfg = cfg
+        self.policy = Policy(cfg)
+        self.upstreams = Upstreams(cfg, log_dir)
+        self.acct = Accounting(cfg.db, list(cfg.upstreams), cfg.model_dump(mode="json"), url)
+        self.client: aiohttp.ClientSession | None = None
+
+    # ---- the app ----
+    def app(self) -> Starlette:
+        @contextlib.asynccontextmanager
+        async def lifespan(_app):
+            self.client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
+                                                skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            try:
+                yield
+            finally:
+                await self.client.close()
+                await asyncio.to_thread(self.upstreams.close)
+
+        return Starlette(lifespan=lifespan, routes=[
+            Route("/v1/chat/completions", self.openai, methods=["POST"]),
+            Route("/v1/completions", self.openai, methods=["POST"]),
+            Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+        ])
+
+    def close(self, status: str = "done", error: str | None = None) -> None:
+        self.upstreams.close()
+        self.acct.close(status, error)
+
+    # ---- handlers ----
+    async def openai(self, request: Request) -> Response:
+        t0 = time.monotonic()
+        raw = await request.body()
+        body = _json_body(raw)
+        if body is None:
+            return JSONResponse({"error": {"message": "the request body is not a JSON object"}}, 400)
+        d = self.policy.decide(body, self._client_escalates(request))
+        path = request.url.path
+
+        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
+            if m.cfg.model and body.get("model") != m.cfg.model:
+                return path, orjson.dumps({**body, "model": m.cfg.model}), None
+            return path, raw, None
+
+        return await self._forward(request, d, prepare, t0, "openai")
+
+    async def messages(self, request: Request) -> Response:
+        t0 = time.monotonic()
+        raw = await request.body()
+        body = _json_body(raw)
+        if body is None or not isinstance(body.get("messages"), list):
+            return JSONResponse(anthropic.error_body(400, "the body is not a Messages request (JSON with messages)"),
+                                400)
+        oa = anthropic.to_openai(body)
+        d = self.policy.decide(oa, self._client_escalates(request))
+        mode = "anthropic-stream" if body.get("stream") else "anthropic-json"
+
+        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
+            if m.cfg.anthropic:
+                return "/v1/messages", (orjson.dumps({**body, "model": m.cfg.model}) if m.cfg.model else raw), None
+            return "/v1/chat/completions", orjson.dumps({**oa, "model": m.cfg.model or oa.get("model")}), mode
+
+        return await self._forward(request, d, prepare, t0, "anthropic", model=body.get("model"))
+
+    async def count_tokens(self, request: Request) -> Response:
+        body = _json_body(await request.body()) or {}
+        return JSONResponse({"input_tokens": estimate_prompt_tokens(anthropic.to_openai(body))})
+
+    async def models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "rigbench-route"}
+                                                        for n in self.cfg.upstreams]})
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok", "running": self.upstreams.running(), "totals": self.acct.summary()})
+
+    # ---- forwarding ----
+    def _client_escalates(self, request: Request) -> bool:
+        esc = self.cfg.escalation
+        return bool(esc and esc.header in request.headers)
+
+    def _chain(self, first: str) -> list[str]:
+        chain = [first]
+        while (nxt := self.cfg.fallback.get(chain[-1])) and nxt not in chain:
+            chain.append(nxt)
+        return chain
+
+    def _headers(self, request: Request, m: Managed) -> dict[str, str]:
+        h = {k: v for k in _PASS_REQUEST if (v := request.headers.get(k)) is not None}
+        if m.cfg.api_key:
+            h["authorization"] = f"Bearer {m.cfg.api_key}"
+        h["accept-encoding"] = "identity"   # bytes pass through as the upstream wrote them
+        return h
+
+    async def _forward(self, request: Request, d: Decision, prepare: Callable, t0: float, api: str,
+                       model: str | None = None) -> Response:
+        fallback_from, last_error = None, "no upstream"
+        for name in self._chain(d.upstream):
+            try:
+                m, swap = await self.upstreams.acquire(name)
+            except RigbenchError as e:
+                last_error, fallback_from = f"{name}: {e}", name
+                log.warning("route: %s could not be started (%s); falling back", name, e)
+                continue
+            path, content, mode = prepare(m)
+            resp = None
+            try:
+                resp = await self._post(m, path, content, self._headers(request, m))
+                if (resp.status >= 500 or resp.status == 429) and name != self._chain(d.upstream)[-1]:
+                    await resp.read()
+                    raise _Retry(f"HTTP {resp.status}")
+                chunks = resp.content.iter_any()
+                first = await anext(chunks, b"")
+            except (aiohttp.ClientError, TimeoutError, _Retry) as e:
+                if resp is not None:
+                    resp.release()
+                self.upstreams.release(m)
+                last_error = f"{name}: {type(e).__name__} {e}".strip()
+                self.acct.record(name, ttft=None, e2e=time.monotonic() - t0, prompt_tokens=0, output_tokens=0,
+                                 error=last_error[:300], route=d.header(), api=api, escalated=d.escalated,
+                                 triggered=False, fallback_from=fallback_from, swap=swap, start=t0)
+                log.warning("route: %s failed (%s); %s", name, last_error,
+                            "falling back" if self.cfg.fallback.get(name) else "no fallback")
+                fallback_from = name
+                continue
+            route = d.header() if name == d.upstream else f"{name}; fallback from {fallback_from}; {d.header()}"
+            headers = {k.lower(): v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE}
+            headers.update({"x-rigbench-route": route, "x-rigbench-upstream": name})
+            if swap:
+                headers["x-rigbench-swap"] = swap
+            if mode:
+                headers.pop("content-encoding", None)
+                headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
+            info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
+                        fallback_from=fallback_from, swap=swap, start=t0)
+            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
+            return Relay(resp.status, headers, body)
+        msg = f"no upstream answered ({last_error})"
+        hdrs = {"x-rigbench-route": d.header()}
+        if api == "anthropic":
+            return JSONResponse(anthropic.error_body(529, msg), 529, headers=hdrs)
+        return JSONResponse({"error": {"message": msg, "type": "upstream_error"}}, 502, headers=hdrs)
+
+    async def _post(self, m: Managed, path: str, content: bytes, headers: dict) -> aiohttp.ClientResponse:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=m.cfg.timeout_s)
+        try:
+            return await self.client.post(m.base + path, data=content, headers=headers, timeout=timeout)
+        except aiohttp.ServerDisconnectedError:
+            # a kept-alive connection the upstream closed as it was reused (llama-server's cpp-httplib closes idle
+            # ones after CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND, 5 s): once more, on a new connection
+            return await self.client.post(m.base + path, data=content, headers=headers, timeout=timeout)
+
+    async def _relay(self, m: Managed, resp: aiohttp.ClientResponse, first: bytes, chunks: AsyncIterator[bytes],
+                     t0: float,
+                     info: dict, mode: str | None, model: str | None, path: str) -> AsyncIterator[bytes]:
+        ttft = time.monotonic() - t0
+        error = None
+        events = first.count(b"data:")
+        prev, last = b"", first
+        whole = [first] if mode == "anthropic-json" or resp.status >= 400 else None
+        tr = anthropic.StreamTranslator(model) if mode == "anthropic-stream" and resp.status < 400 else None
+        buf = b""
+        try:
+            if tr is not None:
+                out, buf = _translate(tr, first)
+                if out:
+                    yield out
+            elif whole is None:
+                yield first
+            async for chunk in chunks:
+                events += chunk.count(b"data:")
+                prev, last = last, chunk
+                if tr is not None:
+                    out, buf = _translate(tr, buf + chunk)
+                    if out:
+                        yield out
+                elif whole is not None:
+                    whole.append(chunk)
+                else:
+                    yield chunk
+            if tr is not None:
+                out, _ = _translate(tr, buf + b"\n\n")
+                yield out + b"".join(tr.finish())
+            elif whole is not None:
+                data = b"".join(whole)
+                prev, last = b"", data
+                yield _anthropic_json(data, resp.status, model) if mode else data
+        except (aiohttp.ClientError, TimeoutError) as e:
+            error = f"{type(e).__name__} mid-stream: {e}"[:300]
+        finally:
+            if error is None and not resp.content.at_eof():
+                error = "the client left mid-stream"
+            if resp.content.at_eof():
+                resp.release()   # read to the end: the connection goes back to the pool
+            else:
+                resp.close()     # the client left mid-stream: the upstream stops generating
+            self.upstreams.release(m)
+            e2e = time.monotonic() - t0
+            toks = _tokens(prev + last)
+            if resp.status >= 400 and error is None:
+                error = f"HTTP {resp.status}"
+            p, c = toks if toks else (0, max(0, events - 1))
+            self.acct.record(m.name, ttft=ttft, e2e=e2e, prompt_tokens=p, output_tokens=c, error=error, **info)
+            if self.cfg.log_requests:
+                log.info("route: %s -> %s (%s) %d, ttft %.1f ms, %.2f s, %d/%d tokens%s", path, m.name,
+                         info["route"], resp.status, ttft * 1000, e2e, p, c, f", {error}" if error else "")
+
+
+class Relay:
+    """An ASGI response that sends the upstream's bytes on as they come. Starlette's StreamingResponse starts a
+    task group per request to watch for a disconnect (ASGI spec 2.3, uvicorn's); this starts a plain task, and
+    only once the first chunk is out, so the time to first token pays for none of it."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: AsyncIterator[bytes]):
+        self.status, self.headers, self.body = status, headers, body
+        self.gone = self.done = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]})
+        watcher = None
+        try:
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watcher is None:
+                    watcher = asyncio.create_task(self._watch(receive, asyncio.current_task()))
+            self.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self.gone:
+                raise
+            asyncio.current_task().uncancel()   # the client left: the relay's cleanup ran, nothing more to send
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await self.body.aclose()
+
+    async def _watch(self, receive, task: asyncio.Task) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.done:   # uvicorn also answers `http.disconnect` once the response is complete
+            self.gone = True
+            task.cancel()
+
+
+def _json_body(raw: bytes) -> dict | None:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _translate(tr: anthropic.StreamTranslator, buf: bytes) -> tuple[bytes, bytes]:
+    """Feed complete SSE events of an OpenAI stream to the translator; returns (Anthropic events, the rest)."""
+    buf = buf.replace(b"\r\n", b"\n")
+    *events, rest = buf.split(b"\n\n")
+    out: list[bytes] = []
+    for ev in events:
+        for line in ev.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]" or not data:
+                continue
+            try:
+                out += tr.feed(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                continue
+    return b"".join(out), rest
+
+
+def _anthropic_json(data: bytes, status: int, model: str | None) -> bytes:
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return orjson.dumps(anthropic.error_body(502, f"the upstream answered {status} with no JSON"))
+    if status >= 400:
+        msg = ((body.get("error") or {}).get("message") if isinstance(body, dict) else None) or str(body)[:300]
+        return orjson.dumps(anthropic.error_body(status, msg))
+    return orjson.dumps(anthropic.from_openai(body, model))
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise RigbenchError(f"cannot listen on {host}:{port} ({e.strerror}); pick another port "
+                            f"(0 = any free one)") from None
+    s.listen(2048)
+    return s
+
+
+def _uvicorn(app, host: str):
+    import uvicorn
+
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    return uvicorn.Server(uvicorn.Config(app, host=host, loop="uvloop", http=http, lifespan="on",
+                                         access_log=False, log_level="warning", timeout_keep_alive=60))
+
+
+def serve(cfg: RouteConfig, on_ready: Callable[[str, Router], None] | None = None,
+          log_dir: Path = Path(".rigbench/logs")) -> None:
+    """Run the router in this thread until Ctrl-C / SIGTERM; planned upstreams are stopped on the way out."""
+    sock = listen_socket(cfg.host, cfg.port)
+    url = f"http://{cfg.host}:{sock.getsockname()[1]}"
+    router = Router(cfg, log_dir, url)
+    server = _uvicorn(router.app(), cfg.host)
+    try:
+        if on_ready:
+            on_ready(url, router)
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM: how a router is meant to stop, so its run ends `done`
+        pass
+    finally:
+        sock.close()
+        router.close()
+
+
+class Background:
+    """The router (or a translating endpoint) serving from a thread: `.url`, `.base_url`, `.stop()`."""
+
+    def __init__(self, cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs")):
+        self.sock = listen_socket(cfg.host, cfg.port)
+        self.url = f"http://{cfg.host}:{self.sock.getsockname()[1]}"
+        self.base_url = self.url + "/v1"
+        self.router = Router(cfg, log_dir, self.url)
+        self.server = _uvicorn(self.router.app(), cfg.host)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="rigbench-route")
+
+    def start(self, timeout: float = 30) -> Background:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RigbenchError("the router did not start; see the log above")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+        self.router.close()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_background(cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs")) -> Background:
+    return Background(cfg, log_dir).start()
