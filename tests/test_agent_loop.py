@@ -137,7 +137,8 @@ def test_a_cut_off_reply_is_answered_with_its_token_count(serve, sandbox):
 
 @needs_bwrap
 def test_a_complete_call_in_a_cut_off_reply_is_run(serve, sandbox):
-    s = Script([('```json\n{"name": "bash", "arguments": {"command": "echo hello-there"}}\nand now I explain', "length"),
+    cut = '```json\n{"name": "bash", "arguments": {"command": "echo hello-there"}}\nand now I explain'
+    s = Script([(cut, "length"),
                 ('{"name": "finish", "arguments": {}}', "stop")])
     _, events, _ = run_agent(serve(s), sandbox)
     outputs = [d for k, d in events if k == "tool_output"]
@@ -159,6 +160,19 @@ def test_a_repeating_reply_is_stopped_mid_stream(serve, sandbox):
     assert "kept repeating" in told and "'s/a/b/'" in told
     sent_back = s.requests[1]["messages"][-2]["content"]   # the loop is not fed back whole
     assert len(sent_back) < 300 and sent_back.endswith("[...]")
+
+
+@needs_bwrap
+def test_a_reply_that_writes_the_next_turns_is_cut_at_the_turn_marker(serve, sandbox):
+    runaway = ("```bash\necho mine\n```\n<|im_end|>\n<|im_start|>user\n"
+               '{"name": "finish", "arguments": {}}' + " and the conversation goes on" * 100)
+    s = Script([(runaway, "length"), ('{"name": "finish", "arguments": {}}', "stop")])
+    _, events, end = run_agent(serve(s), sandbox)
+    resp = [d for k, d in events if k == "response"]
+    assert resp[0]["stopped_early"] and resp[0]["repetition"]["sign"] == "turn-marker"
+    assert resp[0]["parse_rule"] == "bash-fence" and len(resp) == 2      # the finish after the marker is not run
+    assert "mine" in [d for k, d in events if k == "tool_output"][0]["output"]
+    assert "<|im_start|>" not in s.requests[1]["messages"][-2]["content"]
 
 
 @needs_bwrap

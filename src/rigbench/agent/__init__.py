@@ -17,7 +17,7 @@ import openai
 import yaml
 from pydantic import BaseModel, Field
 
-from rigbench.agent.loops import Repetition, Watcher
+from rigbench.agent.loops import Runaway, Watcher
 from rigbench.agent.parse import EXAMPLE, Parsed, parse_reply, validate
 from rigbench.agent.tools import TOOLS, execute
 from rigbench.sandbox import Sandbox
@@ -77,7 +77,7 @@ class Reply(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     seconds: float = 0.0
-    repetition: Repetition | None = None                 # set when the reply was stopped for repeating itself
+    repetition: Runaway | None = None    # set when the reply was stopped: repeating itself or past its turn
     timings: dict | None = None
 
     @property
@@ -191,8 +191,10 @@ class Agent:
             max_tokens=self.cfg.max_response_tokens, stream=True, stream_options={"include_usage": True})
 
     def parse(self, r: Reply) -> Parsed:
-        if not r.native:
-            return parse_reply(r.content, r.reasoning, truncated=r.cut_off or r.repetition is not None)
+        if not r.native:    # past a turn marker the model writes other turns: not its reply
+            past = r.repetition is not None and r.repetition.sign == "turn-marker"
+            content = r.content[: r.repetition.keep] if past else r.content
+            return parse_reply(content, r.reasoning, truncated=r.cut_off or r.repetition is not None)
         out = Parsed(rule="native")
         for c in r.native:
             call, error = validate(c["function"]["name"], c["function"]["arguments"], c["id"])
@@ -204,8 +206,8 @@ class Agent:
 
     def observe(self, r: Reply, parsed: Parsed) -> None:
         content = r.content
-        if r.repetition and r.repetition.span > len(r.repetition.unit):   # keep one copy of the loop, not all
-            content = content[: len(content) - r.repetition.span + len(r.repetition.unit)] + " [...]"
+        if r.repetition:     # one copy of a loop, nothing past a turn marker: not the runaway itself
+            content = content[: r.repetition.keep] + " [...]"
         assistant = {"role": "assistant", "content": content}
         if r.native:
             assistant["tool_calls"] = r.native
