@@ -187,6 +187,15 @@ def test_the_same_failing_call_three_times_ends_the_task(serve, sandbox):
 
 
 @needs_bwrap
+def test_the_same_successful_call_with_the_same_output_three_times_ends_the_task(serve, sandbox):
+    read = '```json\n{"name": "read_file", "arguments": {"path": "/etc/hostname"}}\n```'   # what Qwen 0.5B did
+    s = Script([(read, "stop")] * 5)
+    agent, _, end = run_agent(serve(s), sandbox, max_steps=10)
+    assert end.startswith("the same call was repeated 3 times with the same output") and agent.stats.turns == 3
+    assert "made this exact call 2 times" in user_messages(s, 2)
+
+
+@needs_bwrap
 def test_the_same_reply_without_a_call_three_times_ends_the_task(serve, sandbox):
     s = Script([("I think the answer is 42.", "stop")] * 5)
     agent, _, end = run_agent(serve(s), sandbox, max_steps=10)

@@ -243,11 +243,16 @@ class Agent:
             self.steps.append(f"{call.name} {_brief(call.arguments)} -> exit {code}")
             text = note + shown + f"\n[exit code {code}]"
             note = ""
+            key = json.dumps([call.name, call.arguments], sort_keys=True)
             if code != 0:
-                key = json.dumps([call.name, call.arguments], sort_keys=True)
                 n = self._failed(key, f"{call.name} {_brief(call.arguments)} (exit {code})")
                 if n > 1:
                     text += "\n" + PROMPTS["repeated"].format(n=n, limit=self.cfg.max_repeats)
+            else:   # a call that worked, made again with the same result, is a loop too
+                n = self._failed(f"same:{key}:{hash(output)}", f"{call.name} {_brief(call.arguments)}",
+                                 "the same call was repeated {n} times with the same output: {what}")
+                if n > 1:
+                    text += "\n" + PROMPTS["same_again"].format(n=n, limit=self.cfg.max_repeats)
             if r.native:
                 self.messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
             else:
@@ -264,11 +269,11 @@ class Agent:
             return PROMPTS["bad_call"].format(errors=" ".join(parsed.errors))
         return PROMPTS["no_tool"].format(example=example)
 
-    def _failed(self, key: str, what: str) -> int:
+    def _failed(self, key: str, what: str, why: str = "the same failing call was repeated {n} times: {what}") -> int:
         """Count one more failure of `key`; the task ends when the same one reaches max_repeats."""
         n = self.failures[key] = self.failures.get(key, 0) + 1
         if n >= self.cfg.max_repeats:
-            reason = f"the same failing call was repeated {n} times: {what[:300]}"
+            reason = why.format(n=n, what=what[:300])
             self.record("note", {"stop": reason})
             raise LimitsExceeded(reason)
         return n
