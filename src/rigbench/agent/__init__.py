@@ -125,6 +125,8 @@ class Agent:
                                  "cut_off": reply.cut_off, "degenerate": reply.repetition is not None,
                                  "stopped_early": reply.repetition is not None,
                                  "repetition": reply.repetition.model_dump() if reply.repetition else None})
+        if reply.finish_reason == "time_limit":
+            raise TimeoutError("the task's time limit ran out during a reply")
         self.observe(reply, parsed)
 
     def query(self) -> Reply:
@@ -171,7 +173,8 @@ class Agent:
                     r.finish_reason = "repetition"
                     break
                 if time.monotonic() > self.deadline:
-                    raise TimeoutError("the task's time limit ran out during a reply")
+                    r.finish_reason = "time_limit"      # recorded as far as it came, then the task ends
+                    break
         finally:
             stream.close()
         r.seconds = time.monotonic() - t0
