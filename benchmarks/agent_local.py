@@ -19,6 +19,7 @@ Usage (under the shared CPU lock):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ from rigbench import packaged, store
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / ".rigbench" / "agent_local"
+CORPUS = ROOT / "tests" / "data" / "agent_replies.jsonl"
 MODELS = {"qwen": ("qwen2.5-coder-0.5b", packaged.qwen_coder_05b),
           "gemma": ("gemma3-270m", packaged.gemma3_270m)}
 SETTINGS = {"tasks": ["csv-to-json", "fix-failing-test", "wordfreq-cli"], "max_steps": 5,
@@ -101,9 +103,28 @@ def replies(events: list[dict]) -> list[dict]:
                         "content": text, "reasoning": d.get("reasoning")})
         elif e["kind"] == "tool_call" and out:
             out[-1]["agent_calls"] += 1
+    labels = _labels()
     for r in out:
-        r["parsed"] = r["agent_calls"] > 0 or r["native_calls"] > 0
+        # understood: a call was run, or (this agent) a call form was found and its error explained
+        r["parsed"] = r["agent_calls"] > 0 or r["native_calls"] > 0 or r["agent_rule"] is not None
+        r["hand_label"] = labels.get(_reply_id(r["content"], r["reasoning"] or ""))
     return out
+
+
+def _reply_id(content: str, reasoning: str) -> str:
+    from rigbench.agent.loops import turn_marker
+
+    marker = turn_marker(content)
+    own = content[: marker.keep] if marker else content     # the model's own turn
+    return hashlib.sha1(json.dumps([own, reasoning]).encode()).hexdigest()[:12]
+
+
+def _labels() -> dict[str, str]:
+    """Hand labels of the corpus: reply id -> the tool it completely calls ("" for none)."""
+    if not CORPUS.exists():
+        return {}
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return {r["id"]: r["complete_call"] for r in rows if r.get("labelled_by") == "hand"}
 
 
 def summarize(settings: dict) -> dict:
@@ -128,6 +149,7 @@ def summarize(settings: dict) -> dict:
                           "degenerate_replies": sum(r["degenerate"] for r in rs),
                           "detail": (row["detail"] or "")[:300], "notes": ends[-3:]})
         intending = [r for r in all_replies if r["intends_call"]]
+        labelled = [r for r in all_replies if r["hand_label"]]
         pairs[key] = {
             "agent_source": meta["src"], "git": meta.get("git"), "settings": meta["settings"],
             "solved": sum(t["outcome"] == "success" for t in tasks), "tasks": tasks,
@@ -135,6 +157,9 @@ def summarize(settings: dict) -> dict:
             "replies_intending_a_call": len(intending),
             "parsed_share_of_intending": round(sum(r["parsed"] for r in intending) / len(intending), 3)
             if intending else None,
+            "replies_with_a_complete_call_by_hand": len(labelled),
+            "parsed_share_of_hand_labelled": round(sum(r["parsed"] for r in labelled) / len(labelled), 3)
+            if labelled else None,
             "cut_off": sum(r["cut_off"] for r in all_replies),
             "degenerate": sum(r["degenerate"] for r in all_replies),
             "stopped_early": sum(r["stopped_early"] for r in all_replies),
@@ -156,8 +181,52 @@ def summarize(settings: dict) -> dict:
                              "total_degenerate_s_after": a["total_degenerate_s"],
                              "parsed_share_before": b["parsed_share_of_intending"],
                              "parsed_share_after": a["parsed_share_of_intending"],
+                             "parsed_share_of_hand_labelled_before": b["parsed_share_of_hand_labelled"],
+                             "parsed_share_of_hand_labelled_after": a["parsed_share_of_hand_labelled"],
                              "solved_before": b["solved"], "solved_after": a["solved"]}
     return {"benchmark": "agent_local", "settings": settings, "comparison": comparison, "pairs": pairs}
+
+
+def corpus(path: Path) -> int:
+    """Every distinct real reply of the stored runs as JSON lines for the parser's tests. `complete_call`
+    (the tool the reply completely calls, "unknown:NAME" for a complete call to a tool that does not exist,
+    "" for none) starts as the parser's answer and is then checked by hand; labels already in the file are
+    kept (`labelled_by: "hand"`)."""
+    from rigbench.agent.loops import turn_marker
+    from rigbench.agent.parse import parse_reply
+
+    old = {}
+    if path.exists():
+        old = {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r.get("labelled_by") == "hand"}
+    rows, seen = [], set()
+    for db_path in sorted(RUNS.glob("*-*.db")):
+        model, agent = db_path.stem.split("-")
+        db = store.connect(f"sqlite:///{db_path}")
+        for e in store.task_events(db, 1):
+            if e["kind"] != "response":
+                continue
+            d = e["data"]
+            content, reasoning = d.get("content") or "", d.get("reasoning") or ""
+            marker = turn_marker(content)
+            own = content[: marker.keep] if marker else content     # the model's own turn
+            rid = _reply_id(content, reasoning)
+            if rid in seen:
+                continue
+            seen.add(rid)
+            finish = d.get("finish_reason")
+            p = parse_reply(own, reasoning, truncated=finish in ("length", "repetition"))
+            row = {"id": rid, "model": model, "agent": agent, "task": e["task"], "finish_reason": finish,
+                   "native_calls": len(d.get("tool_calls") or []), "content": own, "reasoning": reasoning,
+                   "past_turn_chars": len(content) - len(own),
+                   "complete_call": p.calls[0].name if p.calls else "", "labelled_by": "parser",
+                   "parser_errors": p.errors[:1]}
+            if rid in old:
+                row["complete_call"], row["labelled_by"] = old[rid]["complete_call"], "hand"
+                row["note"] = old[rid].get("note", "")
+            rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
 
 
 def _count(items) -> dict[str, int]:
@@ -172,6 +241,7 @@ def main() -> int:
     ap.add_argument("--before-src", type=Path, help="src/ of today's agent (a checkout of main)")
     ap.add_argument("--only", action="append", help="model:agent pairs to run, e.g. qwen:before (repeatable)")
     ap.add_argument("--summarize", action="store_true", help="only rebuild the JSON from the stored runs")
+    ap.add_argument("--corpus", type=Path, help="also write the distinct real replies here (tests/data/...jsonl)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "agent_local.json")
     a = ap.parse_args()
     if not a.summarize:
@@ -183,9 +253,13 @@ def main() -> int:
             run_pair(m, g, a.before_src if g == "before" else ROOT / "src", SETTINGS)
     res = summarize(SETTINGS)
     a.out.write_text(json.dumps(res, indent=1))
+    if a.corpus:
+        print(f"corpus: {corpus(a.corpus)} distinct replies in {a.corpus}")
     for key, p in res["pairs"].items():
         print(f"{key:14s} solved {p['solved']}/{len(p['tasks'])}  replies {p['replies']}  parsed "
-              f"{p['parsed_share_of_intending']} of {p['replies_intending_a_call']} with a call  cut {p['cut_off']}  "
+              f"{p['parsed_share_of_intending']} of {p['replies_intending_a_call']} that look like a call, "
+              f"{p['parsed_share_of_hand_labelled']} of {p['replies_with_a_complete_call_by_hand']} with a complete "
+              f"call (hand)  cut {p['cut_off']}  "
               f"degenerate {p['degenerate']} (stopped early {p['stopped_early']})  median degenerate s/task "
               f"{p['median_degenerate_s_per_task']}")
     for m, c in res["comparison"].items():

@@ -324,6 +324,20 @@ class Agent:
                                 len(rest), "messages_after": len(candidate), "forced": force})
 
 
+def verdict(response: dict) -> str:
+    """One line on a recorded response: how it was parsed, cut off, stopped."""
+    parts = [f"parsed: {response['parse_rule']} ({response.get('calls', 0)} calls)" if response.get("parse_rule")
+             else "no call"]
+    if response.get("parse_errors"):
+        parts.append(f"{len(response['parse_errors'])} bad calls")
+    if response.get("cut_off"):
+        parts.append(f"cut off at {response.get('completion_tokens')} tokens")
+    if response.get("stopped_early"):
+        parts.append(f"stopped early ({(response.get('repetition') or {}).get('sign')}) at "
+                     f"{response.get('completion_tokens')} tokens")
+    return " · ".join(parts)
+
+
 def server_context(cfg: AgentConfig) -> int | None:
     """The context size of the server's slot (llama-server's /props), or None where it does not say."""
     base = cfg.url.rstrip("/").removesuffix("/v1")

@@ -74,6 +74,14 @@ def validate(name: str, args, call_id: str) -> tuple[ToolCall | None, str]:
     """A runnable call, or the message that tells the model what was wrong and how a right one looks."""
     name = str(name or "").strip()
     tool = name if name in SCHEMAS else ALIASES.get(name.lower())
+    if isinstance(args, str) and args.strip().startswith("{"):
+        try:
+            args = json.loads(args, strict=False)
+        except json.JSONDecodeError:
+            pass
+    if tool is None and isinstance(args, dict) and isinstance(args.get("command"), str) and \
+            set(args) <= {"command", "timeout"}:
+        tool = "bash"       # {"name": "python3", "arguments": {"command": "python3 x.py"}}: a shell command
     if tool is None:
         return None, (f"unknown tool {name!r}: the tools are {', '.join(SCHEMAS)}. Example of a valid call: "
                       f"{EXAMPLE}")
