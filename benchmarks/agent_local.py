@@ -35,8 +35,9 @@ RUNS = ROOT / ".rigbench" / "agent_local"
 CORPUS = ROOT / "tests" / "data" / "agent_replies.jsonl"
 MODELS = {"qwen": ("qwen2.5-coder-0.5b", packaged.qwen_coder_05b),
           "gemma": ("gemma3-270m", packaged.gemma3_270m)}
-SETTINGS = {"tasks": ["csv-to-json", "fix-failing-test", "wordfreq-cli"], "max_steps": 5,
-            "max_response_tokens": 384, "time_limit_s": 150.0, "context": 8192, "temperature": 0.2,
+SETTINGS = {"tasks": ["csv-to-json", "fix-failing-test", "wordfreq-cli", "log-errors-per-hour", "lru-cache",
+                      "fix-backup-script"], "max_steps": 5,
+            "max_response_tokens": 512, "time_limit_s": 150.0, "context": 8192, "temperature": 0.2,
             "server": "llama-server -c 8192 -np 1 --jinja (one server per model, shared by both agents)"}
 
 
@@ -199,7 +200,8 @@ def corpus(path: Path) -> int:
     if path.exists():
         old = {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r.get("labelled_by") == "hand"}
     rows, seen = [], set()
-    for db_path in sorted(RUNS.glob("*-*.db")):
+    # the stored runs, and those of the first, smaller round (3 tasks, 384 tokens) where kept
+    for db_path in sorted([*RUNS.glob("*-*.db"), *RUNS.with_name("agent_local_v1").glob("*-*.db")]):
         model, agent = db_path.stem.split("-")
         db = store.connect(f"sqlite:///{db_path}")
         for e in store.task_events(db, 1):

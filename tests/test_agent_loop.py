@@ -173,6 +173,7 @@ def test_a_reply_that_writes_the_next_turns_is_cut_at_the_turn_marker(serve, san
     assert resp[0]["parse_rule"] == "bash-fence" and len(resp) == 2      # the finish after the marker is not run
     assert "mine" in [d for k, d in events if k == "tool_output"][0]["output"]
     assert "<|im_start|>" not in s.requests[1]["messages"][-2]["content"]
+    assert "wrote the next turn (<|im_end|>); the complete tool call in it was run" in user_messages(s, 1)
 
 
 @needs_bwrap
@@ -245,32 +246,38 @@ def test_the_conversation_is_compacted_near_the_server_context(serve, sandbox):
 
 @pytest.mark.llama
 @needs_bwrap
-def test_real_model_stopped_mid_repetition_frees_the_server(qwen_gguf, llama_server, sandbox, tmp_path):
+def test_real_model_stopped_mid_reply_frees_the_server(llama_server, sandbox, tmp_path):
+    """The packaged Gemma 3 270M (pretrained, no chat template of its own) echoes the prompt and writes the
+    next ChatML turns itself: the reply is stopped at the first marker and llama-server stops generating."""
+    from rigbench import packaged
     from rigbench.engines import llamacpp
     from rigbench.engines.options import parse_llama_args
 
-    o = parse_llama_args(["-m", str(qwen_gguf), "-c", "4096", "-np", "1", "--jinja"])
-    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="q"), tmp_path / "l.log", timeout=180)
     try:
-        events = []
+        gguf = packaged.gemma3_270m()
+    except Exception as e:
+        pytest.skip(f"packaged Gemma unavailable: {e}")
+    o = parse_llama_args(["-m", str(gguf), "-c", "4096", "-np", "1", "--jinja"])
+    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="g"), tmp_path / "l.log", timeout=180)
+    try:
         agent = Agent(AgentConfig(url=server.url, max_steps=1, max_response_tokens=600, temperature=0.0), sandbox,
-                      lambda k, d: events.append((k, d)))
-        agent.messages = [{"role": "user", "content": "Write the line `echo hello world` 300 times, one per line, "
-                                                      "and nothing else."}]
+                      lambda k, d: None)
+        agent.messages = [{"role": "user", "content": "Task:\nList the files in /app."}]
         agent.deadline = time.monotonic() + 300
         reply = agent.query()
-        assert reply.repetition is not None, reply.content[-300:]
-        assert reply.completion_tokens < 600
-        t0 = time.monotonic()     # the slot is idle again soon: the server stopped generating
-        while time.monotonic() - t0 < 10:
+        assert reply.repetition is not None and reply.finish_reason == "repetition", reply.content[-300:]
+        assert reply.completion_tokens < 300
+        t0, slots = time.monotonic(), []
+        while time.monotonic() - t0 < 10:     # the slot is idle again soon: the server stopped generating
             slots = httpx.get(server.url + "/slots").json()
             if not any(s.get("is_processing") for s in slots):
                 break
             time.sleep(0.2)
-        assert not any(s.get("is_processing") for s in slots)
+        assert slots and not any(s.get("is_processing") for s in slots)
+        time.sleep(1)
         metrics = httpx.get(server.url + "/metrics").text
         predicted = next(float(line.split()[-1]) for line in metrics.splitlines()
                          if line.startswith("llamacpp:tokens_predicted_total"))
-        assert predicted < 600
+        assert predicted < 300, predicted     # far from the 600 the request allowed
     finally:
         server.stop()

@@ -197,7 +197,17 @@ class Agent:
         if not r.native:    # past a turn marker the model writes other turns: not its reply
             past = r.repetition is not None and r.repetition.sign == "turn-marker"
             content = r.content[: r.repetition.keep] if past else r.content
-            return parse_reply(content, r.reasoning, truncated=r.cut_off or r.repetition is not None)
+            p = parse_reply(content, r.reasoning, truncated=r.cut_off or r.repetition is not None)
+            if r.repetition:    # a reply that loops over calls: each distinct call once, up to the first repeat
+                seen, calls = set(), []
+                for c in p.calls:
+                    if (key := json.dumps([c.name, c.arguments], sort_keys=True)) in seen:
+                        break
+                    seen.add(key)
+                    calls.append(c)
+                p.calls = calls
+            p.errors = list(dict.fromkeys(p.errors))
+            return p
         out = Parsed(rule="native")
         for c in r.native:
             call, error = validate(c["function"]["name"], c["function"]["arguments"], c["id"])
@@ -230,7 +240,9 @@ class Agent:
             return
         note = ""
         if r.cut_off or r.repetition:
-            why = "cut off at the token limit" if r.cut_off else "stopped because it kept repeating itself"
+            why = ("cut off at the token limit" if r.cut_off else "stopped because it kept repeating itself"
+                   if r.repetition.sign != "turn-marker" else
+                   f"stopped because it went on past its end and wrote the next turn ({r.repetition.unit})")
             note = PROMPTS["partial"].format(why=why) + "\n"
         if parsed.errors and not r.native:
             note += PROMPTS["bad_call"].format(errors=" ".join(parsed.errors)) + "\n"
@@ -263,6 +275,8 @@ class Agent:
 
     def _feedback(self, r: Reply, parsed: Parsed) -> str:
         example = EXAMPLE
+        if r.repetition and r.repetition.sign == "turn-marker":
+            return PROMPTS["past_turn"].format(tokens=r.completion_tokens, marker=r.repetition.unit, example=example)
         if r.repetition:
             unit = r.repetition.unit.strip()[:80] or repr(r.repetition.unit[:20])
             return PROMPTS["degenerate"].format(tokens=r.completion_tokens, unit=repr(unit), example=example)
