@@ -108,6 +108,8 @@ def test_unknown_tool_and_malformed_arguments_get_a_specific_error_with_an_examp
     assert "write_file needs 'content'" in errors[0] and "['path']" in errors[0] and '"content":' in errors[0]
     _, _, errors = calls('{"name": "read_file", "arguments": "not json"}')
     assert "not a JSON object" in errors[0] and '"path": "/app/main.py"' in errors[0]
+    _, got, errors = calls('{"name": "finish", "arguments": {"summary": {"type": "string"}}}')   # Qwen 0.5B, real
+    assert got == [] and "'summary' holds a JSON schema, not a value" in errors[0]
     _, _, errors = calls('{"name": "bash", "arguments": {"command": "echo "hi""}}')
     assert "not valid JSON" in errors[0]
 

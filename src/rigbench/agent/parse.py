@@ -102,6 +102,10 @@ def validate(name: str, args, call_id: str) -> tuple[ToolCall | None, str]:
             return None, (f"the arguments of {tool} must be a JSON object, not {type(args).__name__}. Example of "
                           f"a valid call: {_example(tool)}")
     schema = SCHEMAS[tool]
+    echoed = [k for k, v in args.items() if isinstance(v, dict) and "type" in v]
+    if echoed:      # {"path": {"type": "string"}}: the tool's schema copied, not a value given
+        return None, (f"{tool}: {', '.join(repr(k) for k in echoed)} holds a JSON schema, not a value; give the "
+                      f"actual values. Example of a valid call: {_example(tool)}")
     if tool == "bash" and "command" not in args and len(args) == 1 and isinstance(next(iter(args.values())), str):
         args = {"command": next(iter(args.values()))}   # {"cmd": ...}, {"script": ...}
     if isinstance(args.get("command"), list):
