@@ -17,7 +17,7 @@ from rich.table import Table  # noqa: F401  (after a merge with main only other 
 from rigbench import __version__, catalog, hardware
 from rigbench import model as model_mod
 from rigbench.bench import SCENARIOS
-from rigbench.engines.launch import EMBEDDED_NAME, embedded_default, embedded_launch, launch_for
+from rigbench.engines.launch import EMBEDDED, EMBEDDED_NAME, embedded_default, embedded_launch, launch_for
 from rigbench.engines.options import LlamaCppOptions
 from rigbench.errors import DoesNotFitError, RigbenchError, UsageError
 from rigbench.plan import memory
@@ -81,11 +81,11 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
     return measure(args, gguf, r, prompt, output, server_bin, say=lambda m: err.print(f"[dim]{m}[/]"))
 
 
-def _start_embedded(log_dir: Path):
+def _start_embedded(log_dir: Path, name: str = EMBEDDED_NAME):
     from rigbench.engines import llamacpp
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    spec = embedded_launch(16384)
+    spec = embedded_launch(16384, name=name)
     err.print(f"[dim]eval: starting the embedded model: {spec.shell()}[/]")
     return llamacpp.start(spec, log_dir / "eval-llama-server.log", timeout=180)
 
@@ -580,6 +580,8 @@ def eval_cmd(
                                                     "out are run again there (the cost in time is reported)")]
     = None,
     escalate_model: Annotated[str | None, typer.Option(help="model name to request from --escalate-to")] = None,
+    embedded: Annotated[str, typer.Option(help="embedded model started without --url: "
+                                          + " | ".join(EMBEDDED))] = EMBEDDED_NAME,
     db: DbOpt = None,
     ray: Annotated[str | None, typer.Option("--ray", help="run the tasks on Ray: auto (this machine's cluster, "
                                             "or a new local one) or the head's ADDRESS; one store for all, "
@@ -630,12 +632,16 @@ def eval_cmd(
                                 sandbox=sandbox, agent_network=agent_network, verifier_network=verifier_network,
                                 build=build, retry_errors=retry_errors, escalate_to=escalate_to,
                                 escalate_model=escalate_model)
+        if not url and kind in ("builtin", "cmd"):
+            cfg.model = embedded      # stored with the run, so --resume starts the same model
         run_id = runner.new_run(dbe, cfg, folder, name, tag, dataset=pinned)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
         if cfg.agent in ("builtin", "cmd") and not cfg.url and not endpoints:
-            server = _start_embedded(Path(".rigbench"))
-            cfg.url, cfg.model = server.url, EMBEDDED_NAME
+            if resume is not None and cfg.model in EMBEDDED:    # a resumed run keeps its embedded model
+                embedded = cfg.model
+            server = _start_embedded(Path(".rigbench"), embedded)
+            cfg.url, cfg.model = server.url, embedded
         progress = None if as_json else lambda o: err.print(f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]")
         if ray:
             from rigbench.scale import eval as ray_eval

@@ -1,10 +1,9 @@
-"""The built-in agent's tools, run inside the task's sandbox, and the parsers that recover tool calls a
-local model left in plain content (Qwen XML `<function=...>` calls, `<tool_call>` JSON, fenced bash)."""
+"""The built-in agent's tools, run inside the task's sandbox (the calls a model leaves in its text are
+recovered by `rigbench.agent.parse`)."""
 
 from __future__ import annotations
 
 import json
-import re
 
 from pydantic import BaseModel
 
@@ -77,36 +76,8 @@ def _q(s: str) -> str:
     return shlex.quote(str(s))
 
 
-_XML_FN = re.compile(r"<function=([\w.-]+)>(.*?)</function>", re.S)
-_XML_PARAM = re.compile(r"<parameter=([\w.-]+)>\n?(.*?)\n?</parameter>", re.S)
-_JSON_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
-_FENCE = re.compile(r"```(?:bash|sh|shell)\n(.*?)```", re.S)
-_JSON_FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.S)
-
-
 def parse_content(content: str) -> list[ToolCall]:
-    """Tool calls left in message content (the qwen3_coder XML, Qwen2.5 JSON in <tool_call>, or bash fences)."""
-    calls: list[ToolCall] = []
-    for i, (name, body) in enumerate(_XML_FN.findall(content)):
-        calls.append(ToolCall(id=f"xml-{i}", name=name, arguments=dict(_XML_PARAM.findall(body))))
-    if calls:
-        return calls
-    raws = _JSON_CALL.findall(content) or [r for r in _JSON_FENCE.findall(content) if '"name"' in r]
-    for i, raw in enumerate(raws):
-        try:
-            d = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        args = d.get("arguments", d.get("parameters", {}))
-        if isinstance(args, str):
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                args = {"command": args}
-        calls.append(ToolCall(id=f"json-{i}", name=str(d.get("name", "")), arguments=args or {}))
-    if calls:
-        return calls
-    blocks = _FENCE.findall(content)
-    if blocks:
-        return [ToolCall(id="fence-0", name="bash", arguments={"command": blocks[0].strip()})]
-    return []
+    """The valid tool calls left in message content (all forms: `rigbench.agent.parse`)."""
+    from rigbench.agent.parse import parse_reply
+
+    return parse_reply(content).calls

