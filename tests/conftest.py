@@ -1,3 +1,4 @@
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -160,3 +161,30 @@ def pg_url(postgres_server, request) -> str:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return f"{postgres_server}/{name}"
+
+
+@contextlib.contextmanager
+def fakeserver(*args: str):
+    """rigbench's fake OpenAI-compatible server (rigbench.bench.fakeserver) on a free port: (url, process)."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from rigbench.engines.process import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port), *args])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.kill()
+        proc.wait()

@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import httpx
 import pytest
 
 from rigbench import store
@@ -15,6 +14,7 @@ from rigbench.bench.client import RequestResult
 from rigbench.bench.load import run, run_load
 from rigbench.bench.metrics import summarize
 from rigbench.engines.process import free_port
+from tests.conftest import fakeserver
 
 
 def test_statistics_follow_vllm_bench_definitions():
@@ -38,18 +38,8 @@ def test_statistics_follow_vllm_bench_definitions():
 
 @pytest.fixture()
 def fake():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url, proc
-    proc.kill()
-    proc.wait()
+    with fakeserver() as (url, proc):
+        yield url, proc
 
 
 def _load(url, model, n=4, conc=2, **kw):

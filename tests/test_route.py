@@ -22,6 +22,7 @@ from rigbench.route import anthropic
 from rigbench.route.config import RouteConfig, RouteConfigError, Upstream, load
 from rigbench.route.policy import Policy, conversation_key
 from rigbench.route.server import start_background
+from tests.conftest import fakeserver as fake_server
 
 TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
 
@@ -110,18 +111,8 @@ def test_a_config_naming_an_unknown_upstream_is_a_one_line_error(tmp_path):
 
 @pytest.fixture()
 def fake():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with fake_server() as (url, proc):
+        yield url
 
 
 def _events(raw: bytes) -> list[bytes]:

@@ -8,12 +8,9 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
-import httpx
 import numpy as np
 import pytest
 
@@ -24,6 +21,7 @@ from rigbench.plan import memory
 from rigbench.sandbox import bwrap_available
 from rigbench.scale.placement import VRAM, gpu_resource, node_resources, placement
 from rigbench.tasks import formats, runner
+from tests.conftest import fakeserver
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'rigbench[scale]'")
 needs_bwrap = pytest.mark.skipif(bwrap_available() is not None, reason=f"no sandbox: {bwrap_available()}")
@@ -135,22 +133,8 @@ def test_resume_on_another_machine_finds_the_tasks_where_they_are(tmp_path, pg_u
 
 @pytest.fixture()
 def fake():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url + "/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with fakeserver() as (url, proc):
+        yield url
 
 
 def test_bench_load_from_two_workers_is_merged_from_the_raw_samples(cluster, fake):
