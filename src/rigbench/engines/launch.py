@@ -51,10 +51,4 @@ def start(launch: LaunchSpec, log_path: Path, timeout: float = 300.0) -> Server:
     if launch.engine == "llama.cpp":
         from rigbench.engines import llamacpp
         return llamacpp.start(launch, log_path, timeout)
-    server = Server(launch, log_path).start()
-    try:
-        server.wait_healthy(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return Server(launch, log_path).start_healthy(timeout)

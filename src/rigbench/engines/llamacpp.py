@@ -62,23 +62,11 @@ def launch_spec(o: LlamaCppOptions, binary: Path, host: str = "127.0.0.1", port:
 
 def start(spec: LaunchSpec, log_path: Path, timeout: float = 300.0) -> Server:
     """Start and wait for health; a SIGSEGV with repacking on is retried once with --no-repack."""
-    server = Server(spec, log_path).start()
     try:
-        server.wait_healthy(timeout)
-        return server
+        return Server(spec, log_path).start_healthy(timeout)
     except ServerCrashed as e:
-        server.stop()
         if e.returncode == -signal.SIGSEGV and "--no-repack" not in spec.argv:
             retry = spec.model_copy(update={"argv": [*spec.argv, "--no-repack"],
                                             "notes": [*spec.notes, "retried with --no-repack after a SIGSEGV"]})
-            server = Server(retry, log_path).start()
-            try:
-                server.wait_healthy(timeout)
-            except BaseException:
-                server.stop()
-                raise
-            return server
-        raise
-    except BaseException:
-        server.stop()
+            return Server(retry, log_path).start_healthy(timeout)
         raise

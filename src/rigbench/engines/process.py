@@ -186,14 +186,18 @@ class Server:
         except httpx.HTTPError:
             return None
 
-    def __enter__(self) -> Server:
+    def start_healthy(self, timeout: float = 300.0) -> Server:
+        """start(), then wait_healthy(); stopped again when it never gets there."""
         self.start()
         try:
-            self.wait_healthy()
+            self.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def __enter__(self) -> Server:
+        return self.start_healthy()
 
     def __exit__(self, *exc) -> None:
         self.stop()
