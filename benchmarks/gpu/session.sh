@@ -32,6 +32,21 @@ configure() {
   export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
 }
 
+# the lent machine as a rig YAML (.device/results/rig.yaml) with the host link host_link.py measured ($1)
+write_rig() {
+  python3 - "$1" <<'EOF'
+import json, subprocess, sys, yaml
+h = json.load(open(sys.argv[1]))
+name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                      text=True).stdout
+# the lent machine is an H100 or an H200; scripts know its rig as "h100" (the host), the GPU as what it is
+rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
+       "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
+       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
+yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
+EOF
+}
+
 case $phase in
 setup)
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv | tee "$OUT/env.txt"
@@ -79,19 +94,7 @@ sweeps)
   keep ;;
 plan)
   # the lent machine's host link as measured in setup, so the copy coefficient is an efficiency, not the VM
-  python3 - <<'EOF'
-import json, yaml
-import glob
-h = json.load(open(sorted(glob.glob(".device/results/*host_link.json"))[-1]))
-import subprocess
-name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                      text=True).stdout
-# the lent machine is an H100 or an H200; scripts know its rig as "h100" (the host), the GPU as what it is
-rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
-       "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
-       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
-yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
-EOF
+  write_rig "$(ls .device/results/*host_link.json | sort | tail -1)"
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
   mkdir -p .device/cal && cp benchmarks/results/*.calib.jsonl $R/*.calib.jsonl .device/cal/ 2>/dev/null
   python3 -m rigbench calibrate --results .device/cal -o $R/calibration.json | tee "$OUT/calibrate.txt"
@@ -116,15 +119,7 @@ resume)
   wait
   echo "rebuilt at $SECONDS s" >> "$OUT/times.txt"
   cp benchmarks/results/${prefix}_configs.json $R/configs.json
-  python3 - "benchmarks/results/${prefix}_host_link.json" <<'EOF2'
-import json, subprocess, sys, yaml
-h = json.load(open(sys.argv[1]))
-name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True).stdout
-rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
-       "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
-       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
-yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
-EOF2
+  write_rig "benchmarks/results/${prefix}_host_link.json"
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
   DEVICE=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) python3 benchmarks/gpu/prefill_views.py $R/configs.json "$@"
   keep ;;
