@@ -77,16 +77,22 @@ def anthropic_base_url(engine_url: str) -> str:
         return _translators[base].url
 
 
+_speaks: dict[str, bool] = {}
+
+
 def speaks_messages(base: str) -> bool:
     """Whether the server at `base` has a /v1/messages route: an empty request is refused as bad (400/422)
-    rather than not found (404/405)."""
+    rather than not found (404/405). An engine's answer is kept, so it is asked once, not once per task."""
     import httpx
 
+    if base in _speaks:
+        return _speaks[base]
     try:
         r = httpx.post(f"{base}/v1/messages", json={}, timeout=10)
     except httpx.HTTPError:
-        return True  # not answering: hand its own URL on and let the agent report it
-    return r.status_code not in (404, 405)
+        return True  # not answering: hand its own URL on and let the agent report it (asked again next time)
+    _speaks[base] = r.status_code not in (404, 405)
+    return _speaks[base]
 
 
 def agent_env(task: Task, cfg: EvalConfig) -> dict[str, str]:
