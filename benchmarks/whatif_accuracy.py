@@ -97,6 +97,62 @@ def _err(pred: float, meas: float) -> float:
     return round(pred / meas - 1, 4) if meas else 0.0
 
 
+def _summary(rows: list[dict], gpu: bool) -> dict:
+    agent_err = [abs(r["agent_error"]) for r in rows]
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    return {
+        "median_abs_error": round(statistics.median(agent_err), 4),
+        "median_abs_model_error": round(statistics.median(abs(r["model_error"]) for r in rows), 4),
+        "worst_abs_error": round(max(agent_err), 4),
+        "per_target": {t: round(statistics.median([abs(r["agent_error"]) for r in rows if r["target"] == t]), 4)
+                       for t in targets},
+        "within_predicted_range": sum(r["within_range"] for r in rows), "tasks_compared": len(rows),
+        "target_median_abs_error": 0.20 if gpu else 0.25,
+    }
+
+
+def rescore(a, gpu: bool, out: Path) -> None:
+    """The stored replays of an earlier run of this benchmark against this code's predictions: the targets are
+    planned from the catalog models the synthetic GGUFs were written from (same shapes, default router skew)."""
+    old = json.loads(Path(a.rescore).read_text())
+    trace = RunTrace.model_validate_json(Path(a.trace).read_text())
+    rig = hardware.load(a.rig) if a.rig else hardware.detect()
+    rows = []
+    for name, model, layers, experts, args in (GPU_TARGETS if gpu else CPU_TARGETS):
+        measured = {r["task"]: r for r in old["rows"] if r["target"] == name}
+        if not measured:
+            continue
+        spec = model_mod.load(model)
+        if layers or experts:
+            from rigbench import synth
+            spec = synth.scale_down(spec, layers, experts)
+        p = memory.plan(spec, rig, parse_llama_args(["-m", f"{model}.gguf", *args]), "Q4_K_M")
+        wi = predict(trace, Target(label=name, spec=spec, rig=rig, plan=p))
+        for tp in wi.tasks:
+            m = measured[tp.task]
+            pred_model = tp.prefill_s + tp.decode_s
+            rows.append({**{k: m[k] for k in ("target", "task", "turns", "measured_agent_s", "measured_model_s",
+                                              "measured_server_s", "tools_s")},
+                         "previous_predicted_agent_s": m["predicted_agent_s"],
+                         "predicted_agent_s": tp.agent_s.value, "predicted_low_s": tp.agent_s.low,
+                         "predicted_high_s": tp.agent_s.high, "predicted_prefill_s": tp.prefill_s,
+                         "predicted_decode_s": tp.decode_s, "predicted_model_s": round(pred_model, 3),
+                         "agent_error": _err(tp.agent_s.value, m["measured_agent_s"]),
+                         "model_error": _err(pred_model, m["measured_model_s"]),
+                         "within_range": tp.agent_s.low <= m["measured_agent_s"] <= tp.agent_s.high,
+                         "turn_rows": [{**mt, "predicted_s": round(pt.prefill_s + pt.decode_s, 4),
+                                        "prefill_tokens_predicted": pt.prefill_tokens}
+                                       for pt, mt in zip(tp.turn_times, m.get("turn_rows", []), strict=False)]})
+    res = {"rescored": a.rescore, "trace": a.trace, "rig": rig.model_dump(mode="json"),
+           "measured_on": old.get("machine"), "rows": rows, **_summary(rows, gpu)}
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['target']:<20} {r['task']:<20} pred {r['predicted_agent_s']:>6.2f} (was "
+              f"{r['previous_predicted_agent_s']:>6.2f}) meas {r['measured_agent_s']:>6.2f} {r['agent_error']:>+7.1%}")
+    print(f"median |error| per task {res['median_abs_error']:.1%} (target {res['target_median_abs_error']:.0%}), "
+          f"per target {res['per_target']}; written to {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", action="store_true", help="GPU machine: record fully offloaded, full-size synthetic "
@@ -110,10 +166,29 @@ def main() -> None:
     ap.add_argument("--trace", help=f"replay these recorded turns (a JSON RunTrace such as {TRACE_OUT}) instead of "
                     f"recording: what a GPU machine without the sandbox runs")
     ap.add_argument("--synth-dir", default=".rigbench/synth")
+    ap.add_argument("--rig", help="the machine as a catalog rig (with RIGBENCH_CATALOG: a rig YAML carrying the "
+                    "measured host link) instead of what `hardware.detect()` reads")
+    ap.add_argument("--record-only", metavar="TRACE", help="record the run, write its turns to TRACE (JSON) and stop: "
+                    "a trace for another machine")
+    ap.add_argument("--server-args", default="", help="extra llama-server arguments for every target (e.g. '-lv 4' "
+                    "for its trace log)")
+    ap.add_argument("--logs", help="keep the targets' llama-server logs in this folder")
+    ap.add_argument("--rescore", metavar="JSON", help="predict again, with this code, the replays a run of this "
+                    "benchmark measured (its per-turn rows; --trace and --rig as that run had them), and write the "
+                    "comparison to --out: no server")
+    ap.add_argument("--prepare", action="store_true", help="only write the targets' synthetic GGUFs, then exit "
+                    "(on a GPU machine: while llama.cpp builds)")
     ap.add_argument("--out")
     a = ap.parse_args()
     gpu = a.gpu
+    if a.prepare:
+        for _name, model, layers, experts, _args in (GPU_TARGETS if gpu else CPU_TARGETS):
+            print(f"prepared: {target_gguf(model, layers, experts, Path(a.synth_dir))}", flush=True)
+        return
     out = Path(a.out or f"benchmarks/results/whatif_accuracy{'_gpu' if gpu else ''}.json")
+    if a.rescore:
+        rescore(a, gpu, out)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="whatif-accuracy-"))
     db = store.connect(a.db or f"sqlite:///{tmp / 'store.db'}")
     t0 = time.monotonic()
@@ -125,21 +200,29 @@ def main() -> None:
                                  a.tasks.split(","))
         trace = load(db, run_id)
         # the recorded turns as JSON, so another machine replays exactly these (`--trace`)
-        Path(TRACE_OUT).write_text(trace.model_dump_json(indent=1) + "\n")
-    rig = hardware.detect()
-    # a third view: the recording placement predicted against the recorded run itself (its own timings included)
+        Path(a.record_only or TRACE_OUT).write_text(trace.model_dump_json(indent=1) + "\n")
+        if a.record_only:
+            print(f"recorded run {run_id} written to {a.record_only}")
+            return
+    rig = hardware.load(a.rig) if a.rig else hardware.detect()
+    # a third view: the recording placement predicted against the recorded run itself (its own timings included);
+    # only where it was recorded here (a --trace comes from another machine, whose rig this one is not)
     rec_args = GPU_RECORD if gpu else CPU_RECORD
-    rec_gguf = packaged.qwen_coder_05b()
-    rec_spec = model_mod.load(str(rec_gguf))
-    rec_plan = memory.plan(rec_spec, rig, parse_llama_args(["-m", str(rec_gguf), *rec_args]), None)
-    self_check = predict(trace, Target(label="recording", spec=rec_spec, rig=rig, plan=rec_plan))
+    self_check = None
+    if not a.trace:
+        rec_gguf = packaged.qwen_coder_05b()
+        rec_spec = model_mod.load(str(rec_gguf))
+        rec_plan = memory.plan(rec_spec, rig, parse_llama_args(["-m", str(rec_gguf), *rec_args]), None)
+        self_check = predict(trace, Target(label="recording", spec=rec_spec, rig=rig, plan=rec_plan))
     rows, targets = [], []
     for name, model, layers, experts, args in (GPU_TARGETS if gpu else CPU_TARGETS):
         gguf = target_gguf(model, layers, experts, Path(a.synth_dir))
         spec = model_mod.load(str(gguf))
         p = memory.plan(spec, rig, parse_llama_args(["-m", str(gguf), *args]), None)
         wi = predict(trace, Target(label=name, spec=spec, rig=rig, plan=p))
-        server, _ = start(gguf, args, a.server_bin, gpu, tmp / f"{name}.log")
+        logs = Path(a.logs) if a.logs else tmp
+        logs.mkdir(parents=True, exist_ok=True)
+        server, _ = start(gguf, [*args, *a.server_args.split()], a.server_bin, gpu, logs / f"{name}.log")
         try:
             runs = [replay(trace, server.url, db, idle=False, seed=k,
                            progress=lambda m: print(f"replay: {m}", flush=True)) for k in range(a.repeats)]
@@ -166,6 +249,13 @@ def main() -> None:
                 "predicted_decode_s": tp.decode_s, "measured_model_s": m.model_s,
                 "measured_server_s": round(server_s, 3), "model_error": _err(pred_model, m.model_s),
                 "tools_s": tp.tools_s, "within_range": tp.agent_s.low <= m.agent_s <= tp.agent_s.high,
+                # turn by turn: what was predicted beside every replay's measurement (client and server views)
+                "turn_rows": [{"prefill_tokens": pt.prefill_tokens, "context": pt.context,
+                               "predicted_s": round(pt.prefill_s + pt.decode_s, 4),
+                               "replays": [{"e2e_s": x.turns[k].e2e_s, "cached": x.turns[k].cached_tokens,
+                                            "prompt_ms": x.turns[k].prompt_ms,
+                                            "predicted_ms": x.turns[k].predicted_ms} for x in reps]}
+                              for k, pt in enumerate(tp.turn_times)],
             })
         targets.append({"name": name, "command": p.command, "prefix_cache": wi.prefix_cache,
                         "calibration": wi.calibration, "replay_runs": [r.run for r in runs]})
@@ -173,11 +263,12 @@ def main() -> None:
     model_err = [abs(r["model_error"]) for r in rows]
     res = {
         "machine": platform.node(), "rig": rig.describe(), "recorded_run": run_id,
-        "recorded": {"command": rec_args, "tasks": [
+        "recorded": {"command": None if a.trace else rec_args, "trace": a.trace, "tasks": [
             {"task": t.task, "status": t.status, "turns": len(t.turns), "agent_s": round(t.agent_s, 2),
              "model_s": round(sum(x.model_s for x in t.turns), 2),
-             "predicted_agent_s": p.agent_s.value, "error": _err(p.agent_s.value, t.agent_s)}
-            for t, p in zip((t for t in trace.tasks if t.turns), self_check.tasks, strict=True)]},
+             **({"predicted_agent_s": p.agent_s.value, "error": _err(p.agent_s.value, t.agent_s)} if p else {})}
+            for t, p in zip((t for t in trace.tasks if t.turns),
+                            self_check.tasks if self_check else [None] * len(trace.tasks), strict=False)]},
         "targets": targets, "rows": rows,
         "median_abs_error": round(statistics.median(agent_err), 4),
         "median_abs_model_error": round(statistics.median(model_err), 4),

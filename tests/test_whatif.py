@@ -103,9 +103,10 @@ def test_prediction_prefills_only_what_the_cache_misses_and_keeps_tool_time(db):
 
 def test_hybrid_on_llama_server_goes_back_to_a_checkpoint(db):
     """Gated DeltaNet state cannot be cut back: a prompt that repeats the whole last request (prompt and reply)
-    continues from it, one that diverges earlier restores the latest checkpoint before the divergence (one a few
-    tokens before the end of each prompt), and a new task sharing only a system prompt starts over."""
-    lag = 4
+    continues from it, one that diverges earlier restores the latest checkpoint before the divergence (llama-server
+    takes them 4 + n_ubatch and 4 tokens before the end of each prompt), and a new task sharing only a system prompt
+    starts over."""
+    lag, ubatch = 4, 512
     turns = [(6000, 0, 200, 1, 0), (7100, 6199, 150, 1, 0), (8000, 7000, 300, 1, 0)]
     rid = _stored_run(db, turns)
     second = store.start_task(db, rid, "t2")
@@ -116,7 +117,7 @@ def test_hybrid_on_llama_server_goes_back_to_a_checkpoint(db):
     tr = load(db, rid)
     hybrid = predict(tr, _target("qwen3.6-35b-a3b"))
     assert "checkpoint" in hybrid.prefix_cache
-    assert [x.prefill_tokens for x in hybrid.tasks[0].turn_times] == [6000, 7100 - 6199, 8000 - (6000 - lag)]
+    assert [x.prefill_tokens for x in hybrid.tasks[0].turn_times] == [6000, 7100 - 6199, 8000 - (7100 - lag - ubatch)]
     assert hybrid.tasks[1].turn_times[0].prefill_tokens == 3000         # no checkpoint inside its 500 shared
     dense = predict(tr, _target("qwen3-coder-30b-a3b"))
     assert [x.prefill_tokens for x in dense.tasks[0].turn_times] == [6000, 901, 1000]
@@ -254,3 +255,36 @@ def test_whatif_speed_matches_the_plan_speed_model_for_one_turn(db):
     coef = speed.load_calibration().for_plan(tg.plan, tg.rig)
     pre, dec = speed.agent_turn_seconds(tg.plan, tg.spec, tg.rig, coef, 8000, 8000, 256)
     assert t.prefill_s == pytest.approx(pre, rel=1e-3) and t.decode_s == pytest.approx(dec, rel=1e-3)
+
+
+def test_llama_server_state_copies_cost_time_where_its_log_says(db):
+    """A hybrid model's two checkpoints per request and the RAM prompt cache's save of a slot a new task displaces
+    are time (tools/server: seen in the lent H200's -lv 4 log, gpu_s9_server_cache_lines.txt); sizes as logged
+    there: checkpoint 62.8125 MiB, slot state of 1,730 tokens 96.6 MiB for the 35B-A3B."""
+    from rigbench.plan import speed
+
+    t = _target("qwen3.6-35b-a3b", rig="h100", args="-c 32768 -np 1 -ngl 99")
+    st = speed.server_state(t.plan, t.spec, t.rig)
+    assert st.recurrent_bytes / 2**20 == pytest.approx(62.8125, abs=0.01)
+    assert (st.kv_bytes_per_token * 1730 + st.recurrent_bytes) / 2**20 == pytest.approx(96.64, abs=0.1)
+    assert st.new_checkpoints(0, 568) == [52, 564] and st.new_checkpoints(610, 636) == [610, 632]
+    # a new task keeping under half of the slot: saved first; one continuing its conversation is not
+    assert st.saves(1730, 525, 620) and not st.saves(1310, 1190, 1322) and st.saves(897, 0, 577)
+    turns = [(577, 0, 38, 1, 0), (671, 614, 38, 1, 0)]
+    rid = _stored_run(db, turns)
+    second = store.start_task(db, rid, "t2")
+    for seq, (ts, kind, data) in enumerate([(0.0, "request", {}), (1.0, "response", {
+            "prompt_tokens": 620, "completion_tokens": 48, "timings": {"cache_n": 80}})], 1):
+        store.add_event(db, rid, "t2", second, seq, ts, kind, data)
+    store.finish_task(db, rid, "t2", second, status="success", wall_s=2.0)
+    tr = load(db, rid)
+    quiet = _target("qwen3.6-35b-a3b", rig="h100", args="-c 32768 -np 1 -ngl 99 --cache-ram 0 --ctx-checkpoints 0")
+    a, b = predict(tr, t).tasks, predict(tr, quiet).tasks
+    ckpt = st.checkpoint_s()
+    # every request of the first task writes two checkpoints, and turn 2 continues from the live state
+    assert a[0].turn_times[1].prefill_s - b[0].turn_times[1].prefill_s == pytest.approx(2 * ckpt, rel=0.01)
+    # the second task displaces a 709-token slot with 4 checkpoints: saved, then two checkpoints of its own
+    save = st.save_s(671 + 38 - 1, 4)
+    extra = a[1].turn_times[0].prefill_s - b[1].turn_times[0].prefill_s
+    assert extra == pytest.approx(save + 2 * ckpt, rel=0.05)
+    assert save > 2 * ckpt

@@ -6,6 +6,8 @@
 #   plan    calibrate on everything measured so far, then rigbench tune's picks for the head-to-head
 #   views   the three-view head-to-head for the named configurations
 #   resume  a fresh machine after a planning call: rebuild, rewrite the twin, views of the named configurations
+#   whatif  a fresh machine: build, measure the host link, write whatif_accuracy.py's full-size targets; then
+#           (`whatif run`, the next call on the warm machine) replay the recorded CPU run on them
 #   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
 #           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
@@ -48,6 +50,34 @@ EOF
 }
 
 case $phase in
+whatif)
+  # benchmarks/whatif_accuracy.py --gpu: `whatif` builds and writes the twins (one call), `whatif run` measures
+  if [ "${1:-}" != run ]; then
+    configure
+    export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
+    ( t0=$SECONDS; python3 benchmarks/whatif_accuracy.py --gpu --prepare --synth-dir $M > "$OUT/prepare.txt" 2>&1
+      echo "prepare rc=$? $((SECONDS - t0)) s" >> "$OUT/times.txt" ) &
+    cmake --build build -j16 --target llama-server >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+    echo "build at $SECONDS s" >> "$OUT/times.txt"
+    wait
+    python3 benchmarks/gpu/host_link.py $R/host_link.json && cp $R/host_link.json "$OUT/"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$OUT/env.txt"
+    ls -la build/bin/llama-server $M >> "$OUT/env.txt"
+    exit
+  fi
+  write_rig $R/host_link.json
+  cp $R/rig.yaml "$OUT/"
+  export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
+  # each recorded trace named after it (default: the first one), one replay each; llama-server's trace log (-lv 4)
+  # keeps its "updating prompt cache" lines, outside its own prompt timing
+  for t in ${2:-whatif_recorded_run}; do
+    python3 benchmarks/whatif_accuracy.py --gpu --server-bin build/bin/llama-server --synth-dir $M --rig h100 \
+      --repeats "${3:-2}" --server-args "${SERVER_ARGS:-}" --logs .device/logs/$t \
+      --trace benchmarks/results/$t.json --out "$OUT/${t/recorded_run/accuracy_gpu}.json" 2>&1 | tee -a "$OUT/whatif.txt"
+    grep -h -E "prompt cache|saving prompt|checkpoint|restor|looking for better|found better|selected slot|cache state|re-processing" \
+      .device/logs/$t/*.log 2>/dev/null | head -3000 >> "$OUT/server_cache_lines.txt"
+  done
+  keep ;;
 setup)
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv | tee "$OUT/env.txt"
   nproc >> "$OUT/env.txt"; free -g >> "$OUT/env.txt"

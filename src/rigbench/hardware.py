@@ -90,6 +90,9 @@ class Rig(BaseModel):
     link_gbs: float = 25.0              # host-to-GPU copies from pinned memory
     link_pageable_gbs: float = 0.0      # from pageable memory (mmap'd weights); 0 = 0.8 x link_gbs
     peer_gbs: float = 0.0               # GPU to GPU, what tensor-parallel all-reduces cross; 0 = link_gbs
+    # writing a sequence's state into fresh host memory (llama-server's context checkpoints and RAM prompt
+    # cache: page faults, zero-fill, copy); 0 = speed.yaml `state_copy_gbs` (benchmarks/state_copy.py)
+    state_copy_gbs: float = 0.0
     cores: int = 8
     source: str = ""
 
@@ -160,7 +163,8 @@ def _build(name: str, e: dict) -> Rig:
     link_gbs = e.get("link_gbs", link["bandwidth_gbs"])
     return Rig(name=name, gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=e.get("ram_bandwidth_gbs", mem["bandwidth_gbs"]),
                link_gbs=link_gbs, link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
-               peer_gbs=_peer_gbs(e, gpus, link_gbs), cores=e.get("cores", 8), source=e.get("source", ""))
+               peer_gbs=_peer_gbs(e, gpus, link_gbs), state_copy_gbs=e.get("state_copy_gbs", 0.0),
+               cores=e.get("cores", 8), source=e.get("source", ""))
 
 
 def _peer_gbs(e: dict, gpus: list[GPU], link_gbs: float) -> float:

@@ -484,8 +484,12 @@ class AgentEstimate(BaseModel):
 
 def agent_turn_seconds(plan: Plan, spec: ModelSpec, rig: Rig, coef: Coefficients, new_tokens: int,
                        context: int, output: int) -> tuple[float, float]:
-    """(prefill, decode) seconds of one turn: new tokens at the end of `context`, then `output` tokens."""
+    """(prefill, decode) seconds of one turn: new tokens at the end of `context`, then `output` tokens. On
+    llama-server a hybrid model's prompt also writes its context checkpoints to host memory (`ServerState`)."""
     pre = prefill_seconds(plan, spec, rig, coef, new_tokens, context - new_tokens)
+    state = server_state(plan, spec, rig)
+    if state is not None and state.checkpoints:
+        pre += state.checkpoint_s(len(state.new_checkpoints(context - new_tokens, context)))
     mid = context + output // 2
     dec = output * decode_seconds(plan, spec, rig, coef, mid) / speculative_speedup(plan, spec)
     return pre + constants()["request_ms"] / 1000, dec
@@ -645,3 +649,78 @@ def load_calibration() -> Calibration:
         return Calibration.model_validate_json(user.read_text())
     shipped = Path(str(catalog._DATA / "calibration.json"))
     return Calibration.model_validate_json(shipped.read_text()) if shipped.is_file() else Calibration()
+
+
+# ---- what llama-server copies to host memory around a request ----------------------------------------------------
+
+class ServerState(BaseModel):
+    """llama-server's host-memory copies of a slot's state (catalog engines.yaml, from tools/server): a hybrid
+    model's context checkpoints (two per request) and the RAM prompt cache's save of a slot a new prompt
+    displaces. Seconds come from the bytes and the rig's fresh-memory write rate (`Rig.state_copy_gbs`)."""
+
+    recurrent_bytes: int              # one checkpoint: the recurrent state of one sequence
+    kv_bytes_per_token: float         # the KV cache of one token, all layers
+    ubatch: int
+    lag: int                          # checkpoints are taken this many tokens (and lag + ubatch) before the end
+    checkpoints: bool                 # hybrid model with --ctx-checkpoints > 0
+    max_checkpoints: int
+    prompt_cache: bool                # --cache-ram not 0
+    similarity: float
+    keep: float
+    copy_gbs: float
+    restore_gbs: float                # a checkpoint back into the model's memory
+
+    def checkpoint_s(self, n: int = 1) -> float:
+        return n * self.recurrent_bytes / (self.copy_gbs * 1e9)
+
+    def restore_s(self) -> float:
+        return self.recurrent_bytes / (self.restore_gbs * 1e9)
+
+    def saves(self, slot_tokens: int, shared: int, prompt: int) -> bool:
+        """Does a prompt sharing `shared` tokens with a slot of `slot_tokens` make the server save the slot?"""
+        if not self.prompt_cache or slot_tokens <= 0:
+            return False
+        lcp = min(shared, slot_tokens)
+        return lcp / max(1, prompt) <= self.similarity or lcp / slot_tokens < self.keep
+
+    def save_s(self, slot_tokens: int, checkpoints: int) -> float:
+        state = self.kv_bytes_per_token * slot_tokens + self.recurrent_bytes * (1 + checkpoints)
+        return state / (self.copy_gbs * 1e9)
+
+    def new_checkpoints(self, cached: int, prompt: int) -> list[int]:
+        """Positions (n_tokens) of the checkpoints a request creates: before each prompt batch that starts within
+        lag + ubatch of the end, once the sequence holds anything (server-context.cpp update_slots)."""
+        if not self.checkpoints:
+            return []
+        early, late = prompt - self.lag - self.ubatch, prompt - self.lag
+        if early > cached:          # [cached, early) first, then a checkpoint before [early, late) and [late, end)
+            return [early, late]
+        head = [cached] if cached > 0 else []     # nothing to checkpoint before the first batch of an empty slot
+        return head + [late] if late > cached else head
+
+
+def _flag(cmd: list[str], names: tuple[str, ...], default: float) -> float:
+    for i, a in enumerate(cmd[:-1]):
+        if a in names:
+            try:
+                return float(cmd[i + 1])
+            except ValueError:
+                return default
+    return default
+
+
+def server_state(plan: Plan, spec: ModelSpec, rig: Rig) -> ServerState | None:
+    """llama-server's state copies for this placement; None for another engine."""
+    if plan.engine != "llama.cpp":
+        return None
+    rules = catalog.engines()["llama_cpp"]
+    rec = recurrent_state_bytes_per_seq(spec)
+    n_ckpt = int(_flag(plan.command, ("--ctx-checkpoints", "-ctxcp"), rules["ctx_checkpoints"]))
+    cache = _flag(plan.command, ("--cache-ram", "-cram"), rules["cache_ram_mib"]) != 0
+    kv_tok = plan.kv_cache_bytes / plan.kv_cache_tokens if plan.kv_cache_tokens else 0.0
+    on_gpu = any(d.kind == "gpu" and d.recurrent_bytes > 0 for d in plan.devices)
+    return ServerState(recurrent_bytes=rec, kv_bytes_per_token=kv_tok, ubatch=plan.ubatch,
+                       lag=rules["checkpoint_lag_tokens"], checkpoints=rec > 0 and n_ckpt > 0,
+                       max_checkpoints=n_ckpt, prompt_cache=cache, similarity=rules["slot_prompt_similarity"],
+                       keep=rules["prompt_cache_keep"], copy_gbs=rig.state_copy_gbs or constants()["state_copy_gbs"],
+                       restore_gbs=rig.pageable_gbs if on_gpu else rig.ram_bandwidth_gbs)

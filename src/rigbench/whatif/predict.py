@@ -124,21 +124,41 @@ def reuse_rule(target: Target) -> tuple[str, int | None, str]:
 
 class _Slot:
     """What the server holds between turns, carried across tasks in the order the run went: for a hybrid model,
-    the live state at the end of the last request (prompt and reply) and the checkpoints it can go back to."""
+    the live state at the end of the last request (prompt and reply) and the checkpoints it can go back to; for
+    llama-server also what it copies to host memory on the way (`speed.ServerState`): the whole slot saved to the
+    RAM prompt cache when a new task's prompt displaces it, and a checkpoint restored (the checkpoints each request
+    writes are in `speed.agent_turn_seconds`)."""
 
-    def __init__(self, kind: str, block: int | None):
-        self.kind, self.block, self.checkpoints, self.live = kind, block, [], 0
+    def __init__(self, kind: str, block: int | None, state: speed.ServerState | None = None):
+        self.kind, self.block, self.state = kind, block, state
+        self.checkpoints: list[int] = []
+        self.live = self.tokens = 0
         self.lag = catalog.engines()["llama_cpp"]["checkpoint_lag_tokens"]
 
-    def reused(self, shared: int, prompt: int, output: int) -> int:
+    def turn(self, shared: int, prompt: int, output: int) -> tuple[int, float]:
+        """(tokens reused, seconds of state copies) of one request."""
+        st, copies = self.state, 0.0
+        if st is not None and st.saves(self.tokens, shared, prompt):
+            copies += st.save_s(self.tokens, len(self.checkpoints))
+        cached = self._reused(shared, prompt)
+        if st is not None and self.kind == "checkpoint":
+            if cached and cached != self.live:
+                copies += st.restore_s()
+            made = st.new_checkpoints(cached, prompt)   # their copies: speed.agent_turn_seconds
+            self.checkpoints = sorted(set(self.checkpoints) | set(made))[-st.max_checkpoints:]
+        elif self.kind == "checkpoint":
+            self.checkpoints.append(max(0, prompt - self.lag))
+        if self.kind == "checkpoint":
+            self.live = prompt + output - 1        # the last generated token is sampled, not yet in the state
+        self.tokens = prompt + output - 1 if self.kind != "none" else 0
+        return cached, copies
+
+    def _reused(self, shared: int, prompt: int) -> int:
         if self.kind == "none":
             return 0
         if self.kind == "checkpoint":
             self.checkpoints = [c for c in self.checkpoints if c <= shared]   # the rest lie past the divergence
-            cached = self.live if self.live and shared >= self.live else max(self.checkpoints, default=0)
-            self.checkpoints.append(max(0, prompt - self.lag))
-            self.live = prompt + output - 1        # the last generated token is sampled, not yet in the state
-            return cached
+            return self.live if self.live and shared >= self.live else max(self.checkpoints, default=0)
         return shared // self.block * self.block if self.block else shared
 
 
@@ -146,10 +166,11 @@ def _task(t: TaskTrace, target: Target, coef: speed.Coefficients, slot: _Slot,
           limit_override: float | None) -> TaskPrediction:
     turns = []
     for turn in t.turns:
-        cached = slot.reused(turn.shared_prefix, turn.prompt_tokens, turn.output_tokens)
+        cached, copies = slot.turn(turn.shared_prefix, turn.prompt_tokens, turn.output_tokens)
         new = max(1, turn.prompt_tokens - cached)     # a server always runs the prompt's last token
         pre, dec = speed.agent_turn_seconds(target.plan, target.spec, target.rig, coef, new, turn.prompt_tokens,
                                             turn.output_tokens)
+        pre += copies                                 # before and between its prompt batches
         turns.append(TurnPrediction(prefill_tokens=new, context=turn.prompt_tokens, output_tokens=turn.output_tokens,
                                     prefill_s=round(pre, 4), decode_s=round(dec, 4), tool_s=turn.tool_s))
     pre = sum(x.prefill_s for x in turns)
@@ -185,7 +206,7 @@ def predict(trace: RunTrace, target: Target, time_limit_s: float | None = None,
     """Every task of the run under the target placement."""
     coef = (calibration or speed.load_calibration()).for_plan(target.plan, target.rig)
     rule, block, kind = reuse_rule(target)
-    slot = _Slot(kind, block)
+    slot = _Slot(kind, block, speed.server_state(target.plan, target.spec, target.rig))
     tasks = [_task(t, target, coef, slot, time_limit_s) for t in trace.tasks if t.turns]
     notes = []
     if not target.plan.fits:
