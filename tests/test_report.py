@@ -2,6 +2,7 @@
 as HTML and opened in a real headless browser (Debian's chromium driven by Playwright), and as Markdown."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -135,6 +136,8 @@ def test_html_report_in_a_real_browser(stored, tmp_path):
     grid = next(t for t in tables if t[0][0] == "task" and len(t[0]) == 3)
     assert grid[1][0] == "fix-failing-test" and all(" s, " in c for c in grid[1][1:])
     assert (tmp_path / "report.png").stat().st_size > 50_000
+    whatif = next(t for t in tables if t[0][:3] == ["task", "ran on", "measured s"])
+    assert whatif[0][3:] == ["on one-slot s", f"on {HOSTILE} s"] and len(whatif) == 3
 
 
 def test_markdown_report_holds_the_same_rows(stored):
@@ -167,6 +170,33 @@ def test_verdict_and_eval_from_the_store(stored):
         cell = next(g.cells[t.candidate] for g in rep.grid if g.task == t.task)
         total = sum(t.totals().values())
         assert total <= cell.wall_s + 0.5 and {"prefill", "decode"} <= set(t.totals())
+
+
+def test_whatif_table_predicts_every_task_on_every_placement(stored, run_cli):
+    """Each stored eval task predicted on each candidate's placement beside its stored wall time; the prediction
+    from the stored plan equals `rigbench whatif` planning the same served command again (a second path)."""
+    import json
+
+    from rigbench import store
+
+    url, eid = stored
+    db = store.connect(url)
+    rep = build(db, [str(eid)])
+    assert [(r.task, r.ran_on) for r in rep.whatif] == [("fix-failing-test", c) for c in rep.candidates]
+    for r in rep.whatif:
+        cell = next(g.cells[r.ran_on] for g in rep.grid if g.task == r.task)
+        assert r.measured_s == pytest.approx(cell.wall_s, abs=0.01)
+        assert set(r.cells) == set(rep.candidates)
+        assert all(c.low_s <= c.predicted_s <= c.high_s for c in r.cells.values())
+    for r in rep.whatif:
+        serve = next(s for s in store.experiment_steps_of(db, eid) if s["stage"] == "serve"
+                     and s["candidate"] == r.ran_on)
+        cmd = serve["data"]["command"]
+        argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        out = run_cli("whatif", str(r.run_id), "--rig", "detect", "--json", "--db", url, "--", *argv)
+        data = json.loads(out.stdout)
+        again = (data[0] if isinstance(data, list) else data)["tasks"][0]["wall_s"]["value"]
+        assert again == pytest.approx(r.cells[r.ran_on].predicted_s, rel=0.02), (cmd, again)
 
 
 def test_timeline_splits_a_model_call_by_the_server_timings():

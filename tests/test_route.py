@@ -183,6 +183,19 @@ def test_last_upstream_error_is_passed_to_the_client(fake):
         assert resp.status_code == 502 and "no upstream answered" in resp.json()["error"]["message"]
 
 
+def test_a_messages_reply_that_is_not_json_is_an_error_status_not_a_200(fake):
+    """A non-streaming Messages request whose upstream answers 200 with a non-JSON body (a proxy's HTML page) gets
+    an Anthropic error with status 502, not HTTP 200 with an error inside."""
+    c = cfg(upstreams={"fast": Upstream(url=fake, model="text200")}, default="fast")
+    with start_background(c) as r:
+        resp = httpx.post(r.url + "/v1/messages", json={"model": "m", "max_tokens": 8,
+                                                       "messages": [{"role": "user", "content": "a"}]})
+    assert resp.status_code == 502, resp.text
+    body = resp.json()
+    assert body["type"] == "error" and "no JSON" in body["error"]["message"]
+    assert resp.headers["x-rigbench-upstream"] == "fast" and resp.headers["content-type"] == "application/json"
+
+
 def test_runs_shows_per_upstream_accounting(fake, tmp_path, run_cli):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     c = cfg(db=db, upstreams={"fast": Upstream(url=fake), "strong": Upstream(url=fake)}, default="fast",

@@ -6,8 +6,9 @@ written, and the first carries `rigbench_arrival`, when the request arrived; on 
 the same CLOCK_MONOTONIC, so client and server times compare directly.
 
 The model name picks the behaviour: `ok` (default), `http500`, `http429`, `malformed` (a broken SSE line
-after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]), `die` (the process exits
-on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields; a proxy
+after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]), `text200` (HTTP 200 with a
+plain-text body, what a misconfigured proxy in front of an engine answers), `die` (the process exits on this
+request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields; a proxy
 that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`).
 
 Usage: python -m rigbench.bench.fakeserver --port 8099
@@ -43,6 +44,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     interval = float(body.get("interval_ms", DEFAULTS["interval_ms"])) / 1000
     if mode == "die":
         os._exit(3)
+    if mode == "text200":
+        return web.Response(text="<html>bad gateway page</html>", content_type="text/plain")
     if mode.startswith("http"):
         code = int(mode[4:])
         return web.json_response({"error": {"message": f"injected {code}"}}, status=code)

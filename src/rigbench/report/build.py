@@ -18,6 +18,8 @@ from rigbench.report.rows import (
     Series,
     SpeedRow,
     Timeline,
+    WhatIfCell,
+    WhatIfRow,
 )
 
 # the speed table people publish: (key, label, unit, higher is better)
@@ -140,6 +142,7 @@ def build(db, refs: list[str]) -> Report:
     _speed(rep, cands, bench)
     _charts(rep, db, cands, bench)
     _eval(rep, db, cands)
+    _whatif(rep, db, cands)
     rep.verdict = verdict(rep)
     return rep
 
@@ -277,6 +280,56 @@ def _eval(rep: Report, db, cands: list[_Cand]) -> None:
                 rep.timelines.append(Timeline(task=t["task"], candidate=c.name, segments=timeline(ev)))
         rep.eval_counts.append(counts)
     rep.grid = [GridRow(task=k, cells=v) for k, v in sorted(grid.items())]
+
+
+def _target(c: _Cand):
+    """A candidate's placement as a what-if target: its stored plan, the model and rig it names."""
+    from rigbench import hardware
+    from rigbench import model as model_mod
+    from rigbench.plan.memory import Plan
+    from rigbench.whatif import Target
+
+    cp = c.plan or {}
+    if not cp.get("plan") or not cp.get("model"):
+        return None
+    try:
+        plan = Plan.model_validate(cp["plan"])
+        return Target(label=c.name, spec=model_mod.load(cp.get("weights") or cp["model"]),
+                      rig=hardware.load(cp.get("rig") or plan.rig), plan=plan)
+    except Exception as e:   # a model file or rig no longer there: the report still renders, and says so
+        return f"{c.name}: no what-if target ({type(e).__name__}: {str(e)[:120]})"
+
+
+def _whatif(rep: Report, db, cands: list[_Cand]) -> None:
+    """Every stored eval task, predicted on every candidate's placement beside its measured wall time."""
+    from rigbench.whatif import load, predict
+
+    targets = []
+    for c in cands:
+        t = _target(c)
+        if isinstance(t, str):
+            rep.notes.append(t)
+        elif t is not None:
+            targets.append(t)
+    if not targets:
+        return
+    for c in cands:
+        for rid in c.eval_runs:
+            try:
+                trace = load(db, rid)
+            except RigbenchError as e:
+                rep.notes.append(f"what-if of run {rid}: {e}")
+                continue
+            stored = {t["task"]: t for t in store.task_rows(db, rid)}
+            preds = [predict(trace, t) for t in targets]
+            for i, task in enumerate(t.task for t in trace.tasks if t.turns):
+                row = stored.get(task) or {}
+                rep.whatif.append(WhatIfRow(
+                    task=task, ran_on=c.name, run_id=rid, status=row.get("status") or "?",
+                    measured_s=round(row.get("wall_s") or 0.0, 2),
+                    cells={tg.label: WhatIfCell(predicted_s=p.tasks[i].wall_s.value, low_s=p.tasks[i].wall_s.low,
+                                                high_s=p.tasks[i].wall_s.high, in_time=p.tasks[i].in_time)
+                           for tg, p in zip(targets, preds, strict=True)}))
 
 
 def verdict(rep: Report) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from rigbench.report.rows import Chart, Report, Timeline
-from rigbench.report.text import fmt, plan_table, speed_table
+from rigbench.report.text import WHATIF_NOTE, fmt, plan_table, speed_table, whatif_rows
 
 COLORS = {"prefill": "#4c78a8", "decode": "#f58518", "waiting": "#bab0ac", "model": "#72b7b2", "tool": "#54a24b",
           "verifier": "#b279a2", "other": "#e0e0e0"}
@@ -137,6 +137,10 @@ def render(rep: Report) -> str:
                          "commands, verifier the task's tests, other the agent and sandbox between them</p>")
             for i, (task, lines) in enumerate(sorted(by_task.items())):
                 parts.append(_figure(timeline_figure(task, lines), f"timeline-{i}"))
+    if rep.whatif:
+        header, rows = whatif_rows(rep)
+        parts.append("<h2>What-if: the same tasks on each placement</h2><p class=muted>" + _e(WHATIF_NOTE) + "</p>"
+                     + _table(header, rows))
     if rep.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in rep.notes) + "</ul>")
     js = plotly.offline.get_plotlyjs()

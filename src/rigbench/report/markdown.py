@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rigbench.report.rows import Report
-from rigbench.report.text import eval_rows, grid_rows, plan_table, speed_table, timeline_rows
+from rigbench.report.text import WHATIF_NOTE, eval_rows, grid_rows, plan_table, speed_table, timeline_rows, whatif_rows
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
@@ -34,6 +34,8 @@ def render(rep: Report) -> str:
         out += ["## Eval", "", _md(*eval_rows(rep)), "", _md(*grid_rows(rep)), ""]
         if rep.timelines:
             out += ["### Where the time went (seconds)", "", _md(*timeline_rows(rep)), ""]
+    if rep.whatif:
+        out += ["## What-if: the same tasks on each placement", "", WHATIF_NOTE + ".", "", _md(*whatif_rows(rep)), ""]
     if rep.notes:
         out += ["## Notes", "", *(f"- {n}" for n in rep.notes), ""]
     return "\n".join(out)

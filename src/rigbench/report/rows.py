@@ -154,6 +154,23 @@ class Timeline(BaseModel):
         return out
 
 
+class WhatIfCell(BaseModel):
+    predicted_s: float                 # whatif's wall time of the task on this placement
+    low_s: float
+    high_s: float
+    in_time: str | None = None         # yes / no / uncertain against the task's limit; None without one
+
+
+class WhatIfRow(BaseModel):
+    """One stored task, measured where it ran, and predicted on every candidate's placement (`rigbench whatif`)."""
+    task: str
+    ran_on: str                        # the candidate whose eval run it is
+    run_id: int
+    status: str
+    measured_s: float                  # its wall time as stored
+    cells: dict[str, WhatIfCell]       # target candidate -> prediction
+
+
 class Report(BaseModel):
     title: str
     sources: list[str]                 # experiment / run ids the report was built from
@@ -164,5 +181,6 @@ class Report(BaseModel):
     eval_counts: list[EvalCounts] = []
     grid: list[GridRow] = []
     timelines: list[Timeline] = []
+    whatif: list[WhatIfRow] = []
     verdict: list[str] = []
     notes: list[str] = []

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rigbench.report.rows import GiB, Report
-from rigbench.report.text import eval_rows, grid_rows, plan_table, speed_table, timeline_rows
+from rigbench.report.text import eval_rows, grid_rows, plan_table, speed_table, timeline_rows, whatif_rows
 
 
 def gib(n: int | float) -> str:
@@ -137,6 +137,8 @@ def print_report(out: Console, rep: Report) -> None:
         out.print(_table("eval", *eval_rows(rep)))
         out.print(_table("task x candidate", *grid_rows(rep)))
         out.print(_table("where the time went (s)", *timeline_rows(rep)))
+    if rep.whatif:
+        out.print(_table("what-if: each task predicted on every placement", *whatif_rows(rep)))
     for v in rep.verdict:
         out.print(f"[bold]verdict:[/] {v}", highlight=False)
 

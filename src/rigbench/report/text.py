@@ -62,3 +62,21 @@ def timeline_rows(rep: Report) -> tuple[list[str], list[list[str]]]:
         tot = t.totals()
         rows.append([t.task, t.candidate, *(fmt(tot.get(k)) for k in kinds)])
     return ["task", "candidate", *(f"{k} s" for k in kinds)], rows
+
+
+WHATIF_NOTE = ("each stored eval task replayed through the speed model of every candidate's placement (`rigbench "
+               "whatif`): its recorded turns (prompt, reused and output tokens) and tool, setup and verifier time, "
+               "with the calibration's range; measured: the task's stored wall time where it ran")
+
+
+def whatif_rows(rep: Report) -> tuple[list[str], list[list[str]]]:
+    cols = list(dict.fromkeys(k for r in rep.whatif for k in r.cells))
+    rows = []
+    for r in rep.whatif:
+        row = [r.task, f"{r.ran_on} (run {r.run_id})", f"{r.status} {r.measured_s:.1f}"]
+        for k in cols:
+            c = r.cells.get(k)
+            row.append("-" if c is None else f"{c.predicted_s:.1f} ({c.low_s:.1f}-{c.high_s:.1f})"
+                       + ({"no": " timeout", "uncertain": " borderline"}.get(c.in_time or "", "")))
+        rows.append(row)
+    return ["task", "ran on", "measured s", *(f"on {k} s" for k in cols)], rows

@@ -166,6 +166,13 @@ class Router:
                     raise _Retry(f"HTTP {resp.status}")
                 chunks = resp.content.iter_any()
                 first = await anext(chunks, b"")
+                status = resp.status
+                if mode == "anthropic-json":
+                    # the whole reply is translated at once: read it before the status goes out, so a reply that
+                    # is not JSON is answered as the error it is (502), not as a 200 carrying an error body
+                    first = first + b"".join([c async for c in chunks])
+                    chunks = _nothing()
+                    status = _anthropic_status(first, resp.status)
             except (aiohttp.ClientError, TimeoutError, _Retry) as e:
                 if resp is not None:
                     resp.release()
@@ -189,7 +196,7 @@ class Router:
             info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
                         fallback_from=fallback_from, swap=swap, start=t0)
             body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
-            return Relay(resp.status, headers, body)
+            return Relay(status, headers, body)
         msg = f"no upstream answered ({last_error})"
         hdrs = {"x-rigbench-route": d.header()}
         if api == "anthropic":
@@ -323,6 +330,20 @@ def _translate(tr: anthropic.StreamTranslator, buf: bytes) -> tuple[bytes, bytes
             except orjson.JSONDecodeError:
                 continue
     return b"".join(out), rest
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield
+
+
+def _anthropic_status(data: bytes, status: int) -> int:
+    """The status a translated non-streaming reply goes out with: the upstream's, or 502 where its body is not JSON."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return 502
+    return status
 
 
 def _anthropic_json(data: bytes, status: int, model: str | None) -> bytes:
