@@ -195,7 +195,7 @@ def test_whatif_table_predicts_every_task_on_every_placement(stored, run_cli):
         argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
         out = run_cli("whatif", str(r.run_id), "--rig", "detect", "--json", "--db", url, "--", *argv)
         data = json.loads(out.stdout)
-        again = (data[0] if isinstance(data, list) else data)["tasks"][0]["wall_s"]["value"]
+        again = data["targets"][0]["tasks"][0]["wall_s"]["value"]
         assert again == pytest.approx(r.cells[r.ran_on].predicted_s, rel=0.02), (cmd, again)
 
 

@@ -70,6 +70,27 @@ def test_trace_without_cache_report_takes_the_previous_prompt_as_prefix(db):
     assert [t.shared_prefix for t in tr.tasks[0].turns] == [0, 1000, 1399]   # never the whole prompt
 
 
+def test_a_turn_the_agent_stopped_early_is_kept_with_its_prompt_estimated(db):
+    """A stream the agent cut off on repetition ends before the server's usage: no prompt_tokens. The turn (its
+    model time and output) is kept; its prompt is what the next request reused of it (the server held it)."""
+    run_id = store.new_run(db, "eval", model="m", url="http://x")
+    attempt = store.start_task(db, run_id, "t")
+    evs = [(0.0, "note", {"time_limit_s": 60}), (0.5, "request", {}),
+           (9.9, "response", {"prompt_tokens": None, "completion_tokens": 88, "timings": None,
+                              "stopped_early": True}),
+           (9.9, "request", {}),
+           (16.2, "response", {"prompt_tokens": 690, "completion_tokens": 96, "timings": {"cache_n": 609}}),
+           (16.3, "verifier", {"reward": 0.0})]
+    for seq, (t, kind, data) in enumerate(evs, 1):
+        store.add_event(db, run_id, "t", attempt, seq, t, kind, data)
+    store.finish_task(db, run_id, "t", attempt, status="failure", wall_s=16.3, turns=2)
+    (task,) = load(db, run_id).tasks
+    assert [(x.prompt_tokens, x.output_tokens, x.estimated) for x in task.turns] == [(609, 88, True),
+                                                                                    (690, 96, False)]
+    assert task.turns[0].model_s == pytest.approx(9.4) and task.agent_s == pytest.approx(15.7)
+    assert task.turns[1].shared_prefix == 609
+
+
 def test_trace_refuses_a_bench_run_and_a_run_without_turns(db):
     bench = store.new_run(db, "bench")
     with pytest.raises(NotAnEvalRun, match="bench run"):

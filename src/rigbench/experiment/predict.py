@@ -51,6 +51,7 @@ class CandidatePlan(BaseModel):
     reason: str = ""
     suggestion: str | None = None
     plan: dict                            # memory.Plan as JSON, devices included
+    rig_spec: dict | None = None          # hardware.Rig as JSON: what the plan was made for (the report's what-if)
     command: str                          # the engine command line the plan stands for
     predicted: Predicted
     notes: list[str] = []
@@ -134,8 +135,8 @@ def _candidate(exp, c, spec, rig, p) -> CandidatePlan:
     return CandidatePlan(
         name=c.name, model=EMBEDDED_NAME if c.model == "embedded" else c.model, engine=p.engine,
         rig=rig.describe(), quant=p.quant, weights=weights, fits=p.fits, reason=p.reason if not p.fits else "",
-        suggestion=p.suggestion, plan=plan_json(p), command=" ".join(_quote(a) for a in p.command),
-        predicted=predict(exp, p, spec, rig), notes=notes)
+        suggestion=p.suggestion, plan=plan_json(p), rig_spec=rig.model_dump(mode="json"),
+        command=" ".join(_quote(a) for a in p.command), predicted=predict(exp, p, spec, rig), notes=notes)
 
 
 def _quote(a: str) -> str:

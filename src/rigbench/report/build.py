@@ -294,8 +294,15 @@ def _target(c: _Cand):
         return None
     try:
         plan = Plan.model_validate(cp["plan"])
-        return Target(label=c.name, spec=model_mod.load(cp.get("weights") or cp["model"]),
-                      rig=hardware.load(cp.get("rig") or plan.rig), plan=plan)
+        rig = hardware.Rig.model_validate(cp["rig_spec"]) if cp.get("rig_spec") else hardware.load(plan.rig)
+        spec = model_mod.load(cp.get("weights") or cp["model"])
+        if not all("read_bytes_per_token" in d for d in cp["plan"].get("devices", [])):
+            # stored before plans kept what a token reads on each device: planned again from its command
+            from rigbench.engines.options import parse_command
+            from rigbench.plan import memory
+
+            plan = memory.plan(spec, rig, parse_command(cp["command"]), cp.get("quant"))
+        return Target(label=c.name, spec=spec, rig=rig, plan=plan)
     except Exception as e:   # a model file or rig no longer there: the report still renders, and says so
         return f"{c.name}: no what-if target ({type(e).__name__}: {str(e)[:120]})"
 

@@ -8,13 +8,9 @@ GiB = 2**30
 
 
 def plan_json(p) -> dict:
-    """A memory.Plan as JSON with each device's parts (the device records' totals are properties)."""
-    d = p.model_dump()
-    d["devices"] = [{"name": x.name, "kind": x.kind, "vram_bytes": x.vram_bytes, "ram_bytes": x.ram_bytes,
-                     "capacity_bytes": x.capacity_bytes, "weights_bytes": x.weights_bytes,
-                     "kv_cache_bytes": x.kv_cache_bytes, "recurrent_bytes": x.recurrent_bytes,
-                     "compute_bytes": x.compute_bytes, "other_bytes": x.other_bytes} for x in p.devices]
-    return d
+    """A memory.Plan as JSON, whole: each device's parts and what a token reads there (plan.speed reads those
+    back: the report's what-if predicts from the stored plan)."""
+    return p.model_dump(mode="json")
 
 
 class DeviceRow(BaseModel):

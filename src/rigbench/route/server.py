@@ -11,7 +11,6 @@ upstream and why), and a swap or fallback says so in its own header and in the l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
@@ -22,10 +21,8 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from rigbench.errors import RigbenchError
 from rigbench.route import anthropic
@@ -59,25 +56,25 @@ class Router:
         self.client: aiohttp.ClientSession | None = None
 
     # ---- the app ----
-    def app(self) -> Starlette:
-        @contextlib.asynccontextmanager
-        async def lifespan(_app):
-            self.client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
-                                                skip_auto_headers=("User-Agent", "Accept-Encoding"))
-            try:
-                yield
-            finally:
-                await self.client.close()
-                await asyncio.to_thread(self.upstreams.close)
+    def app(self) -> _App:
+        return _App(self, {
+            "/v1/chat/completions": ("POST", self.openai),
+            "/v1/completions": ("POST", self.openai),
+            "/v1/messages": ("POST", self.messages),
+            "/v1/messages/count_tokens": ("POST", self.count_tokens),
+            "/v1/models": ("GET", self.models),
+            "/health": ("GET", self.health),
+        })
 
-        return Starlette(lifespan=lifespan, routes=[
-            Route("/v1/chat/completions", self.openai, methods=["POST"]),
-            Route("/v1/completions", self.openai, methods=["POST"]),
-            Route("/v1/messages", self.messages, methods=["POST"]),
-            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/health", self.health, methods=["GET"]),
-        ])
+    async def startup(self) -> None:
+        self.client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding"))
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        await asyncio.to_thread(self.upstreams.close)
 
     def close(self, status: str = "done", error: str | None = None) -> None:
         self.upstreams.close()
@@ -268,6 +265,47 @@ class Router:
                          info["route"], resp.status, ttft * 1000, e2e, p, c, f", {error}" if error else "")
 
 
+class _App:
+    """The router as a bare ASGI app: a path names its handler, nothing in between. Starlette's app wraps every
+    request in three middleware layers and a route scan; the router only needs its six paths, and every layer is
+    time added to every request (benchmarks/router_overhead.py). Handlers get Starlette's Request and return its
+    Responses (or a Relay)."""
+
+    def __init__(self, router: Router, routes: dict[str, tuple[str, Callable]]):
+        self.router, self.routes = router, routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            route = self.routes.get(scope["path"])
+            if route is None:
+                resp = JSONResponse({"error": {"message": f"no route {scope['path']}; the router serves "
+                                                          f"{', '.join(self.routes)}"}}, 404)
+            elif scope["method"] != route[0]:
+                resp = JSONResponse({"error": {"message": f"{scope['path']} takes {route[0]}"}}, 405,
+                                    headers={"allow": route[0]})
+            else:
+                try:
+                    resp = await route[1](Request(scope, receive))
+                except Exception as e:   # a bug, not the client's fault: logged whole, answered in one line
+                    log.exception("route: %s failed", scope["path"])
+                    resp = JSONResponse({"error": {"message": f"router error: {type(e).__name__}: {e}"}}, 500)
+            await resp(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    try:
+                        await self.router.startup()
+                    except Exception as e:
+                        await send({"type": "lifespan.startup.failed", "message": str(e)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self.router.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+
 class Relay:
     """An ASGI response that sends the upstream's bytes on as they come. Starlette's StreamingResponse starts a
     task group per request to watch for a disconnect (ASGI spec 2.3, uvicorn's); this starts a plain task, and
@@ -379,7 +417,8 @@ def _uvicorn(app, host: str):
     except ImportError:
         http = "h11"
     return uvicorn.Server(uvicorn.Config(app, host=host, loop="uvloop", http=http, lifespan="on",
-                                         access_log=False, log_level="warning", timeout_keep_alive=60))
+                                         access_log=False, log_level="warning", timeout_keep_alive=60,
+                                         proxy_headers=False))
 
 
 def serve(cfg: RouteConfig, on_ready: Callable[[str, Router], None] | None = None,

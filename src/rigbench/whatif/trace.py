@@ -19,6 +19,9 @@ class Turn(BaseModel):
     output_tokens: int
     model_s: float                 # request sent -> reply received, as recorded
     tool_s: float                  # reply -> next request (or the agent's end): tools and the agent's own work
+    # the prompt length was not reported (a stream the agent stopped early, on repetition, ends before the
+    # server's usage): taken from what the next request reused of it, or the previous prompt and reply
+    estimated: bool = False
 
     @property
     def new_tokens(self) -> int:
@@ -76,15 +79,15 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
     first = agent[0]["t"] if agent else 0.0
     last = agent[-1]["t"] if agent else 0.0
 
+    raw: list[list] = []     # [prompt or None, cached, output, model_s, tool_s] per answered request
+
     def close(until: float) -> None:
-        nonlocal replied, previous_prompt, previous_output
+        nonlocal replied
         if replied is None:
             return
         t, prompt, cached, output, model_s = replied
-        turns.append(Turn(prompt_tokens=prompt, cached_tokens=cached, output_tokens=output,
-                          shared_prefix=_shared_prefix(cached, prompt, previous_prompt, previous_output),
-                          model_s=round(model_s, 4), tool_s=round(max(0.0, until - t), 4)))
-        previous_prompt, previous_output, replied = prompt, output, None
+        raw.append([prompt, cached, output, model_s, max(0.0, until - t)])
+        replied = None
 
     for e in agent:
         d = e["data"] if isinstance(e["data"], dict) else {}
@@ -93,12 +96,26 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
             sent = e["t"]
         elif e["kind"] == "response" and sent is not None:
             timings = d.get("timings") or {}
-            prompt = d.get("prompt_tokens") or 0
+            prompt = d.get("prompt_tokens") or None
             output = d.get("completion_tokens") or timings.get("predicted_n") or 0
-            if prompt:
-                replied = (e["t"], int(prompt), timings.get("cache_n"), int(output), e["t"] - sent)
+            if prompt or output:
+                replied = (e["t"], int(prompt) if prompt else None, timings.get("cache_n"), int(output),
+                           e["t"] - sent)
             sent = None
     close(last)
+    for i, r in enumerate(raw):
+        if r[0] is None:     # the server held this prompt (and part of its reply) when the next request came
+            nxt = raw[i + 1][1] if i + 1 < len(raw) else None
+            prev = raw[i - 1][0] + raw[i - 1][2] if i and raw[i - 1][0] else None
+            r[0] = nxt or prev
+            r.append(True)
+    for prompt, cached, output, model_s, tool_s, *est in raw:
+        if not prompt:
+            continue         # no length anywhere: nothing to replay
+        turns.append(Turn(prompt_tokens=prompt, cached_tokens=cached, output_tokens=output,
+                          shared_prefix=_shared_prefix(cached, prompt, previous_prompt, previous_output),
+                          model_s=round(model_s, 4), tool_s=round(tool_s, 4), estimated=bool(est)))
+        previous_prompt, previous_output = prompt, output
     end = max((e["t"] for e in events), default=last)
     wall = row["wall_s"] or end
     return TaskTrace(task=row["task"], status=row["status"], time_limit_s=limit, wall_s=wall,
