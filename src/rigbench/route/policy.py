@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+
+import orjson
 
 from rigbench.route.config import RouteConfig
 
@@ -52,7 +53,7 @@ def estimate_prompt_tokens(body: dict) -> int:
         for c in m.get("tool_calls") or []:
             n += len((c.get("function") or {}).get("arguments") or "")
     if body.get("tools"):
-        n += len(json.dumps(body["tools"]))
+        n += len(orjson.dumps(body["tools"]))
     return n // CHARS_PER_TOKEN
 
 
@@ -60,8 +61,8 @@ def conversation_key(messages: list[dict]) -> str | None:
     """A hash of the messages up to and including the first user message (None without one)."""
     for i, m in enumerate(messages):
         if m.get("role") == "user":
-            head = json.dumps(messages[: i + 1], sort_keys=True, separators=(",", ":"))
-            return hashlib.sha1(head.encode()).hexdigest()[:12]
+            head = orjson.dumps(messages[: i + 1], option=orjson.OPT_SORT_KEYS)
+            return hashlib.sha1(head).hexdigest()[:12]
     return None
 
 

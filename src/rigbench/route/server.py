@@ -88,7 +88,7 @@ class Router:
         if body is None:
             return JSONResponse({"error": {"message": "the request body is not a JSON object"}}, 400)
         d = self.policy.decide(body, self._client_escalates(request))
-        path = request.url.path
+        path = request.scope["path"]      # not request.url: that builds a whole URL from the headers
 
         def prepare(m: Managed) -> tuple[str, bytes, str | None]:
             if m.cfg.model and body.get("model") != m.cfg.model:
@@ -192,7 +192,7 @@ class Router:
                 headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
             info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
                         fallback_from=fallback_from, swap=swap, start=t0)
-            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.url.path)
+            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.scope["path"])
             return Relay(status, headers, body)
         msg = f"no upstream answered ({last_error})"
         hdrs = {"x-rigbench-route": d.header()}
