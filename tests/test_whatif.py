@@ -44,6 +44,15 @@ def _stored_run(db, turns, limit=600.0, status="success", task="t1", cached=True
     return run_id
 
 
+def _second_task(db, run_id: int, prompt: int, output: int, cache_n: int) -> None:
+    """A second task of one request in a stored run, its response reporting what the server reused."""
+    attempt = store.start_task(db, run_id, "t2")
+    for seq, (t, kind, data) in enumerate([(0.0, "request", {}), (1.0, "response", {
+            "prompt_tokens": prompt, "completion_tokens": output, "timings": {"cache_n": cache_n}})], 1):
+        store.add_event(db, run_id, "t2", attempt, seq, t, kind, data)
+    store.finish_task(db, run_id, "t2", attempt, status="success", wall_s=2.0)
+
+
 TURNS = [(6000, 0, 200, 10.0, 4.0), (7100, 5990, 150, 5.0, 1.5), (8000, 7000, 300, 8.0, 0.5)]
 
 
@@ -130,11 +139,7 @@ def test_hybrid_on_llama_server_goes_back_to_a_checkpoint(db):
     lag, ubatch = 4, 512
     turns = [(6000, 0, 200, 1, 0), (7100, 6199, 150, 1, 0), (8000, 7000, 300, 1, 0)]
     rid = _stored_run(db, turns)
-    second = store.start_task(db, rid, "t2")
-    for seq, (t, kind, data) in enumerate([(0.0, "request", {}), (1.0, "response", {
-            "prompt_tokens": 3000, "completion_tokens": 10, "timings": {"cache_n": 500}})], 1):
-        store.add_event(db, rid, "t2", second, seq, t, kind, data)
-    store.finish_task(db, rid, "t2", second, status="success", wall_s=2.0)
+    _second_task(db, rid, 3000, 10, 500)
     tr = load(db, rid)
     hybrid = predict(tr, _target("qwen3.6-35b-a3b"))
     assert "checkpoint" in hybrid.prefix_cache
@@ -293,11 +298,7 @@ def test_llama_server_state_copies_cost_time_where_its_log_says(db):
     assert st.saves(1730, 525, 620) and not st.saves(1310, 1190, 1322) and st.saves(897, 0, 577)
     turns = [(577, 0, 38, 1, 0), (671, 614, 38, 1, 0)]
     rid = _stored_run(db, turns)
-    second = store.start_task(db, rid, "t2")
-    for seq, (ts, kind, data) in enumerate([(0.0, "request", {}), (1.0, "response", {
-            "prompt_tokens": 620, "completion_tokens": 48, "timings": {"cache_n": 80}})], 1):
-        store.add_event(db, rid, "t2", second, seq, ts, kind, data)
-    store.finish_task(db, rid, "t2", second, status="success", wall_s=2.0)
+    _second_task(db, rid, 620, 48, 80)
     tr = load(db, rid)
     quiet = _target("qwen3.6-35b-a3b", rig="h100", args="-c 32768 -np 1 -ngl 99 --cache-ram 0 --ctx-checkpoints 0")
     a, b = predict(tr, t).tasks, predict(tr, quiet).tasks
