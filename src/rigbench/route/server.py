@@ -163,13 +163,13 @@ class Router:
                     raise _Retry(f"HTTP {resp.status}")
                 chunks = resp.content.iter_any()
                 first = await anext(chunks, b"")
-                status = resp.status
+                status, reply = resp.status, None
                 if mode == "anthropic-json":
-                    # the whole reply is translated at once: read it before the status goes out, so a reply that
-                    # is not JSON is answered as the error it is (502), not as a 200 carrying an error body
+                    # the whole reply is translated at once: read and translate it before the status goes out, so
+                    # a reply that is not JSON is answered as the error it is (502), not as a 200 carrying one
                     first = first + b"".join([c async for c in chunks])
                     chunks = _nothing()
-                    status = _anthropic_status(first, resp.status)
+                    status, reply = _anthropic_reply(first, resp.status, model)
             except (aiohttp.ClientError, TimeoutError, _Retry) as e:
                 if resp is not None:
                     resp.release()
@@ -192,7 +192,7 @@ class Router:
                 headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
             info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
                         fallback_from=fallback_from, swap=swap, start=t0)
-            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.scope["path"])
+            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.scope["path"], reply)
             return Relay(status, headers, body)
         msg = f"no upstream answered ({last_error})"
         hdrs = {"x-rigbench-route": d.header()}
@@ -211,7 +211,10 @@ class Router:
 
     async def _relay(self, m: Managed, resp: aiohttp.ClientResponse, first: bytes, chunks: AsyncIterator[bytes],
                      t0: float,
-                     info: dict, mode: str | None, model: str | None, path: str) -> AsyncIterator[bytes]:
+                     info: dict, mode: str | None, model: str | None, path: str,
+                     reply: bytes | None = None) -> AsyncIterator[bytes]:
+        """The upstream's bytes on to the client (translated to Anthropic events in anthropic-stream mode; `reply`:
+        the whole translated answer in anthropic-json mode), accounted from the upstream's own bytes."""
         ttft = time.monotonic() - t0
         error = None
         events = first.count(b"data:")
@@ -243,7 +246,7 @@ class Router:
             elif whole is not None:
                 data = b"".join(whole)
                 prev, last = b"", data
-                yield _anthropic_json(data, resp.status, model) if mode else data
+                yield (reply if reply is not None else _anthropic_reply(data, resp.status, model)[1]) if mode else data
         except (aiohttp.ClientError, TimeoutError) as e:
             error = f"{type(e).__name__} mid-stream: {e}"[:300]
         finally:
@@ -375,24 +378,17 @@ async def _nothing() -> AsyncIterator[bytes]:
     yield
 
 
-def _anthropic_status(data: bytes, status: int) -> int:
-    """The status a translated non-streaming reply goes out with: the upstream's, or 502 where its body is not JSON."""
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return 502
-    return status
-
-
-def _anthropic_json(data: bytes, status: int, model: str | None) -> bytes:
+def _anthropic_reply(data: bytes, status: int, model: str | None) -> tuple[int, bytes]:
+    """(status, body) of an OpenAI reply as a Messages one: the upstream's status, or 502 where its body is not
+    JSON; an upstream error as an Anthropic error."""
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return orjson.dumps(anthropic.error_body(502, f"the upstream answered {status} with no JSON"))
+        return 502, orjson.dumps(anthropic.error_body(502, f"the upstream answered {status} with no JSON"))
     if status >= 400:
         msg = ((body.get("error") or {}).get("message") if isinstance(body, dict) else None) or str(body)[:300]
-        return orjson.dumps(anthropic.error_body(status, msg))
-    return orjson.dumps(anthropic.from_openai(body, model))
+        return status, orjson.dumps(anthropic.error_body(status, msg))
+    return status, orjson.dumps(anthropic.from_openai(body, model))
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
