@@ -196,6 +196,19 @@ def test_a_messages_reply_that_is_not_json_is_an_error_status_not_a_200(fake):
     assert resp.headers["x-rigbench-upstream"] == "fast" and resp.headers["content-type"] == "application/json"
 
 
+def test_an_unknown_path_or_method_is_a_one_line_json_error(fake):
+    c = cfg(upstreams={"fast": Upstream(url=fake, model="ok")}, default="fast")
+    with start_background(c) as r:
+        nope = httpx.post(r.url + "/v1/nope", json={})
+        wrong = httpx.get(r.url + "/v1/chat/completions")
+        bad = httpx.post(r.url + "/v1/chat/completions", content=b"not json")
+        ok = httpx.get(r.url + "/v1/models")
+    assert nope.status_code == 404 and "/v1/chat/completions" in nope.json()["error"]["message"]
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST" and "takes POST" in wrong.text
+    assert bad.status_code == 400 and "not a JSON object" in bad.json()["error"]["message"]
+    assert ok.status_code == 200 and [m["id"] for m in ok.json()["data"]] == ["fast"]
+
+
 def test_runs_shows_per_upstream_accounting(fake, tmp_path, run_cli):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     c = cfg(db=db, upstreams={"fast": Upstream(url=fake), "strong": Upstream(url=fake)}, default="fast",
