@@ -130,11 +130,11 @@ def _profile_times(p, spec: ModelSpec, rig: Rig, coef, turns: list[int], give_up
     at the server's (an agent past it must drop history), and the loop stops once past `give_up` seconds."""
     a = catalog.speed()["agent_profile"]
     prof = speed.AgentProfile.typical()
-    ctx, total, cum = 0, 0.0, []
+    ctx, total, cum, state = 0, 0.0, [], speed.server_state(p, spec, rig)
     for k in range(1, max(turns) + 1):
         new = prof.first_prompt if k == 1 else prof.turn_new_tokens + prof.output_tokens
         ctx = min(ctx + new, max(new, p.context - prof.output_tokens))
-        pre, dec = speed.agent_turn_seconds(p, spec, rig, coef, new, ctx, prof.output_tokens)
+        pre, dec = speed.agent_turn_seconds(p, spec, rig, coef, new, ctx, prof.output_tokens, state)
         total += pre + dec + a["tool_s"]
         cum.append(total)
         if total > give_up:

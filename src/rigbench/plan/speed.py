@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import EllipsisType
 
 import numpy as np
 from pydantic import BaseModel, model_validator
@@ -482,12 +483,14 @@ class AgentEstimate(BaseModel):
     last_turn_s: float
 
 
-def agent_turn_seconds(plan: Plan, spec: ModelSpec, rig: Rig, coef: Coefficients, new_tokens: int,
-                       context: int, output: int) -> tuple[float, float]:
+def agent_turn_seconds(plan: Plan, spec: ModelSpec, rig: Rig, coef: Coefficients, new_tokens: int, context: int,
+                       output: int, state: ServerState | None | EllipsisType = ...) -> tuple[float, float]:
     """(prefill, decode) seconds of one turn: new tokens at the end of `context`, then `output` tokens. On
-    llama-server a hybrid model's prompt also writes its context checkpoints to host memory (`ServerState`)."""
+    llama-server a hybrid model's prompt also writes its context checkpoints to host memory (`ServerState`: a
+    caller predicting many turns of one placement passes `server_state(plan, spec, rig)` once)."""
     pre = prefill_seconds(plan, spec, rig, coef, new_tokens, context - new_tokens)
-    state = server_state(plan, spec, rig)
+    if state is ...:
+        state = server_state(plan, spec, rig)
     if state is not None and state.checkpoints:
         pre += state.checkpoint_s(len(state.new_checkpoints(context - new_tokens, context)))
     mid = context + output // 2
@@ -500,12 +503,12 @@ def agent_task(plan: Plan, spec: ModelSpec, rig: Rig, profile: AgentProfile | No
     """Turn k prefills the tokens new since turn k-1 (all of them without a prefix cache), then decodes."""
     profile = profile or AgentProfile.typical()
     coef = (calibration or load_calibration()).for_plan(plan, rig)
-    turns, ctx = [], 0
+    turns, ctx, state = [], 0, server_state(plan, spec, rig)
     for k in range(1, profile.turns + 1):
         new = profile.first_prompt if k == 1 else profile.turn_new_tokens + profile.output_tokens
         ctx += new
         prefill_tokens = new if profile.prefix_cache else ctx
-        pre, dec = agent_turn_seconds(plan, spec, rig, coef, prefill_tokens, ctx, profile.output_tokens)
+        pre, dec = agent_turn_seconds(plan, spec, rig, coef, prefill_tokens, ctx, profile.output_tokens, state)
         turns.append(TurnTime(turn=k, context=ctx, prefill_tokens=prefill_tokens, prefill_s=round(pre, 3),
                               decode_s=round(dec, 3)))
     total = sum(t.total_s for t in turns)
