@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rigbench import catalog
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec
 from rigbench.plan import speed
@@ -101,9 +100,10 @@ def reuse_rule(target: Target) -> tuple[str, int | None, str]:
 
     llama-server keeps the last prompt of a slot and reuses its longest common prefix; for a model with
     recurrent layers (Gated DeltaNet, Mamba) the state cannot be cut back, so it restores the latest context
-    checkpoint inside the common prefix (`--ctx-checkpoints`, one near the end of each prompt: catalog
-    engines.yaml `checkpoint_lag_tokens`). vLLM caches whole blocks (`--enable-prefix-caching`, on by default
-    in V1); a hybrid model only with `--mamba-cache-mode align|all` (plan.memory), in blocks of the hybrid block size.
+    checkpoint inside the common prefix (`--ctx-checkpoints`: two near the end of each prompt, 4 + n_ubatch and
+    4 tokens before it; catalog engines.yaml `checkpoint_lag_tokens`, `speed.ServerState.new_checkpoints`). vLLM
+    caches whole blocks (`--enable-prefix-caching`, on by default in V1); a hybrid model only with
+    `--mamba-cache-mode align|all` (plan.memory), in blocks of the hybrid block size.
     """
     p, spec, mode = target.plan, target.spec, target.prefix_cache
     if mode == "off":
@@ -117,7 +117,7 @@ def reuse_rule(target: Target) -> tuple[str, int | None, str]:
         block = p.block_size or 16
         return f"vLLM prefix caching in blocks of {block} tokens", block, "prefix"
     if _recurrent(spec) and mode == "auto":
-        return ("llama-server: the latest checkpoint inside the shared prefix (hybrid model: one near the end of "
+        return ("llama-server: the latest checkpoint inside the shared prefix (hybrid model: two near the end of "
                 "each prompt)"), None, "checkpoint"
     return "llama-server: longest common prefix with the previous prompt", None, "prefix"
 
@@ -129,11 +129,10 @@ class _Slot:
     RAM prompt cache when a new task's prompt displaces it, and a checkpoint restored (the checkpoints each request
     writes are in `speed.agent_turn_seconds`)."""
 
-    def __init__(self, kind: str, block: int | None, state: speed.ServerState | None = None):
+    def __init__(self, kind: str, block: int | None, state: speed.ServerState | None):
         self.kind, self.block, self.state = kind, block, state
         self.checkpoints: list[int] = []
         self.live = self.tokens = 0
-        self.lag = catalog.engines()["llama_cpp"]["checkpoint_lag_tokens"]
 
     def turn(self, shared: int, prompt: int, output: int) -> tuple[int, float]:
         """(tokens reused, seconds of state copies) of one request."""
@@ -141,14 +140,11 @@ class _Slot:
         if st is not None and st.saves(self.tokens, shared, prompt):
             copies += st.save_s(self.tokens, len(self.checkpoints))
         cached = self._reused(shared, prompt)
-        if st is not None and self.kind == "checkpoint":
+        if self.kind == "checkpoint":               # llama-server only (reuse_rule), so `st` is there
             if cached and cached != self.live:
                 copies += st.restore_s()
             made = st.new_checkpoints(cached, prompt)   # their copies: speed.agent_turn_seconds
             self.checkpoints = sorted(set(self.checkpoints) | set(made))[-st.max_checkpoints:]
-        elif self.kind == "checkpoint":
-            self.checkpoints.append(max(0, prompt - self.lag))
-        if self.kind == "checkpoint":
             self.live = prompt + output - 1        # the last generated token is sampled, not yet in the state
         self.tokens = prompt + output - 1 if self.kind != "none" else 0
         return cached, copies
@@ -169,7 +165,7 @@ def _task(t: TaskTrace, target: Target, coef: speed.Coefficients, slot: _Slot,
         cached, copies = slot.turn(turn.shared_prefix, turn.prompt_tokens, turn.output_tokens)
         new = max(1, turn.prompt_tokens - cached)     # a server always runs the prompt's last token
         pre, dec = speed.agent_turn_seconds(target.plan, target.spec, target.rig, coef, new, turn.prompt_tokens,
-                                            turn.output_tokens)
+                                            turn.output_tokens, slot.state)
         pre += copies                                 # before and between its prompt batches
         turns.append(TurnPrediction(prefill_tokens=new, context=turn.prompt_tokens, output_tokens=turn.output_tokens,
                                     prefill_s=round(pre, 4), decode_s=round(dec, 4), tool_s=turn.tool_s))
