@@ -79,14 +79,14 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
     first = agent[0]["t"] if agent else 0.0
     last = agent[-1]["t"] if agent else 0.0
 
-    raw: list[list] = []     # [prompt or None, cached, output, model_s, tool_s] per answered request
+    raw: list[list] = []     # [prompt or None, cached, output, model_s, tool_s, estimated] per answered request
 
     def close(until: float) -> None:
         nonlocal replied
         if replied is None:
             return
         t, prompt, cached, output, model_s = replied
-        raw.append([prompt, cached, output, model_s, max(0.0, until - t)])
+        raw.append([prompt, cached, output, model_s, max(0.0, until - t), prompt is None])
         replied = None
 
     for e in agent:
@@ -108,13 +108,12 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
             nxt = raw[i + 1][1] if i + 1 < len(raw) else None
             prev = raw[i - 1][0] + raw[i - 1][2] if i and raw[i - 1][0] else None
             r[0] = nxt or prev
-            r.append(True)
-    for prompt, cached, output, model_s, tool_s, *est in raw:
+    for prompt, cached, output, model_s, tool_s, estimated in raw:
         if not prompt:
             continue         # no length anywhere: nothing to replay
         turns.append(Turn(prompt_tokens=prompt, cached_tokens=cached, output_tokens=output,
                           shared_prefix=_shared_prefix(cached, prompt, previous_prompt, previous_output),
-                          model_s=round(model_s, 4), tool_s=round(tool_s, 4), estimated=bool(est)))
+                          model_s=round(model_s, 4), tool_s=round(tool_s, 4), estimated=estimated))
         previous_prompt, previous_output = prompt, output
     end = max((e["t"] for e in events), default=last)
     wall = row["wall_s"] or end
