@@ -75,10 +75,20 @@ def speed() -> dict[str, Any]:
 
 
 @cache
+def agents() -> dict[str, Any]:
+    """Agent profiles (agents.yaml): `default` and `profiles`, the user's YAML `agents` entries on top."""
+    data = _load_yaml("agents.yaml")
+    for path in _user_files():
+        extra = yaml.safe_load(path.read_text()) or {}
+        data["profiles"].update(extra.get("agents", {}))
+    return data
+
+
+@cache
 def llama_server_flags() -> dict[str, int]:
     return json.loads((_DATA / "llama_server_flags.json").read_text())["flags"]
 
 
 def clear_cache() -> None:
-    for fn in (models, hardware, quants, checkpoints, engines, speed, llama_server_flags):
+    for fn in (models, hardware, quants, checkpoints, engines, speed, agents, llama_server_flags):
         fn.cache_clear()

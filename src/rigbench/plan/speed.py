@@ -10,6 +10,7 @@ then scaled by an efficiency coefficient that `calibrate()` fits per device clas
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import EllipsisType
 
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, model_validator
 
 from rigbench import catalog
+from rigbench.errors import RigbenchError
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec
 from rigbench.plan import routing
@@ -449,17 +451,46 @@ def _shares(parts: dict[str, float]) -> dict[str, float]:
 
 # ---- the agent turn ------------------------------------------------------------------------------
 
+class UnknownAgent(RigbenchError):
+    """An agent profile name the catalog does not have."""
+
+
 class AgentProfile(BaseModel):
+    """What an agent sends the model over one task (catalog agents.yaml: measured through the recording gateway,
+    or assumed where `measured` is empty)."""
+    name: str = "builtin"
     turns: int
     first_prompt: int
     turn_new_tokens: int
     output_tokens: int
+    min_context: int = 8192
+    version: str | None = None
+    context_setting: str | None = None
+    measured: dict | None = None
     prefix_cache: bool = True
     source: str = ""
 
     @classmethod
+    def named(cls, name: str | None = None, prefix_cache: bool = True) -> AgentProfile:
+        """The catalog profile `name` (the catalog's default agent when None)."""
+        data = catalog.agents()
+        name = name or data["default"]
+        if name not in data["profiles"]:
+            raise UnknownAgent(f"no agent profile {name!r}; known: {', '.join(sorted(data['profiles']))}")
+        fields = {k: v for k, v in data["profiles"][name].items() if k in cls.model_fields}
+        return cls(**fields, name=name, prefix_cache=prefix_cache)
+
+    @classmethod
     def typical(cls, prefix_cache: bool = True) -> AgentProfile:
-        return cls(**catalog.speed()["agent_profile"], prefix_cache=prefix_cache)
+        return cls.named(None, prefix_cache)
+
+    @staticmethod
+    def detect(command: str) -> str | None:
+        """The profile whose `detect` patterns match an --agent-cmd command line, or None."""
+        for name, p in catalog.agents()["profiles"].items():
+            if any(re.search(rx, command) for rx in p.get("detect") or []):
+                return name
+        return None
 
 
 class TurnTime(BaseModel):
