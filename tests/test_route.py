@@ -133,7 +133,7 @@ def test_streaming_chunks_arrive_unchanged(fake, tmp_path):
     # each token chunk is exactly the bytes the fake server wrote: rebuilt from its own stamps, byte for byte
     for i, ev in enumerate(events[:40]):
         d = orjson.loads(ev[6:])
-        assert ev + b"\n\n" == fakeserver._chunk(i, d["rigbench_t"], d.get("rigbench_arrival"))
+        assert ev + b"\n\n" == fakeserver._chunk(i, d["rigbench_t"], d.get("rigbench_arrival"), i == 39)
     assert events[-1] == b"data: [DONE]"
     assert len(pieces) > 5                  # streamed as it came, not buffered into one body
 

@@ -194,6 +194,10 @@ class Agent:
             model=self.cfg.model, messages=self.messages, tools=TOOLS, temperature=self.cfg.temperature,
             max_tokens=self.cfg.max_response_tokens, stream=True, stream_options={"include_usage": True})
         self._route = _route(raw.headers)    # what a rigbench router said about this request, for the trace
+        if "json" in raw.headers.get("content-type", ""):
+            # some servers answer a streamed request with one JSON body: read it as the one chunk of its stream
+            self._route["json_body"] = True
+            return _OneChunk(raw.http_response.read())
         return raw.parse()
 
     def parse(self, r: Reply) -> Parsed:
@@ -339,6 +343,26 @@ class Agent:
         self.record("compact", {"n_ctx": self.n_ctx, "estimated_tokens_before": before,
                                 "estimated_tokens_after": _chars(candidate) // 3, "messages_before": len(head) +
                                 len(rest), "messages_after": len(candidate), "forced": force})
+
+
+class _OneChunk(list):
+    """A whole chat completion (JSON) as a stream of one chunk: its message as the chunk's delta."""
+
+    def __init__(self, body: bytes):
+        from openai.types.chat import ChatCompletionChunk
+
+        d = json.loads(body)
+        choices = []
+        for c in d.get("choices") or []:
+            msg = dict(c.get("message") or {})
+            msg["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg.get("tool_calls") or [])] or None
+            choices.append({"index": c.get("index", 0), "delta": msg, "finish_reason": c.get("finish_reason")})
+        super().__init__([ChatCompletionChunk.model_validate(
+            {**d, "object": "chat.completion.chunk", "choices": choices, "created": d.get("created", 0),
+             "id": d.get("id", ""), "model": d.get("model", "")})])
+
+    def close(self) -> None:
+        pass
 
 
 def _route(headers) -> dict:

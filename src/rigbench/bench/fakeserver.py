@@ -7,9 +7,10 @@ the same CLOCK_MONOTONIC, so client and server times compare directly.
 
 The model name picks the behaviour: `ok` (default), `http500`, `http429`, `malformed` (a broken SSE line
 after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]), `text200` (HTTP 200 with a
-plain-text body, what a misconfigured proxy in front of an engine answers), `die` (the process exits on this
-request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields; a proxy
-that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`).
+plain-text body, what a misconfigured proxy in front of an engine answers), `json` (one JSON chat completion
+to a streamed request, as some servers answer), `empty` (HTTP 200, an event stream with no event), `die` (the
+process exits on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request
+fields; a proxy that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`).
 
 Usage: python -m rigbench.bench.fakeserver --port 8099
 """
@@ -25,11 +26,12 @@ import time
 from aiohttp import web
 
 
-def _chunk(i: int, now: float, arrival: float | None = None) -> bytes:
+def _chunk(i: int, now: float, arrival: float | None = None, last: bool = False) -> bytes:
     # formatted by hand rather than json.dumps: the server must stay cheap per chunk at 20k chunks/s
     extra = f',"rigbench_arrival":{arrival!r}' if arrival is not None else ""
+    finish = ',"finish_reason":"length"' if last else ""
     return (f'data: {{"id":"fake","object":"text_completion","choices":[{{"index":0,"text":"t{i} ",'
-            f'"delta":{{"content":"t{i} "}}}}],"rigbench_t":{now!r}{extra}}}\n\n').encode()
+            f'"delta":{{"content":"t{i} "}}{finish}}}],"rigbench_t":{now!r}{extra}}}\n\n').encode()
 
 
 DEFAULTS = {"ttft_ms": 20.0, "interval_ms": 10.0}
@@ -46,11 +48,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
         os._exit(3)
     if mode == "text200":
         return web.Response(text="<html>bad gateway page</html>", content_type="text/plain")
+    if mode == "json":
+        return web.json_response({"id": "fake", "object": "chat.completion", "created": 0, "model": mode,
+                                  "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                      "role": "assistant", "content": " ".join(f"t{i}" for i in range(n))}}],
+                                  "usage": {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n,
+                                            "total_tokens": _prompt_tokens(body) + n}})
     if mode.startswith("http"):
         code = int(mode[4:])
         return web.json_response({"error": {"message": f"injected {code}"}}, status=code)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
+    if mode == "empty":
+        return resp
     start = arrival + ttft
     for i in range(n):
         due = start + i * interval
@@ -63,10 +73,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
             elif mode == "stall":
                 await asyncio.sleep(3600)
             return resp
-        await resp.write(_chunk(i, time.monotonic(), arrival if i == 0 else None))
-    usage = {"prompt_tokens": len(str(body.get("prompt", body.get("messages", ""))).split()), "completion_tokens": n}
+        await resp.write(_chunk(i, time.monotonic(), arrival if i == 0 else None, i == n - 1))
+    usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n}
     await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n")
     return resp
+
+
+def _prompt_tokens(body: dict) -> int:
+    return len(str(body.get("prompt", body.get("messages", ""))).split())
 
 
 async def models(_request: web.Request) -> web.Response:

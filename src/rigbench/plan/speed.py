@@ -467,8 +467,16 @@ class AgentProfile(BaseModel):
     version: str | None = None
     context_setting: str | None = None
     measured: dict | None = None
+    env: dict[str, str] = {}           # what the agent's command gets besides the endpoint ({n_ctx}, {model})
     prefix_cache: bool = True
     source: str = ""
+
+    @property
+    def suggested_context(self) -> int:
+        """A server context for this agent: the power of two that holds its first request, a reply and room to
+        work (min_context)."""
+        need = max(self.first_prompt + self.output_tokens, self.min_context)
+        return 1 << (need - 1).bit_length()
 
     @classmethod
     def named(cls, name: str | None = None, prefix_cache: bool = True) -> AgentProfile:

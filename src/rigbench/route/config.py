@@ -31,6 +31,8 @@ class Upstream(BaseModel):
     model: str | None = None         # the model name sent upstream (default: what the client asked for)
     api_key: str | None = None
     anthropic: bool = False          # the upstream serves /v1/messages itself; otherwise rigbench translates
+    usage_in_stream: bool = False    # every stream ends with its usage unasked (llama-server's timings): the
+                                     # recording gateway need not add stream_options to learn the tokens
     timeout_s: float = 600.0         # a request with no byte for this long counts as failed (fallback)
 
     @model_validator(mode="after")

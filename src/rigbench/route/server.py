@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rigbench.errors import RigbenchError
-from rigbench.route import anthropic
+from rigbench.route import anthropic, record
 from rigbench.route.accounting import Accounting
 from rigbench.route.config import RouteConfig
 from rigbench.route.policy import Decision, Policy, estimate_prompt_tokens
@@ -54,6 +54,7 @@ class Router:
         self.upstreams = Upstreams(cfg, log_dir)
         self.acct = Accounting(cfg.db, list(cfg.upstreams), cfg.model_dump(mode="json"), url)
         self.client: aiohttp.ClientSession | None = None
+        self.gateway = None      # a recording gateway (route.gateway.Gateway): requests under /t/TOKEN/ are its
 
     # ---- the app ----
     def app(self) -> _App:
@@ -89,13 +90,17 @@ class Router:
             return JSONResponse({"error": {"message": "the request body is not a JSON object"}}, 400)
         d = self.policy.decide(body, self._client_escalates(request))
         path = request.scope["path"]      # not request.url: that builds a whole URL from the headers
+        recorded = "rigbench.session" in request.scope
 
-        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
-            if m.cfg.model and body.get("model") != m.cfg.model:
-                return path, orjson.dumps({**body, "model": m.cfg.model}), None
-            return path, raw, None
+        def prepare(m: Managed) -> tuple[str, bytes, str | None, bool]:
+            update = {"model": m.cfg.model} if m.cfg.model and body.get("model") != m.cfg.model else {}
+            ask = recorded and body.get("stream") and not m.cfg.usage_in_stream and not (
+                body.get("stream_options") or {}).get("include_usage")
+            if ask:      # the gateway needs the tokens; the agent did not ask for the usage chunk: kept from it
+                update["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            return path, (orjson.dumps({**body, **update}) if update else raw), None, bool(ask)
 
-        return await self._forward(request, d, prepare, t0, "openai")
+        return await self._forward(request, d, prepare, t0, "openai", body=body, size=len(raw))
 
     async def messages(self, request: Request) -> Response:
         t0 = time.monotonic()
@@ -108,16 +113,51 @@ class Router:
         d = self.policy.decide(oa, self._client_escalates(request))
         mode = "anthropic-stream" if body.get("stream") else "anthropic-json"
 
-        def prepare(m: Managed) -> tuple[str, bytes, str | None]:
+        def prepare(m: Managed) -> tuple[str, bytes, str | None, bool]:
             if m.cfg.anthropic:
-                return "/v1/messages", (orjson.dumps({**body, "model": m.cfg.model}) if m.cfg.model else raw), None
-            return "/v1/chat/completions", orjson.dumps({**oa, "model": m.cfg.model or oa.get("model")}), mode
+                return ("/v1/messages", (orjson.dumps({**body, "model": m.cfg.model}) if m.cfg.model else raw), None,
+                        False)
+            return "/v1/chat/completions", orjson.dumps({**oa, "model": m.cfg.model or oa.get("model")}), mode, False
 
-        return await self._forward(request, d, prepare, t0, "anthropic", model=body.get("model"))
+        return await self._forward(request, d, prepare, t0, "anthropic", model=body.get("model"), body=body,
+                                   size=len(raw))
 
     async def count_tokens(self, request: Request) -> Response:
-        body = _json_body(await request.body()) or {}
-        return JSONResponse({"input_tokens": estimate_prompt_tokens(anthropic.to_openai(body))})
+        """Forwarded to an upstream that serves the Messages API (llama-server counts with its tokenizer);
+        otherwise the upstream's /tokenize with the chat translated (vLLM), or an estimate where neither answers."""
+        t0 = time.monotonic()
+        raw = await request.body()
+        body = _json_body(raw) or {}
+        status, out, ctype = 200, b"", "application/json"
+        try:
+            m, _ = await self.upstreams.acquire(self.cfg.default)
+        except RigbenchError:
+            m = None
+        if m is not None:
+            try:
+                if m.cfg.anthropic:
+                    async with self.client.post(m.base + "/v1/messages/count_tokens", data=raw,
+                                                headers=self._headers(request, m)) as r:
+                        status, out, ctype = r.status, await r.read(), r.headers.get("content-type", ctype)
+                else:
+                    oa = anthropic.to_openai(body)
+                    async with self.client.post(m.base + "/tokenize", json={"model": m.cfg.model or oa.get("model"),
+                                                "messages": oa["messages"]}, headers=self._headers(request, m)) as r:
+                        got = await r.json(content_type=None) if r.status == 200 else {}
+                    if isinstance(got, dict) and isinstance(got.get("count"), int):
+                        out = orjson.dumps({"input_tokens": got["count"]})
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                out = b""
+            finally:
+                self.upstreams.release(m)
+        if not out:
+            status, out = 200, orjson.dumps({"input_tokens": estimate_prompt_tokens(anthropic.to_openai(body))})
+        if (session := request.scope.get("rigbench.session")) is not None:
+            self.gateway.record(session, record.Turn(api="count_tokens", model=body.get("model"), status=status,
+                                                     request_bytes=len(raw), response_bytes=len(out),
+                                                     **session.times(t0)),
+                                head=out, tail=b"", whole=out, content_type=ctype, events=0, error=None)
+        return Response(out, status, media_type=ctype.split(";")[0])
 
     async def models(self, _request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": n, "object": "model", "owned_by": "rigbench-route"}
@@ -145,8 +185,13 @@ class Router:
         return h
 
     async def _forward(self, request: Request, d: Decision, prepare: Callable, t0: float, api: str,
-                       model: str | None = None) -> Response:
+                       model: str | None = None, body: dict | None = None, size: int = 0) -> Response:
         fallback_from, last_error = None, "no upstream"
+        session = request.scope.get("rigbench.session")
+        path = request.scope["path"]
+        turn = None if session is None else record.Turn(
+            api=record.API_OF_PATH.get(path, path), model=(body or {}).get("model"),
+            stream=bool((body or {}).get("stream")), request_bytes=size, **session.times(t0))
         for name in self._chain(d.upstream):
             try:
                 m, swap = await self.upstreams.acquire(name)
@@ -154,10 +199,10 @@ class Router:
                 last_error, fallback_from = f"{name}: {e}", name
                 log.warning("route: %s could not be started (%s); falling back", name, e)
                 continue
-            path, content, mode = prepare(m)
-            resp = None
+            upstream_path, content, mode, strip = prepare(m)
+            resp, kept_back = None, None
             try:
-                resp = await self._post(m, path, content, self._headers(request, m))
+                resp = await self._post(m, upstream_path, content, self._headers(request, m))
                 if (resp.status >= 500 or resp.status == 429) and name != self._chain(d.upstream)[-1]:
                     await resp.read()
                     raise _Retry(f"HTTP {resp.status}")
@@ -184,7 +229,8 @@ class Router:
                 continue
             route = d.header() if name == d.upstream else f"{name}; fallback from {fallback_from}; {d.header()}"
             headers = {k.lower(): v for k, v in resp.headers.items() if k.lower() not in _DROP_RESPONSE}
-            headers.update({"x-rigbench-route": route, "x-rigbench-upstream": name})
+            if turn is None:    # a gateway is transparent: what a router behind it says reaches the agent
+                headers.update({"x-rigbench-route": route, "x-rigbench-upstream": name})
             if swap:
                 headers["x-rigbench-swap"] = swap
             if mode:
@@ -192,10 +238,19 @@ class Router:
                 headers["content-type"] = "text/event-stream" if mode == "anthropic-stream" else "application/json"
             info = dict(route=route, api=api, escalated=d.escalated, triggered=d.triggered,
                         fallback_from=fallback_from, swap=swap, start=t0)
-            body = self._relay(m, resp, first, chunks, t0, info, mode, model, request.scope["path"], reply)
+            if turn is not None:
+                turn.status, turn.stream_usage_added = status, strip
+                if strip and "text/event-stream" in headers.get("content-type", ""):
+                    chunks, first, kept_back = _stripped(first, chunks)
+            body = self._relay(m, resp, first, chunks, t0, info, mode, model, path, reply,
+                               turn=turn, session=session, kept_back=kept_back)
             return Relay(status, headers, body)
         msg = f"no upstream answered ({last_error})"
         hdrs = {"x-rigbench-route": d.header()}
+        if turn is not None:
+            turn.status, turn.seconds = 502, round(time.monotonic() - t0, 4)
+            turn.fault = f"the engine did not answer: {last_error}"
+            self.gateway.record(session, turn, head=b"", tail=b"", whole=None, content_type="", events=0, error=None)
         if api == "anthropic":
             return JSONResponse(anthropic.error_body(529, msg), 529, headers=hdrs)
         return JSONResponse({"error": {"message": msg, "type": "upstream_error"}}, 502, headers=hdrs)
@@ -212,14 +267,19 @@ class Router:
     async def _relay(self, m: Managed, resp: aiohttp.ClientResponse, first: bytes, chunks: AsyncIterator[bytes],
                      t0: float,
                      info: dict, mode: str | None, model: str | None, path: str,
-                     reply: bytes | None = None) -> AsyncIterator[bytes]:
+                     reply: bytes | None = None, turn: record.Turn | None = None,
+                     session=None, kept_back: list[bytes] | None = None) -> AsyncIterator[bytes]:
         """The upstream's bytes on to the client (translated to Anthropic events in anthropic-stream mode; `reply`:
-        the whole translated answer in anthropic-json mode), accounted from the upstream's own bytes."""
+        the whole translated answer in anthropic-json mode), accounted from the upstream's own bytes. With a
+        gateway `turn`, the reply's head and tail (all of a JSON reply) are kept for its record."""
         ttft = time.monotonic() - t0
         error = None
         events = first.count(b"data:")
         prev, last = b"", first
-        whole = [first] if mode == "anthropic-json" or resp.status >= 400 else None
+        ctype = resp.headers.get("content-type", "")
+        whole = [first] if (mode == "anthropic-json" or resp.status >= 400 or
+                            (turn is not None and "text/event-stream" not in ctype)) else None
+        size, before = len(first), b""
         tr = anthropic.StreamTranslator(model) if mode == "anthropic-stream" and resp.status < 400 else None
         buf = b""
         try:
@@ -231,6 +291,9 @@ class Router:
                 yield first
             async for chunk in chunks:
                 events += chunk.count(b"data:")
+                if turn is not None:
+                    size += len(chunk)
+                    before = (before + prev)[-65536:]
                 prev, last = last, chunk
                 if tr is not None:
                     out, buf = _translate(tr, buf + chunk)
@@ -263,6 +326,15 @@ class Router:
                 error = f"HTTP {resp.status}"
             p, c = toks if toks else (0, max(0, events - 1))
             self.acct.record(m.name, ttft=ttft, e2e=e2e, prompt_tokens=p, output_tokens=c, error=error, **info)
+            if turn is not None:
+                turn.ttft_s, turn.seconds = round(ttft, 4), round(e2e, 4)
+                turn.decode_s = round(e2e - ttft, 4)
+                turn.response_bytes = size if whole is None else len(b"".join(whole))
+                turn.client_left = error == "the client left mid-stream"
+                tail = before[-4096:] + prev + last + b"".join(kept_back or ())   # the usage chunk kept from it
+                self.gateway.record(session, turn, head=first[:65536], tail=tail,
+                                    whole=b"".join(whole) if whole is not None else None, content_type=ctype,
+                                    events=events, error=error, translated=mode is not None)
             if self.cfg.log_requests:
                 log.info("route: %s -> %s (%s) %d, ttft %.1f ms, %.2f s, %d/%d tokens%s", path, m.name,
                          info["route"], resp.status, ttft * 1000, e2e, p, c, f", {error}" if error else "")
@@ -279,6 +351,14 @@ class _App:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
+            if scope["path"].startswith("/t/") and self.router.gateway is not None:
+                token, _, rest = scope["path"][3:].partition("/")
+                session = self.router.gateway.sessions.get(token)
+                if session is None:
+                    await JSONResponse({"error": {"message": f"no open session {token!r} on this gateway: the task "
+                                                             f"it belonged to has ended"}}, 404)(scope, receive, send)
+                    return
+                scope = {**scope, "path": "/" + rest, "rigbench.session": session}
             route = self.routes.get(scope["path"])
             if route is None:
                 resp = JSONResponse({"error": {"message": f"no route {scope['path']}; the router serves "
@@ -376,6 +456,27 @@ def _translate(tr: anthropic.StreamTranslator, buf: bytes) -> tuple[bytes, bytes
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield
+
+
+def _stripped(first: bytes, chunks: AsyncIterator[bytes]) -> tuple[AsyncIterator[bytes], bytes, list[bytes]]:
+    """An OpenAI stream without the usage-only chunk the gateway asked for (record.strip_usage_chunk): the
+    stream's other events, the first complete ones now, and a list that receives what was kept back (the
+    gateway's record reads the tokens from it)."""
+    kept_back: list[bytes] = []
+    out, rest, dropped = record.strip_usage_chunk(first)
+    kept_back += dropped
+
+    async def more() -> AsyncIterator[bytes]:
+        buf = rest
+        async for chunk in chunks:
+            done, buf, dropped = record.strip_usage_chunk(buf + chunk)
+            kept_back.extend(dropped)
+            if done:
+                yield done
+        if buf:
+            yield buf
+
+    return more(), out, kept_back
 
 
 def _anthropic_reply(data: bytes, status: int, model: str | None) -> tuple[int, bytes]:

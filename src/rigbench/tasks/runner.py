@@ -17,6 +17,8 @@ from pydantic import BaseModel
 
 from rigbench import store
 from rigbench.errors import RigbenchError
+from rigbench.plan.speed import AgentProfile
+from rigbench.route.gateway import Gateway, Session
 from rigbench.sandbox import BwrapSandbox, DockerSandbox, Sandbox, TaskUnsupported
 from rigbench.sandbox.files import remove_tree
 from rigbench.tasks.environment import apply_dockerfile, requirements
@@ -49,6 +51,7 @@ class EvalConfig(BaseModel):
     retry_errors: int = 0                 # attempts more for a task that ends in `error`
     escalate_to: str | None = None        # endpoint that reruns the tasks that failed or timed out
     escalate_model: str | None = None
+    agent_profile: str | None = None      # catalog agents.yaml profile (None: detected from the command)
 
 
 def network_policy(task: Task, cfg: EvalConfig) -> dict[str, bool]:
@@ -57,55 +60,59 @@ def network_policy(task: Task, cfg: EvalConfig) -> dict[str, bool]:
     return {"agent": pick[cfg.agent_network], "verifier": pick[cfg.verifier_network]}
 
 
-_translators: dict[str, object] = {}
-_translators_lock = threading.Lock()
+_gateways: dict[tuple[str, str], Gateway] = {}
+_gateways_lock = threading.Lock()
 
 
-def anthropic_base_url(engine_url: str) -> str:
-    """The Anthropic Messages base URL an external agent (Claude Code) is given for this engine (clients add
-    /v1/messages themselves): the engine's own when it serves the Messages API (recent llama-server does), else
-    a rigbench endpoint that translates it to the engine's OpenAI chat API (rigbench.route.anthropic), started
-    once per engine and kept for the life of this process."""
-    base = engine_url.rstrip("/").removesuffix("/v1")
-    if not base or speaks_messages(base):
-        return base
-    from rigbench.route.anthropic import serve_translating
-
-    with _translators_lock:
-        if base not in _translators:
-            _translators[base] = serve_translating(base)
-        return _translators[base].url
+def gateway_for(engine_url: str, api_key: str = "rigbench") -> Gateway:
+    """The recording gateway in front of an engine (route.gateway), started once per engine and kept for the life
+    of this process: every task's agent talks to the engine through it, in a session of its own."""
+    key = (engine_url.rstrip("/").removesuffix("/v1"), api_key)
+    with _gateways_lock:
+        if key not in _gateways:
+            _gateways[key] = Gateway(key[0], api_key).start()
+        return _gateways[key]
 
 
-_speaks: dict[str, bool] = {}
+def profile_for(cfg: EvalConfig) -> AgentProfile:
+    """The agent profile of a run: named, or detected from --agent-cmd (the built-in agent's otherwise)."""
+    name = cfg.agent_profile
+    if name is None and cfg.agent == "cmd":
+        name = AgentProfile.detect(cfg.agent_cmd or "")
+    return AgentProfile.named(name or "builtin")
 
 
-def speaks_messages(base: str) -> bool:
-    """Whether the server at `base` has a /v1/messages route: an empty request is refused as bad (400/422)
-    rather than not found (404/405). An engine's answer is kept, so it is asked once, not once per task."""
-    import httpx
-
-    if base in _speaks:
-        return _speaks[base]
-    try:
-        r = httpx.post(f"{base}/v1/messages", json={}, timeout=10)
-    except httpx.HTTPError:
-        return True  # not answering: hand its own URL on and let the agent report it (asked again next time)
-    _speaks[base] = r.status_code not in (404, 405)
-    return _speaks[base]
+class ContextTooSmall(RigbenchError):
+    """The server's context cannot hold the agent's first request."""
 
 
-def agent_env(task: Task, cfg: EvalConfig) -> dict[str, str]:
-    """What --agent-cmd gets: the endpoint both OpenAI-style and Anthropic-style, and the instruction."""
-    return {"OPENAI_BASE_URL": _v1(cfg.url or ""), "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model,
-            "ANTHROPIC_BASE_URL": anthropic_base_url(cfg.url or ""), "ANTHROPIC_AUTH_TOKEN": cfg.api_key,
-            "ANTHROPIC_MODEL": cfg.model, "TASK_INSTRUCTION": task.instruction}
+def preflight(cfg: EvalConfig) -> int | None:
+    """Refuse a run whose engine cannot hold the agent's first request (its profile's); returns the server's
+    context where it says (llama-server's /props)."""
+    if cfg.agent not in ("builtin", "cmd") or not cfg.url:
+        return None
+    n_ctx = gateway_for(cfg.url, cfg.api_key).n_ctx
+    prof = profile_for(cfg)
+    need = prof.first_prompt + prof.output_tokens
+    if n_ctx is not None and n_ctx < need:
+        raise ContextTooSmall(
+            f"the server's context ({n_ctx:,} tokens) cannot hold {prof.name}'s first request (~{prof.first_prompt:,} "
+            f"tokens) and a reply; restart it with a larger context: rigbench serve -c {prof.suggested_context} "
+            f"(or --agent-profile NAME if the agent is another)")
+    return n_ctx
 
 
-def _v1(url: str) -> str:
-    from rigbench.agent import v1_url
-
-    return v1_url(url)
+def agent_env(task: Task, cfg: EvalConfig, base: str, n_ctx: int | None = None) -> dict[str, str]:
+    """What --agent-cmd gets: its gateway session both OpenAI-style and Anthropic-style, the instruction, and its
+    profile's own settings (the context it may fill, where the agent has such a setting)."""
+    v1 = base.rstrip("/") + "/v1"
+    env = {"OPENAI_BASE_URL": v1, "OPENAI_API_BASE": v1, "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model,
+           "ANTHROPIC_BASE_URL": base, "ANTHROPIC_AUTH_TOKEN": cfg.api_key, "ANTHROPIC_MODEL": cfg.model,
+           "TASK_INSTRUCTION": task.instruction}
+    for k, v in profile_for(cfg).env.items():
+        if "{n_ctx}" not in v or n_ctx is not None:
+            env[k] = v.format(n_ctx=n_ctx, model=cfg.model)
+    return env
 
 
 class Summary(BaseModel):
@@ -232,16 +239,23 @@ class Trace:
         self.db, self.run_id, self.task, self.attempt, self.hidden = db, run_id, task, attempt, hidden
         self.cancel = cancel
         self.seq, self.t0 = 0, time.monotonic()
+        self._lock = threading.Lock()     # the gateway writes its turns from a thread of its own
 
     def __call__(self, kind: str, data: dict) -> None:
-        self.seq += 1
-        store.add_event(self.db, self.run_id, self.task, self.attempt, self.seq, round(time.monotonic() - self.t0, 4),
-                        kind, redact(data, self.hidden))
+        self.at(kind, data, round(time.monotonic() - self.t0, 4))
         if self.cancel and kind != "note":
             self.cancel.check()
 
+    def at(self, kind: str, data: dict, t: float) -> None:
+        """An event that happened `t` seconds into the task (the gateway's turns are written after the fact)."""
+        with self._lock:
+            self.seq += 1
+            store.add_event(self.db, self.run_id, self.task, self.attempt, self.seq, t, kind, redact(data, self.hidden))
 
-def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: float):
+
+def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: float, base: str | None = None,
+              n_ctx: int | None = None):
+    """Let the agent work on the task; `base`: its gateway session's URL (the engine's own without one)."""
     from rigbench.agent import Agent, AgentConfig, AgentStats, LimitsExceeded, single_turn
 
     stats = AgentStats()
@@ -261,14 +275,15 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         sb.write_file("/logs/agent/instruction.md", task.instruction)
         trace("tool_call", {"agent": "cmd", "command": cfg.agent_cmd})
         # the agent's own process must reach the endpoint whatever the task's network policy
-        r = sb.run(cfg.agent_cmd or "true", timeout=limit, env=agent_env(task, cfg), network=True)
+        r = sb.run(cfg.agent_cmd or "true", timeout=limit, env=agent_env(task, cfg, base or cfg.url or "", n_ctx),
+                   network=True)
         trace("tool_output", {"agent": "cmd", "exit_code": r.exit_code, "output": r.output[-20000:]})
         if r.timed_out:
             raise TimeoutError("the agent command ran past the time limit")
         return stats, ""
-    acfg = AgentConfig(url=cfg.url or "", model=cfg.model, api_key=cfg.api_key, max_steps=cfg.max_steps,
+    acfg = AgentConfig(url=base or cfg.url or "", model=cfg.model, api_key=cfg.api_key, max_steps=cfg.max_steps,
                        time_limit_s=limit, command_timeout_s=cfg.command_timeout_s,
-                       max_response_tokens=cfg.max_response_tokens)
+                       max_response_tokens=cfg.max_response_tokens, context=n_ctx)
     if task.mode == "single-turn":
         answer, stats = single_turn(acfg, task.instruction, trace)
         sb.write_file("/app/response.md", answer)
@@ -336,18 +351,26 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
     status, detail, reward = "failure", "", None
     from rigbench.agent import AgentStats
     stats = AgentStats()
-    sb = None
+    sb = session = gw = None
     try:
+        if cfg.url and cfg.agent in ("builtin", "cmd"):
+            gw = gateway_for(cfg.url, cfg.api_key)
+            session = gw.open(trace.at, trace.t0)
         sb, notes = open_sandbox(task, cfg, Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root)))
         cancel.watch(sb)
         trace("note", {"sandbox": sb.kind, "workdir": sb.workdir, "notes": notes, "time_limit_s": limit,
                        "limits": sb.limits.model_dump(), "network": sb.network, "host": socket.gethostname(),
-                       "pid": os.getpid(), "url": cfg.url, "retried": retried})
+                       "pid": os.getpid(), "url": cfg.url, "retried": retried,
+                       "gateway": gw.base(session) if gw else None,
+                       "agent_profile": profile_for(cfg).name if gw else None})
         try:
-            stats, detail = run_agent(task, sb, cfg, trace, limit)
+            stats, detail = run_agent(task, sb, cfg, trace, limit, gw.base(session) if gw else None,
+                                      gw.n_ctx if gw else None)
         except (TimeoutError, _Timeout) as e:
             stats = getattr(e, "stats", stats)
             status, detail = "timeout", f"the agent ran past {limit:.0f} s"
+        if gw:
+            stats = _gateway_stats(gw.close(session))
         cancel.check()
         verdict = verify(task, sb, trace)
         cancel.check()
@@ -357,6 +380,9 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
                 x for x in (detail, verdict.error) if x)
         elif status != "timeout":
             status = "success" if reward >= 1.0 else "failure"
+        if status in ("failure", "timeout") and session and (why := session.blame(cfg.agent == "builtin")):
+            status, detail = "error", why     # the model did not get a fair chance: not the model's failure
+            trace("note", {"error": why, "blamed": "harness"})
     except TaskUnsupported as e:
         status, detail = "error", f"skipped: {e}"
         trace("note", {"skipped": str(e)})
@@ -367,8 +393,12 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
         status, detail = "interrupted", "the run was interrupted"
     except Exception as e:  # one broken task must not end the run; the reason is kept
         status, detail = "error", f"{type(e).__name__}: {str(e)[:500]}"
+        if session and (why := session.blame(True)):
+            detail = f"{why}; {detail}"
         trace("note", {"error": detail})
     finally:
+        if gw and session and session.token in gw.sessions:
+            stats = _gateway_stats(gw.close(session))
         if sb is not None:
             cancel.forget(sb)
             sb.close()
@@ -380,6 +410,13 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
     cancel.running.pop(task.name, None)
     return TaskOutcome(task=task.name, status=status, wall_s=wall, turns=stats.turns, tokens_in=stats.tokens_in,
                        tokens_out=stats.tokens_out, reward=reward, detail=detail)
+
+
+def _gateway_stats(session: Session):
+    from rigbench.agent import AgentStats
+
+    turns, tokens_in, tokens_out = session.totals()
+    return AgentStats(turns=turns, tokens_in=tokens_in, tokens_out=tokens_out)
 
 
 def run_eval(tasks: list[Task], cfg: EvalConfig, db, run_id: int,

@@ -1,6 +1,7 @@
-"""The turns of a stored eval run, as the agent recorded them (`rigbench.agent` request/response events,
-`rigbench.tasks.runner` notes and verifier events): what each turn sent, what the server reused, what it
-generated, and how long the model and the tools took."""
+"""The turns of a stored eval run: what each turn sent, what the server reused, what it generated, and how long
+the model and the tools took. Read from the recording gateway's `turn` events (any agent: the built-in one,
+Claude Code, aider, ...), or, in runs stored before the gateway, from the built-in agent's request/response
+events."""
 
 from __future__ import annotations
 
@@ -68,13 +69,30 @@ def _shared_prefix(cached: int | None, prompt: int, previous: int, previous_outp
     return max(0, min(shared, held, prompt - 1))
 
 
+def _gateway_raw(events: list[dict]) -> tuple[list[list], float, float]:
+    """[prompt, cached, output, model_s, tool_s, estimated] per model request the gateway recorded, in the order
+    they were sent; with the first request's start and the agent's end (its last recorded event)."""
+    turns = sorted((e["data"] for e in events if e["kind"] == "turn" and e["data"].get("api") != "count_tokens"
+                    and e["data"].get("status", 200) < 400), key=lambda d: d["sent_t"])
+    end = max((e["t"] for e in events if e["kind"] in (*AGENT_KINDS, "turn")), default=0.0)
+    raw = []
+    for i, d in enumerate(turns):
+        done = d["sent_t"] + d["seconds"]
+        nxt = turns[i + 1]["sent_t"] if i + 1 < len(turns) else end
+        prompt = d.get("prompt_tokens") or None
+        raw.append([prompt, d.get("cached_tokens"), int(d.get("output_tokens") or 0), d["seconds"],
+                    max(0.0, nxt - done), prompt is None])
+    return raw, (turns[0]["sent_t"] if turns else 0.0), end
+
+
 def _task(row: dict, events: list[dict]) -> TaskTrace:
     limit = next((e["data"].get("time_limit_s") for e in events
                   if e["kind"] == "note" and isinstance(e["data"], dict) and "time_limit_s" in e["data"]), None)
-    turns: list[Turn] = []
+    if any(e["kind"] == "turn" for e in events):
+        raw, first, last = _gateway_raw(events)
+        return _trace(row, events, limit, raw, first, last)
     sent = None
     replied = None          # (t, prompt, cached, output, model_s) of the last reply still waiting for its tool time
-    previous_prompt, previous_output = 0, 0
     agent = [e for e in events if e["kind"] in AGENT_KINDS]
     first = agent[0]["t"] if agent else 0.0
     last = agent[-1]["t"] if agent else 0.0
@@ -103,6 +121,13 @@ def _task(row: dict, events: list[dict]) -> TaskTrace:
                            e["t"] - sent)
             sent = None
     close(last)
+    return _trace(row, events, limit, raw, first, last)
+
+
+def _trace(row: dict, events: list[dict], limit: float | None, raw: list[list], first: float,
+           last: float) -> TaskTrace:
+    turns: list[Turn] = []
+    previous_prompt, previous_output = 0, 0
     for i, r in enumerate(raw):
         if r[0] is None:     # the server held this prompt (and part of its reply) when the next request came
             nxt = raw[i + 1][1] if i + 1 < len(raw) else None
@@ -135,6 +160,6 @@ def load(db, run_id: int) -> RunTrace:
         mine = [e for e in events if e["task"] == row["task"] and e["attempt"] == row["attempt"]]
         tasks.append(_task(row, mine))
     if not any(t.turns for t in tasks):
-        raise NotAnEvalRun(f"run {run_id} has no model turns on record (an oracle, noop or --agent-cmd run?); "
-                           f"what-if needs a run of the built-in agent")
+        raise NotAnEvalRun(f"run {run_id} has no model turns on record (an oracle or noop run, or one stored "
+                           f"without the recording gateway); what-if needs a run of an agent")
     return RunTrace(run=run_id, model=run["model"], url=run["url"], tasks=tasks)
