@@ -4,6 +4,7 @@ per phase, outcomes that say whose fault it was, what --agent-cmd is given, and 
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import tempfile
@@ -249,16 +250,25 @@ def test_bwrap_verifier_and_agent_networks_follow_the_policy(tmp_path, listener)
 # ---- external agents --------------------------------------------------------------------------------------
 
 @needs_bwrap
-def test_agent_cmd_gets_openai_and_anthropic_variables(tmp_path):
+def test_agent_cmd_talks_to_the_engine_through_its_own_gateway_session(tmp_path):
+    """--agent-cmd gets a recording gateway session (OpenAI-style and Anthropic-style), never the engine itself;
+    a Claude Code command also gets its profile's settings (IS_SANDBOX for --dangerously-skip-permissions as
+    root)."""
     task = formats.load_task(make_task(tmp_path, "env"))
-    out, db, rid = run([task], tmp_path, agent="cmd", agent_cmd="env | grep -E '^(OPENAI|ANTHROPIC)_' | sort",
-                       url="http://127.0.0.1:8080/v1", model="qwen-coder", api_key="sk-local")
+    cmd = "env | grep -E '^(OPENAI|ANTHROPIC|IS_SANDBOX)' | sort; true claude"
+    out, db, rid = run([task], tmp_path, agent="cmd", agent_cmd=cmd,
+                       url="http://127.0.0.1:9/v1", model="qwen-coder", api_key="sk-local")
     output = next(e["data"]["output"] for e in store.task_events(db, rid) if e["kind"] == "tool_output")
+    env = dict(line.split("=", 1) for line in output.split())
+    base = env["ANTHROPIC_BASE_URL"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/t/[\w-]+", base), base
+    assert env["OPENAI_BASE_URL"] == env["OPENAI_API_BASE"] == base + "/v1"
     # the key reaches the agent; the stored trace has it redacted
-    assert output.split() == ["ANTHROPIC_AUTH_TOKEN=[REDACTED]", "ANTHROPIC_BASE_URL=http://127.0.0.1:8080",
-                              "ANTHROPIC_MODEL=qwen-coder", "OPENAI_API_KEY=[REDACTED]",
-                              "OPENAI_BASE_URL=http://127.0.0.1:8080/v1", "OPENAI_MODEL=qwen-coder"]
-    assert runner.anthropic_base_url("http://h:1/v1") == "http://h:1"
+    assert env["OPENAI_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == "[REDACTED]"
+    assert env["OPENAI_MODEL"] == env["ANTHROPIC_MODEL"] == "qwen-coder"
+    assert env["IS_SANDBOX"] == "1"
+    note = next(e["data"] for e in store.task_events(db, rid) if e["kind"] == "note")
+    assert note["gateway"] == base and note["agent_profile"] == "claude-code"
 
 
 # ---- prebuilt images --------------------------------------------------------------------------------------

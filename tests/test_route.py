@@ -441,17 +441,22 @@ def test_eval_escalate_to_reruns_what_failed_and_stores_the_cost(tmp_path, run_c
     assert runs[-1]["upstreams"].startswith("escalated 2 tasks to strong: 0 solved, +")
 
 
-def test_an_external_agent_gets_a_translating_messages_endpoint_for_an_engine_without_one(fake):
-    """`eval --agent-cmd` hands Claude Code ANTHROPIC_BASE_URL: the fake upstream has no /v1/messages, so the
-    runner starts rigbench's translating endpoint in front of it, once per engine."""
-    from rigbench.tasks import runner
+def test_the_gateway_translates_messages_for_an_engine_without_them(fake):
+    """Claude Code speaks Anthropic Messages: the fake upstream has no /v1/messages, so the recording gateway an
+    eval hands the agent translates to the engine's OpenAI chat API, and records the turn."""
+    from rigbench.route.gateway import Gateway, speaks_messages
 
-    assert not runner.speaks_messages(fake)
-    base = runner.anthropic_base_url(fake + "/v1")
-    assert base != fake and runner.anthropic_base_url(fake) == base
-    # Claude Code streams: the fake upstream's OpenAI chunks come back as Anthropic events
-    r = httpx.post(base + "/v1/messages", json={"model": "m", "max_tokens": 8, "stream": True,
-                                               "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+    assert not speaks_messages(fake)
+    events = []
+    with Gateway(fake) as gw:
+        s = gw.open(lambda kind, data, t: events.append((kind, data)))
+        # Claude Code streams: the fake upstream's OpenAI chunks come back as Anthropic events
+        r = httpx.post(gw.base(s) + "/v1/messages", json={"model": "m", "max_tokens": 8, "stream": True,
+                                                          "messages": [{"role": "user", "content": "hi"}]},
+                       timeout=30)
+        gw.close(s)
     assert r.status_code == 200, r.text
     kinds = [line.split(":", 1)[1].strip() for line in r.text.splitlines() if line.startswith("event:")]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "content_block_delta" in kinds
+    [(kind, turn)] = events
+    assert kind == "turn" and turn["api"] == "messages" and turn["output_tokens"] > 0 and not turn.get("fault")

@@ -81,11 +81,11 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
     return measure(args, gguf, r, prompt, output, server_bin, say=lambda m: err.print(f"[dim]{m}[/]"))
 
 
-def _start_embedded(log_dir: Path, name: str = EMBEDDED_NAME):
+def _start_embedded(log_dir: Path, name: str = EMBEDDED_NAME, context: int = 16384):
     from rigbench.engines import llamacpp
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    spec = embedded_launch(16384, name=name)
+    spec = embedded_launch(context, name=name)
     err.print(f"[dim]eval: starting the embedded model: {spec.shell()}[/]")
     return llamacpp.start(spec, log_dir / "eval-llama-server.log", timeout=180)
 
@@ -557,6 +557,8 @@ def eval_cmd(
                                                   "endpoint by OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL "
                                                   "and ANTHROPIC_BASE_URL / ANTHROPIC_AUTH_TOKEN / ANTHROPIC_MODEL")]
     = None,
+    agent_profile: Annotated[str | None, typer.Option(help="the agent's profile in the catalog (agents.yaml; "
+                                                      "default: detected from --agent-cmd)")] = None,
     url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default: start the embedded model)")]
     = None,
     model_name: Annotated[str, typer.Option("--model", help="model name to request")] = "default",
@@ -631,16 +633,19 @@ def eval_cmd(
                                 max_steps=max_steps, parallel=parallel, max_response_tokens=max_response_tokens,
                                 sandbox=sandbox, agent_network=agent_network, verifier_network=verifier_network,
                                 build=build, retry_errors=retry_errors, escalate_to=escalate_to,
-                                escalate_model=escalate_model)
+                                escalate_model=escalate_model, agent_profile=agent_profile)
         if not url and kind in ("builtin", "cmd"):
             cfg.model = embedded      # stored with the run, so --resume starts the same model
+        elif url and kind in ("builtin", "cmd"):
+            runner.preflight(cfg)     # refuse before a run is stored: the server's context vs the agent's first request
         run_id = runner.new_run(dbe, cfg, folder, name, tag, dataset=pinned)
     server = None
     try:   # from here on the run ends stored as done, interrupted or failed, never left `running`
         if cfg.agent in ("builtin", "cmd") and not cfg.url and not endpoints:
             if resume is not None and cfg.model in EMBEDDED:    # a resumed run keeps its embedded model
                 embedded = cfg.model
-            server = _start_embedded(Path(".rigbench"), embedded)
+            server = _start_embedded(Path(".rigbench"), embedded,
+                                     max(16384, runner.profile_for(cfg).suggested_context))
             cfg.url, cfg.model = server.url, embedded
         progress = None if as_json else lambda o: err.print(f"[dim]eval: {o.task}: {o.status} in {o.wall_s:.1f} s[/]")
         if ray:

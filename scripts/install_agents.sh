@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The real agent clients rigbench's tests drive through `eval --agent-cmd`, at pinned versions:
+#   Claude Code (npm, global: `claude`), mini-swe-agent and aider (PyPI, each in a virtualenv of its own,
+#   their pins clash with rigbench's), opencode (npm, global: `opencode`).
+# The Python agents land in $RIGBENCH_AGENTS (default ~/.cache/rigbench/agents/NAME/bin/...); tests find them
+# there. Re-running is cheap: what is installed at the pinned version is kept.
+set -uo pipefail
+CLAUDE_CODE=2.1.332
+MINI_SWE_AGENT=2.4.6
+AIDER=0.86.2
+OPENCODE=1.18.33
+DIR=${RIGBENCH_AGENTS:-$HOME/.cache/rigbench/agents}
+PY=${PY:-python3}
+mkdir -p "$DIR"
+
+npm_global() {   # package version binary
+  if command -v "$3" >/dev/null 2>&1 && "$3" --version 2>/dev/null | grep -q "$2"; then return 0; fi
+  command -v npm >/dev/null 2>&1 || { echo "npm missing: $1 not installed (apt-get install npm)"; return 1; }
+  npm install -g --silent "$1@$2" >/dev/null 2>&1 && echo "installed $1 $2" || echo "could not install $1 $2"
+}
+
+venv_agent() {   # name pip-spec version-binary
+  local v="$DIR/$1"
+  if [ -x "$v/bin/$3" ] && [ -f "$v/.version" ] && [ "$(cat "$v/.version")" = "$2" ]; then return 0; fi
+  rm -rf "$v"
+  "$PY" -m venv "$v" && "$v/bin/pip" install -q --disable-pip-version-check "$2" >/dev/null 2>&1 \
+    && echo "$2" > "$v/.version" && echo "installed $2 in $v" || echo "could not install $2"
+}
+
+npm_global @anthropic-ai/claude-code "$CLAUDE_CODE" claude
+npm_global opencode-ai "$OPENCODE" opencode
+venv_agent mini-swe-agent "mini-swe-agent==$MINI_SWE_AGENT" mini
+venv_agent aider "aider-chat==$AIDER" aider
+exit 0
