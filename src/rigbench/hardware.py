@@ -70,6 +70,17 @@ class GPU(BaseModel):
         return min(peak, self.sms * self.boost_mhz * 1e6 * per_clock / 1e12)
 
     @property
+    def stream_gbs(self) -> float:
+        """The rate llama.cpp's decode kernels can read weights at: the memory bandwidth, capped at what the SMs
+        dequantise and dot-multiply per clock (SMs x clock x speed.yaml `stream_bytes_per_sm_clock`). An H200
+        has an H100's SMs and clocks and 1.4x its bandwidth, and decodes a 27B no faster: its SMs, not its
+        memory, set the pace there."""
+        if not self.sms or not self.boost_mhz:
+            return self.bandwidth_gbs
+        per_clock = catalog.speed()["defaults"]["stream_bytes_per_sm_clock"]
+        return min(self.bandwidth_gbs, self.sms * self.boost_mhz * 1e6 * per_clock / 1e9)
+
+    @property
     def cuda_fp32_tflops(self) -> float:
         return self.fp32_tflops or self.fp16_tflops / 4
 

@@ -223,7 +223,7 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
     for g, d in gpus:
         b = d.read_bytes_per_token + _routed_share_read(plan, spec, d, n)
         b += n * (_kv_per_token(plan, spec, d) * context + _state_per_token(plan, spec, d))
-        vram.append(b / (g.bandwidth_gbs * 1e9))
+        vram.append(b / (g.stream_gbs * 1e9))
         peak = (g.fp16_tflops if plan.engine == "vllm" else g.mmq_tops) * 1e12
         dense.append((2 * (d.active_params - d.expert_params) * n + attn / len(gpus)) / peak)
         experts.append(2 * d.expert_params * n / peak)

@@ -1,26 +1,38 @@
-"""Offload and flag search for llama.cpp: the placement with the best predicted agent turn in a VRAM budget.
+"""Offload and flag search for llama.cpp: the placement with the best predicted agent turn, or agent task, in a
+VRAM budget, beside the line the user runs today.
 
 Candidates: how many layers' experts stay in RAM (`--n-cpu-moe N`), a finer step that moves only the
-gate/up experts of one more layer (`-ot`), the layers on the GPU (`-ngl`, dense models), the u-batch
-(large ones cut the PCIe copies of CPU-held weights during prefill and fill more of each expert's tile),
-whether RAM-held weights are pinned (`--load-mode none`) and the KV cache type. Each is
-planned by plan.memory, kept if it fits with a margin, and scored by plan.speed. The baselines people
-use today, `--cpu-moe` and llama.cpp's own `--fit`, are planned and scored the same way beside the pick.
+gate/up experts of one more layer (`-ot`), the layers on the GPU (`-ngl`, dense models), the u-batch and
+batch up to 4096 (large ones cut the PCIe copies of CPU-held weights during prefill and fill more of each
+expert's tile), whether RAM-held weights are pinned (`--load-mode none`) or memory-mapped, and the KV cache
+type. Each is planned by plan.memory, kept if it fits with a margin, and scored by plan.speed.
+
+The baseline is the user's own command line, or, without one, what a reader of llama.cpp's threads runs:
+`--fit` with `-ub 2048 -b 2048 --no-mmap`. The pick keeps the baseline's KV cache type: a quantised cache
+changes the model's output, so it is a candidate only where the user allows it (`kv_types`), and is otherwise
+shown as its own row. Beside each pick: the physical lower bound of its turn (every part at the devices' peak,
+no per-kernel overhead) and how far the prediction is above it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
-from rigbench.engines.options import LlamaCppOptions
+from rigbench.engines.options import EngineOptions, LlamaCppOptions, VllmOptions
 from rigbench.errors import RigbenchError
 from rigbench.hardware import GIB, Rig
 from rigbench.model import ModelSpec
 from rigbench.plan import speed
-from rigbench.plan.memory import MIB, Plan, fit_llamacpp, fits_with_margin, plan_llamacpp
+from rigbench.plan.memory import MIB, Plan, fit_llamacpp, fits_with_margin, plan, plan_llamacpp
 
 # a pick must decode at least this much faster than --fit's placement, by prediction (a margin for its error)
 DECODE_GUARD = 0.03
+# below this gain the user's line is reported as already within that of the best found
+CLOSE_GAIN = 1.10
+UBATCHES = (512, 1024, 2048, 4096)
+KV_TYPES = ("f16", "q8_0")
 
 
 class BudgetTooSmall(RigbenchError):
@@ -40,9 +52,12 @@ class Candidate(BaseModel):
     decode_s: float
     prefill_tok_s: float
     decode_tok_s: float
-    task_s: float                     # the typical 30-turn agent task
+    task_s: float                     # the agent task (the profile given, else the catalog's default agent)
     vram_bytes: int
     fits: bool
+    kv_type: str = "f16"
+    bound_s: float = 0.0              # the physical lower bound of the turn: every part at peak, no overhead
+    bound_ratio: float = 0.0          # turn_s / bound_s
     note: str = ""
 
 
@@ -52,7 +67,14 @@ class TuneResult(BaseModel):
     vram_budget_bytes: int | None
     context: int
     turn: Turn
+    agent: str | None = None          # the agent profile optimised for (objective "task"), else None
+    objective: Literal["turn", "task"] = "turn"
+    baseline: Candidate
     pick: Candidate
+    gain: float                       # baseline task time / pick task time
+    verdict: str
+    kv_alternative: Candidate | None = None   # the best candidate with another KV cache type, not picked
+    kv_alternative_gain: float | None = None
     candidates: list[Candidate]
     baselines: list[Candidate]
     searched: int
@@ -60,27 +82,63 @@ class TuneResult(BaseModel):
     calibration: str
 
 
-def score(label: str, plan: Plan, spec: ModelSpec, rig: Rig, turn: Turn, cal: speed.Calibration,
-          note: str = "") -> Candidate:
-    coef = cal.for_plan(plan, rig)
-    pre, dec = speed.agent_turn_seconds(plan, spec, rig, coef, turn.prompt, turn.prompt, turn.output)
-    task = speed.agent_task(plan, spec, rig, calibration=cal)
-    return Candidate(label=label, args=plan.command, turn_s=round(pre + dec, 3), prefill_s=round(pre, 3),
+def kv_type_of(o: EngineOptions) -> str:
+    if isinstance(o, VllmOptions):
+        return "fp8" if "fp8" in (o.kv_cache_dtype or "") else "auto"
+    return o.cache_type_k if o.cache_type_k == o.cache_type_v else f"{o.cache_type_k}/{o.cache_type_v}"
+
+
+def community_recipe(base: LlamaCppOptions | None = None) -> LlamaCppOptions:
+    """What people who read llama.cpp's threads run when a model spills out of VRAM: --fit places the layers,
+    with large batches and the model read into (pinned) memory instead of memory-mapped."""
+    return (base or LlamaCppOptions()).model_copy(update={"fit": True, "ubatch": 2048, "batch": 2048,
+                                                          "load_mode": "none"})
+
+
+def lower_bound(plan_: Plan, spec: ModelSpec, rig: Rig, new_tokens: int, context: int, output: int) -> float:
+    """Seconds of one turn at the machine's limit for this placement: the bytes that must cross the host link and
+    the GPU's and CPU's compute and memory time, each at its peak (efficiency 1), without per-kernel overhead."""
+    pre = speed.prefill_parts(plan_, spec, rig, new_tokens, context - new_tokens)
+    pre_s = sum(v for k, v in pre.items() if k != "overhead")
+    mem, comp = speed.decode_parts(plan_, spec, rig, context + output // 2)
+    step = max(mem["vram"], comp["gpu_compute"] + comp["gpu_experts"]) + max(mem["ram"], comp["cpu_compute"])
+    return pre_s + output * step / speed.speculative_speedup(plan_, spec)
+
+
+def score(label: str, plan_: Plan, spec: ModelSpec, rig: Rig, turn: Turn, cal: speed.Calibration,
+          note: str = "", profile: speed.AgentProfile | None = None, kv_type: str = "f16") -> Candidate:
+    coef = cal.for_plan(plan_, rig)
+    pre, dec = speed.agent_turn_seconds(plan_, spec, rig, coef, turn.prompt, turn.prompt, turn.output)
+    task = speed.agent_task(plan_, spec, rig, profile, calibration=cal)
+    bound = lower_bound(plan_, spec, rig, turn.prompt, turn.prompt, turn.output)
+    return Candidate(label=label, args=plan_.command, turn_s=round(pre + dec, 3), prefill_s=round(pre, 3),
                      decode_s=round(dec, 3), prefill_tok_s=round(turn.prompt / pre, 1),
                      decode_tok_s=round(turn.output / dec, 1) if dec else 0.0, task_s=round(task.total_s.value, 1),
-                     vram_bytes=sum(d.total for d in plan.devices if d.kind == "gpu"), fits=plan.fits, note=note)
+                     vram_bytes=sum(d.total for d in plan_.devices if d.kind == "gpu"), fits=plan_.fits, note=note,
+                     kv_type=kv_type, bound_s=round(bound, 3), bound_ratio=round((pre + dec) / bound, 2) if bound
+                     else 0.0)
 
 
-def candidates(spec: ModelSpec, rig: Rig, base: LlamaCppOptions,
-               coarse: bool = False) -> list[tuple[str, LlamaCppOptions]]:
+def task_context(profile: speed.AgentProfile) -> int:
+    """The context a server needs for the profile's whole task: its last request plus a reply (or the agent's
+    own minimum), rounded up to 4096."""
+    last = profile.first_prompt + (profile.turns - 1) * (profile.turn_new_tokens + profile.output_tokens)
+    need = max(last + profile.output_tokens, profile.min_context)
+    return -(-need // 4096) * 4096
+
+
+def candidates(spec: ModelSpec, rig: Rig, base: LlamaCppOptions, coarse: bool = False,
+               kv_types: tuple[str, ...] = KV_TYPES) -> list[tuple[str, LlamaCppOptions]]:
     """The placements and flags worth planning, most GPU-heavy first (`coarse`: one u-batch, whole layers)."""
     out: list[tuple[str, LlamaCppOptions]] = []
-    ubatches = ((2048,) if coarse else (512, 1024, 2048, 4096)) if rig.gpus else (256, 512)
-    kv_types = ("f16", "q8_0")
+    ubatches = ((2048,) if coarse else UBATCHES) if rig.gpus else (256, 512)
+    # the search owns placement and batching: what the user's line set there is replaced, the rest kept
+    base = base.model_copy(update={"cpu_moe": False, "n_cpu_moe": 0, "overrides": [], "ngl": None,
+                                   "load_mode": "auto", "no_host": False})
     for ub in ubatches:
         for kv in kv_types:
-            o = base.model_copy(update={"ubatch": ub, "batch": max(ub, base.batch if ub <= 2048 else ub),
-                                        "cache_type_k": kv, "cache_type_v": kv, "fit": False})
+            o = base.model_copy(update={"ubatch": ub, "batch": max(ub, 2048), "cache_type_k": kv,
+                                        "cache_type_v": kv, "fit": False})
             if not rig.gpus:
                 out.append((f"-ub {ub}, KV {kv}", o))
                 continue
@@ -101,8 +159,8 @@ def candidates(spec: ModelSpec, rig: Rig, base: LlamaCppOptions,
 
 
 def _with_load_modes(label: str, o: LlamaCppOptions, on_cpu: bool) -> list[tuple[str, LlamaCppOptions]]:
-    """The candidate as given and, when weights stay in RAM, with them in pinned memory (`--load-mode none`:
-    not memory-mapped, so llama.cpp's per-u-batch copies to the GPU run at the link's pinned rate)."""
+    """The candidate memory-mapped and, when weights stay in RAM, pinned (`--load-mode none`: not memory-mapped,
+    so llama.cpp's per-u-batch copies to the GPU run at the link's pinned rate)."""
     out = [(label, o)]
     if on_cpu and o.load_mode == "auto":
         out.append((label + ", pinned", o.model_copy(update={"load_mode": "none"})))
@@ -111,49 +169,107 @@ def _with_load_modes(label: str, o: LlamaCppOptions, on_cpu: bool) -> list[tuple
 
 def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 32768, turn: Turn | None = None,
          margin_mib: int = 512, calibration: speed.Calibration | None = None, top: int = 5,
-         base: LlamaCppOptions | None = None, coarse: bool = False) -> TuneResult:
-    """Search placements and flags; raise BudgetTooSmall (with the smallest budget that works) if none fits."""
+         base: LlamaCppOptions | None = None, coarse: bool = False, baseline: EngineOptions | None = None,
+         kv_types: tuple[str, ...] = (), profile: speed.AgentProfile | None = None) -> TuneResult:
+    """Search placements and flags against `baseline` (the user's line; None: the community recipe); raise
+    BudgetTooSmall (with the smallest budget that works) if nothing fits.
+
+    `kv_types`: KV cache types the pick may use besides the baseline's. `profile`: optimise that agent's whole
+    task (its context included) instead of one turn."""
     turn = turn or Turn()
     cal = calibration or speed.load_calibration()
+    if profile is not None:
+        context = max(context, task_context(profile))
+    user_line = baseline is not None
+    if isinstance(baseline, LlamaCppOptions):
+        context = max(context, baseline.ctx or 0)
+        base = baseline
     base = (base or LlamaCppOptions()).model_copy(update={"ctx": context, "parallel": 1})
+    base_opts = baseline if user_line else community_recipe(base)
+    if isinstance(base_opts, LlamaCppOptions):
+        base_opts = base_opts.model_copy(update={"ctx": base_opts.ctx or context,
+                                                 "parallel": base_opts.parallel if base_opts.parallel > 0 else 1})
+    keep_kv = kv_type_of(base_opts) if isinstance(base_opts, LlamaCppOptions) else "f16"
+    allowed = {keep_kv, *kv_types}
+    searched_kv = tuple(dict.fromkeys([keep_kv, *KV_TYPES, *kv_types]))
     margin = margin_mib * MIB
+
+    def key(c: Candidate) -> tuple:
+        return (c.task_s if profile is not None else c.turn_s, -c.decode_tok_s, c.vram_bytes)
+
     found: list[Candidate] = []
     tried = 0
-    for label, o in candidates(spec, rig, base, coarse):
+    for label, o in candidates(spec, rig, base, coarse, searched_kv):
         tried += 1
         p = plan_llamacpp(spec, rig, o, quant)
         if fits_with_margin(p, margin):
-            found.append(score(label, p, spec, rig, turn, cal))
+            found.append(score(label, p, spec, rig, turn, cal, profile=profile, kv_type=kv_type_of(o)))
     if not found:
         raise BudgetTooSmall(_too_small_message(spec, rig, base, quant, margin))
-    base_cands = baselines(spec, rig, base, quant, turn, cal)
+    bp = plan(spec, rig, base_opts, quant)
+    label = "your line" if user_line else "--fit -ub 2048 -b 2048 --no-mmap (hand-tuned)"
+    note = "" if bp.fits else "does not fit: " + bp.reason
+    base_c = score(label, bp, spec, rig, turn, cal, note, profile, kv_type_of(base_opts))
+    base_cands = baselines(spec, rig, base, quant, turn, cal, profile)
     fit = next((b for b in base_cands if b.label.startswith("--fit") and b.fits), None)
-    if fit is not None and any(c.decode_tok_s >= fit.decode_tok_s * (1 + DECODE_GUARD) for c in found):
-        # never trade decode below llama.cpp's own placement: long answers and many turns live on decode
+    if profile is None and fit is not None and any(c.decode_tok_s >= fit.decode_tok_s * (1 + DECODE_GUARD)
+                                                   for c in found):
+        # a single turn says little about decode: never trade it below llama.cpp's own placement (a whole task
+        # is scored on its decode already)
         found = [c for c in found if c.decode_tok_s >= fit.decode_tok_s * (1 + DECODE_GUARD)]
-    found.sort(key=lambda c: (c.turn_s, -c.decode_tok_s, c.vram_bytes))
+    found.sort(key=key)
     unique: list[Candidate] = []
     for c in found:
         if all(c.args != u.args for u in unique):
             unique.append(c)
+    keep = [c for c in unique if c.kv_type in allowed]
+    pick = keep[0] if keep else unique[0]
+    if base_c.fits and key(base_c) <= key(pick):
+        pick = base_c.model_copy(update={"note": "no candidate beats it"})
+    other = next((c for c in unique if c.kv_type != pick.kv_type), None)
+    if other is not None and key(other) >= key(pick):
+        other = None        # a quantised cache that gains nothing is not worth its quality risk
+    gain_of = (lambda c: base_c.task_s / c.task_s) if profile is not None else (lambda c: base_c.turn_s / c.turn_s)
+    gain = gain_of(pick) if base_c.fits else float("inf")
     coef = cal.for_rig(rig)
+    u = max(coef.decode_uncertainty, coef.prefill_uncertainty)
     return TuneResult(model=spec.name, rig=rig.name, vram_budget_bytes=rig.gpus[0].vram_bytes if rig.gpus else None,
-                      context=context, turn=turn, pick=unique[0], candidates=unique[:top],
-                      baselines=base_cands, searched=tried,
-                      uncertainty=max(coef.decode_uncertainty, coef.prefill_uncertainty), calibration=coef.source)
+                      context=context, turn=turn, agent=profile.name if profile else None,
+                      objective="task" if profile is not None else "turn", baseline=base_c, pick=pick,
+                      gain=round(gain, 3) if gain != float("inf") else 0.0,
+                      verdict=verdict(gain, user_line, base_c, u),
+                      kv_alternative=other, kv_alternative_gain=round(gain_of(other), 3) if other and base_c.fits
+                      else None, candidates=[c for c in unique if c.kv_type in allowed][:top] or unique[:top],
+                      baselines=base_cands, searched=tried, uncertainty=u, calibration=coef.source)
+
+
+def verdict(gain: float, user_line: bool, base_c: Candidate, uncertainty: float) -> str:
+    who = "your line" if user_line else "the hand-tuned line (--fit -ub 2048 -b 2048 --no-mmap)"
+    if not base_c.fits:
+        return f"{who} does not fit this budget: {base_c.note.removeprefix('does not fit: ')}"
+    if gain < CLOSE_GAIN:
+        return (f"{who} is within {CLOSE_GAIN - 1:.0%} of the best found ({gain:.2f}x); "
+                f"the difference is inside the prediction's ±{uncertainty:.0%}")
+    return f"the pick is {gain:.2f}x faster than {who} (predicted, ±{uncertainty:.0%})"
 
 
 def baselines(spec: ModelSpec, rig: Rig, base: LlamaCppOptions, quant: str | None, turn: Turn,
-              cal: speed.Calibration) -> list[Candidate]:
+              cal: speed.Calibration, profile: speed.AgentProfile | None = None) -> list[Candidate]:
+    """What people run without a tuner: --cpu-moe and --fit with llama.cpp's default flags, --no-mmap alone."""
     out = []
+    base = base.model_copy(update={"cache_type_k": "f16", "cache_type_v": "f16", "ubatch": 512, "batch": 2048,
+                                   "load_mode": "auto", "cpu_moe": False, "n_cpu_moe": 0, "overrides": [],
+                                   "ngl": None})
     if rig.gpus and spec.is_moe:
         p = plan_llamacpp(spec, rig, base.model_copy(update={"ngl": 999, "cpu_moe": True}), quant)
         out.append(score("--cpu-moe (default flags)", p, spec, rig, turn, cal,
-                         "" if p.fits else "does not fit: " + p.reason))
+                         "" if p.fits else "does not fit: " + p.reason, profile))
     if rig.gpus:
         p = fit_llamacpp(spec, rig, base.model_copy(update={"fit": True}), quant)
         note = "; ".join(n for n in p.notes if n.startswith("--fit"))
-        out.append(score("--fit (llama.cpp default)", p, spec, rig, turn, cal, note))
+        out.append(score("--fit (llama.cpp default)", p, spec, rig, turn, cal, note, profile))
+        p = fit_llamacpp(spec, rig, base.model_copy(update={"fit": True, "load_mode": "none"}), quant)
+        out.append(score("--no-mmap (otherwise defaults)", p, spec, rig, turn, cal, "", profile))
     return out
 
 
@@ -169,4 +285,3 @@ def _too_small_message(spec: ModelSpec, rig: Rig, base: LlamaCppOptions, quant: 
     return (f"no placement of {spec.name} fits {rig.gpus[0].vram_bytes / GIB:.1f} GiB of VRAM at context {base.ctx}; "
             f"the smallest that works is about {need / GIB:.1f} GiB (--vram {need / GIB + 0.05:.1f}), "
             f"or lower --context")
-
