@@ -8,6 +8,9 @@
 #   resume  a fresh machine after a planning call: rebuild, rewrite the twin, views of the named configurations
 #   whatif  a fresh machine: build, measure the host link, write whatif_accuracy.py's full-size targets; then
 #           (`whatif run`, the next call on the warm machine) replay the recorded CPU run on them
+#   tune    a fresh or warm machine: build llama.cpp and write the 35B-A3B and 27B twins unless they are there, then
+#           tune_vs_baselines.py measures the configurations not measured yet, stopping before the call's limit
+#           (CODE: where rigbench's tree is, when it travels in a carried folder)
 #   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
 #           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
@@ -15,8 +18,10 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 phase=$1; shift
 SKEW=${SKEW:?set SKEW}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD/src:/tmp/site
+[ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl
+CODE=${CODE:-$PWD}
+export PYTHONPATH=$CODE/src:/tmp/site
 M=.device/models; R=.device/results
 REAL=$M/q35b-real.gguf; EVEN=$M/q35b-even.gguf
 mkdir -p $M $R
@@ -50,6 +55,24 @@ EOF
 }
 
 case $phase in
+tune)
+  if [ ! -x build/bin/llama-bench ]; then
+    nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.max.sm --format=csv > "$OUT/env.txt"
+    configure
+    export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
+    ( t0=$SECONDS; python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew "$SKEW" -o $REAL --json \
+      >> "$OUT/synth.json" 2>&1; echo "synth 35b rc=$? $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
+    ( t0=$SECONDS; python3 -m rigbench synth qwen3.6-27b --quant Q4_K_M -o $M/q27b.gguf --json \
+      >> "$OUT/synth.json" 2>&1; echo "synth 27b rc=$? $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
+    cmake --build build -j16 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+    echo "build at $SECONDS s" >> "$OUT/env.txt"
+    wait
+    ls -la build/bin/llama-server $M >> "$OUT/env.txt"
+  fi
+  DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), 16 cores, 128 GiB (lent GPU machine)" \
+    DEADLINE=$(( ${LIMIT:-570} - SECONDS )) python3 $CODE/benchmarks/gpu/tune_vs_baselines.py measure \
+    $CODE/benchmarks/gpu/tune_configs.json 2>&1 | tee "$OUT/measure.txt"
+  keep ;;
 whatif)
   # benchmarks/whatif_accuracy.py --gpu: `whatif` builds and writes the twins (one call), `whatif run` measures
   if [ "${1:-}" != run ]; then

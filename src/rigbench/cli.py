@@ -192,6 +192,8 @@ def plan(
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="agent profile: every turn re-reads the "
                                                   "whole prompt (llama.cpp hybrid models in some versions)")] = False,
     router_skew: RouterSkewOpt = None,
+    vram: Annotated[float | None, typer.Option("--vram", help="VRAM free for the model per GPU, GiB (a display "
+                                               "or another process holds the rest)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Memory placement of a model on a rig (per device weights, KV cache, state, buffers) and its speed.
@@ -205,6 +207,8 @@ def plan(
     spec, r, options = resolve(ctx.args, model, model_opt, rig, cli)
     if router_skew is not None:
         spec = spec.model_copy(update={"router_skew": router_skew})
+    if vram is not None:
+        r = r.with_vram(vram)
     p = memory.plan(spec, r, options, default_quant(spec, options, quant))
     from rigbench.plan import speed
 
@@ -423,12 +427,18 @@ def rig_for_tuning(rig: str | None, vram: float | None, bandwidth: float | None)
     return r.with_vram(vram)
 
 
-@app.command(name="tune")
+@app.command(name="tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def tune_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="catalog name, config.json or .gguf")],
     rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None, quant: QuantOpt = None,
-    context: Annotated[int, typer.Option("--ctx", "-c", help="context the server must hold")] = 32768,
+    context: Annotated[int | None, typer.Option("--ctx", "-c", help="context the server must hold (default 32768; "
+                                                "with --agent, what the agent's task needs)")] = None,
     turn: TurnOpt = "8000,256",
+    agent: Annotated[str | None, typer.Option("--agent", help="optimise this agent profile's whole task "
+                                              "(catalog agents.yaml) instead of one --turn")] = None,
+    kv_type: Annotated[list[str] | None, typer.Option("--kv-type", help="a KV cache type the pick may use besides "
+                                                      "the baseline's (repeatable: q8_0, q4_0)")] = None,
     margin: Annotated[int, typer.Option(help="MiB left free on each GPU")] = 512,
     top: Annotated[int, typer.Option(help="candidates to show")] = 5,
     measure: Annotated[bool, typer.Option("--measure", help="confirm the top candidates and the baselines with "
@@ -438,30 +448,29 @@ def tune_cmd(
     router_skew: RouterSkewOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch, pinned memory and KV type for the best predicted
-    agent turn."""
-    from rigbench.plan import tune as tune_mod
+    """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch, batch, pinned memory and KV type for the best
+    predicted agent turn (or --agent task), against your own line pasted after `--`
+    (`rigbench tune qwen3.6-35b-a3b --rig h200 --vram 16 -- llama-server -m m.gguf --fit on -ub 2048`) or, with
+    none, against `--fit -ub 2048 -b 2048 --no-mmap`."""
+    from rigbench.plan.tune import tune_command
 
-    spec = model_mod.load(model)
-    if router_skew is not None:
-        spec = spec.model_copy(update={"router_skew": router_skew})
     r = rig_for_tuning(rig, vram, bandwidth)
-    p, g = (int(x) for x in turn.split(","))
-    q = quant or (spec.file_type if spec.tensors is not None else "Q4_K_M")
-    res = tune_mod.tune(spec, r, q, context, tune_mod.Turn(prompt=p, output=g), margin_mib=margin, top=top)
+    res = tune_command(model, ctx.args, r, quant, context, turn, agent, tuple(kv_type or ()), margin, top,
+                       router_skew)
+    p, g = res.turn.prompt, res.turn.output
     measured: dict[str, dict] = {}
     if measure:
         gguf = weights or (model if model.endswith(".gguf") else None)
         if not gguf:
             raise typer.BadParameter("--measure runs llama-server: give the model as a .gguf or --weights PATH "
                                      "(`rigbench synth` writes a synthetic one)")
-        for c in [*res.candidates[:2], *res.baselines]:
+        for c in [res.baseline, *res.candidates[:2], *res.baselines]:
             measured[c.label] = measure_turn(c.args, gguf, r, p, g, server_bin)
     if as_json:
         d = res.model_dump()
         d["measured"] = measured
         return _emit_json(d)
-    terminal.print_tune(out, res, measured, p, g, context)
+    terminal.print_tune(out, res, measured, p, g, res.context)
 
 
 def parse_duration(text: str) -> float:

@@ -27,8 +27,6 @@ from rigbench.model import ModelSpec
 from rigbench.plan import speed
 from rigbench.plan.memory import MIB, Plan, fit_llamacpp, fits_with_margin, plan, plan_llamacpp
 
-# a pick must decode at least this much faster than --fit's placement, by prediction (a margin for its error)
-DECODE_GUARD = 0.03
 # below this gain the user's line is reported as already within that of the best found
 CLOSE_GAIN = 1.10
 UBATCHES = (512, 1024, 2048, 4096)
@@ -37,6 +35,10 @@ KV_TYPES = ("f16", "q8_0")
 
 class BudgetTooSmall(RigbenchError):
     pass
+
+
+class TuneInputError(RigbenchError):
+    """A tune option the user can correct."""
 
 
 class Turn(BaseModel):
@@ -211,12 +213,6 @@ def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 327
     note = "" if bp.fits else "does not fit: " + bp.reason
     base_c = score(label, bp, spec, rig, turn, cal, note, profile, kv_type_of(base_opts))
     base_cands = baselines(spec, rig, base, quant, turn, cal, profile)
-    fit = next((b for b in base_cands if b.label.startswith("--fit") and b.fits), None)
-    if profile is None and fit is not None and any(c.decode_tok_s >= fit.decode_tok_s * (1 + DECODE_GUARD)
-                                                   for c in found):
-        # a single turn says little about decode: never trade it below llama.cpp's own placement (a whole task
-        # is scored on its decode already)
-        found = [c for c in found if c.decode_tok_s >= fit.decode_tok_s * (1 + DECODE_GUARD)]
     found.sort(key=key)
     unique: list[Candidate] = []
     for c in found:
@@ -241,6 +237,30 @@ def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 327
                       kv_alternative=other, kv_alternative_gain=round(gain_of(other), 3) if other and base_c.fits
                       else None, candidates=[c for c in unique if c.kv_type in allowed][:top] or unique[:top],
                       baselines=base_cands, searched=tried, uncertainty=u, calibration=coef.source)
+
+
+def tune_command(model: str, pasted: list[str], rig: Rig, quant: str | None = None, context: int | None = None,
+                 turn: str = "8000,256", agent: str | None = None, kv_types: tuple[str, ...] = (),
+                 margin_mib: int = 512, top: int = 5, router_skew: float | None = None) -> TuneResult:
+    """`rigbench tune`: the model, the pasted engine line after `--` (empty: the community recipe), the agent."""
+    from rigbench.engines.options import parse_command
+    from rigbench.model import load
+
+    spec = load(model)
+    if router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": router_skew})
+    try:
+        p, g = (int(x) for x in turn.split(","))
+    except ValueError:
+        raise TuneInputError(f"--turn {turn!r}: write it as PROMPT,OUTPUT tokens, e.g. 8000,256") from None
+    for k in kv_types:
+        if k not in ("f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl", "f32"):
+            raise TuneInputError(f"--kv-type {k!r} is not a llama.cpp KV cache type; use f16, q8_0 or q4_0")
+    baseline = parse_command(pasted) if pasted else None
+    profile = speed.AgentProfile.named(agent) if agent else None
+    q = quant or (spec.file_type if spec.tensors is not None else "Q4_K_M")
+    return tune(spec, rig, q, context or (0 if profile else 32768), Turn(prompt=p, output=g), margin_mib=margin_mib, top=top,
+                baseline=baseline, kv_types=kv_types, profile=profile)
 
 
 def verdict(gain: float, user_line: bool, base_c: Candidate, uncertainty: float) -> str:

@@ -180,23 +180,35 @@ def print_inspect(out: Console, s, groups: dict[str, int]) -> None:
 
 def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
     m = measured or {}
-    t.add_row(c.label, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}", f"{c.task_s:,.0f}",
-              gib(c.vram_bytes), f"{m['turn_s']:.2f}" if m.get("turn_s") else "", c.note[:50])
+    t.add_row(c.label, c.kv_type, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}",
+              f"{c.task_s:,.0f}", gib(c.vram_bytes), f"{c.bound_s:.2f}" if c.bound_s else "",
+              f"{c.bound_ratio:.1f}" if c.bound_ratio else "", f"{m['turn_s']:.2f}" if m.get("turn_s") else "",
+              c.note[:60])
 
 
 def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output: int, context: int) -> None:
     budget = f", {res.vram_budget_bytes / GiB:.1f} GiB VRAM" if res.vram_budget_bytes else ""
-    t = Table(title=f"tune {res.model} on {res.rig}{budget}: turn of {prompt:,} prompt + {output} output tokens, "
-                    f"context {context:,} ({res.searched} placements searched)")
-    for c in ("placement", "turn s", "prefill tok/s", "decode tok/s", "30-turn task s", "VRAM GiB", "measured s",
-              "note"):
-        t.add_column(c, justify="left" if c in ("placement", "note") else "right")
-    for c in [*res.candidates, *res.baselines]:
+    goal = f"{res.agent}'s whole task" if res.agent else f"a turn of {prompt:,} prompt + {output} output tokens"
+    t = Table(title=f"tune {res.model} on {res.rig}{budget}: {goal}, context {context:,} "
+                    f"({res.searched} placements searched)")
+    for c in ("placement", "KV", "turn s", "prefill tok/s", "decode tok/s", "task s", "VRAM GiB", "bound s",
+              "x bound", "measured s", "note"):
+        t.add_column(c, justify="left" if c in ("placement", "note", "KV") else "right")
+    rows = [res.baseline, *[c for c in res.candidates if c.args != res.baseline.args]]
+    if res.kv_alternative is not None:
+        rows.append(res.kv_alternative.model_copy(update={
+            "note": f"quantised KV cache: {res.kv_alternative_gain:.2f}x; allow with --kv-type "
+                    f"{res.kv_alternative.kv_type} (it changes the model's output)"}))
+    for c in [*rows, *res.baselines]:
         _candidate_row(t, c, measured.get(c.label))
     out.print(t)
-    out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration})")
+    out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration}); bound: the turn with every part at the "
+              f"machine's peak (host link, GPU compute and memory), no kernel overhead")
+    out.print(res.verdict)
     for b in res.baselines:
-        out.print(f"pick vs {b.label}: {b.turn_s / res.pick.turn_s:.2f}x faster turn (predicted)")
+        if b.fits:
+            out.print(f"pick vs {b.label}: {b.task_s / res.pick.task_s if res.agent else b.turn_s / res.pick.turn_s:.2f}x "
+                      f"(predicted)")
     out.print("command: " + " ".join(shlex.quote(a) for a in res.pick.args))
 
 
