@@ -236,11 +236,14 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
     rows, errors = [], []
     for name, c in configs.items():
         r = recs.get(c.get("same_as") or name)
-        if r is None or "error" in r:
-            rows.append({"name": name, "args": c["args"], "measured": None, "error": (r or {}).get("error")})
+        failed = r is not None and "turn_s" not in (r.get("short") or {})
+        if r is None or "error" in r or failed:
+            err = (r or {}).get("error") or ((r or {}).get("short") or {}).get("error") or "not measured (time)"
+            rows.append({"name": name, "kind": c["kind"], "args": c["args"], "measured": None, "error": err,
+                         "predicted": c["predicted"]})
             continue
         row = {"name": name, "kind": c["kind"], "model": c["model"], "budget_gib": c["budget_gib"],
-               "args": c["args"], "same_as": c.get("same_as")}
+               "args": c["args"], "same_as": c.get("same_as"), "note": c.get("note")}
         for t in ("short", "fill", "long"):
             m, p = r.get(t) or {}, c["predicted"][t]
             if "turn_s" not in m:
@@ -261,6 +264,8 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
         for b in BUDGETS:
             g = f"{b:g}"
             pick = by.get(f"{key}-pick{g}")
+            if pick is None or "short" not in pick:
+                pick = by.get(f"{key}-pick{g}b")          # the planned pick failed: the adjusted one
             hands = [by.get(f"{key}-hand{g}"), by.get(f"{key}-nommap{g}")]
             for t in ("short", "long"):
                 if not pick or t not in pick:
@@ -275,7 +280,8 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                 meas_gain = (hand[t]["measured"]["turn_s"] / pick[t]["measured"]["turn_s"]) if hand and t in hand \
                     else None
                 vs_best = best[t]["measured"]["turn_s"] / pick[t]["measured"]["turn_s"]
-                checks.append({"model": key, "budget_gib": b, "turn": t, "best_hand_tuned": best["name"],
+                checks.append({"model": key, "budget_gib": b, "turn": t, "pick": pick["name"],
+                               "best_hand_tuned": best["name"],
                                "pick_vs_best_hand_tuned": round(vs_best, 3),
                                "not_slower_beyond_5pct": vs_best >= 0.95,
                                "predicted_gain_vs_hand": round(pred_gain, 3) if pred_gain else None,
