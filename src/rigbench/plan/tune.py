@@ -100,6 +100,8 @@ def community_recipe(base: LlamaCppOptions | None = None) -> LlamaCppOptions:
 def lower_bound(plan_: Plan, spec: ModelSpec, rig: Rig, new_tokens: int, context: int, output: int) -> float:
     """Seconds of one turn at the machine's limit for this placement: the bytes that must cross the host link and
     the GPU's and CPU's compute and memory time, each at its peak (efficiency 1), without per-kernel overhead."""
+    # the link's pinned rate: a memory-mapped copy's slower rate is a software choice, not the machine's limit
+    plan_ = plan_.model_copy(update={"host_pinned": True})
     pre = speed.prefill_parts(plan_, spec, rig, new_tokens, context - new_tokens)
     pre_s = sum(v for k, v in pre.items() if k != "overhead")
     mem, comp = speed.decode_parts(plan_, spec, rig, context + output // 2)
