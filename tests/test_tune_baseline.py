@@ -84,3 +84,11 @@ def test_cli_plan_vram_is_the_free_budget(run_cli):
     full = json.loads(run_cli("plan", MOE, "--rig", "h200", "--ngl", "99", "--json").stdout)
     tight = run_cli("plan", MOE, "--rig", "h200", "--ngl", "99", "--vram", "12", "--json", ok=False)
     assert full["fits"] and tight.returncode == 3 and not json.loads(tight.stdout)["fits"]
+
+
+def test_advise_carries_per_quant_loss_as_a_sourced_range_or_unknown():
+    from rigbench.plan import advise
+
+    q4, q8 = advise.quant_loss("Q4_K_M"), advise.quant_loss("Q8_0")
+    assert q4["kld"][0] > q8["kld"][1] and "llama.cpp" in q4["source"] and q4["task_effect"] == "unknown"
+    assert advise.quant_loss("awq")["divergence"].startswith("unknown")

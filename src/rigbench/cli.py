@@ -523,7 +523,8 @@ def advise(
     for t in advise_tables(ranking, top):
         out.print(t)
     out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model (source "
-              f"and harness in `rigbench models --json`); quantisation loss not counted[/]")
+              f"and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a quant, whose "
+              f"effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")
 
 
 @app.command()

@@ -33,6 +33,7 @@ class Advice(BaseModel):
     task_s: float
     vram_bytes: int
     quality: dict | None = None
+    quant_loss: dict | None = None          # published next-token divergence of this quant from FP16, or unknown
     command: str
     # filled by rank(): the figure ranked on, the share of tasks in time, and their product
     metric: str | None = None
@@ -44,10 +45,20 @@ class Advice(BaseModel):
     pareto: bool = False
 
 
+def quant_loss(quant: str) -> dict:
+    """What is published about a quant's distance from FP16 (catalog quants.yaml `quant_loss`), as ranges; its effect
+    on an agentic pass rate is always "unknown": the published pass rate is of the publisher's weights."""
+    data = catalog.quants().get("quant_loss", {})
+    row = data.get(quant)
+    if row is None:
+        return {"quant": quant, "task_effect": "unknown", "divergence": "unknown (no published figure)"}
+    return {"quant": quant, "task_effect": "unknown", **row, "source": data["source"]}
+
+
 def _advice(spec: ModelSpec, quant: str, engine: str, c: tune.Candidate) -> Advice:
     return Advice(model=spec.name, quant=quant, engine=engine, turn_s=c.turn_s, decode_tok_s=c.decode_tok_s,
                   prefill_tok_s=c.prefill_tok_s, task_s=c.task_s, vram_bytes=c.vram_bytes, quality=spec.quality,
-                  command=" ".join(c.args))
+                  quant_loss=quant_loss(quant.upper() if engine == "llama.cpp" else quant), command=" ".join(c.args))
 
 
 def _llama(spec: ModelSpec, rig: Rig, quant: str, context: int, turn: tune.Turn, cal) -> Advice | None:

@@ -69,13 +69,15 @@ def advise_tables(r, top: int = 20) -> list[Table]:
     marked, unscored rows apart."""
     mins = r.time_limit_s / 60
     t = Table(title=f"advise: {r.rig}, expected tasks solved within {mins:g} min (pass rate x share in time)")
-    for c in ("", "model", "quant", "engine", "pass rate %", "benchmark", "in time", "expected solved",
-              "median task s"):
-        t.add_column(c, justify="right" if c in ("pass rate %", "in time", "expected solved", "median task s")
-                     else "left")
+    for c in ("", "model", "quant", "engine", "pass rate % (at most)", "quant KLD vs FP16", "benchmark", "in time",
+              "expected solved", "median task s"):
+        t.add_column(c, justify="right" if c in ("pass rate % (at most)", "in time", "expected solved",
+                                                 "median task s") else "left")
     for a in r.scored[:top]:
         lo, hi = a.in_time_range
+        kld = (a.quant_loss or {}).get("kld")
         t.add_row("[bold]◆[/]" if a.pareto else "", a.model, a.quant, a.engine, f"{a.pass_rate:g}",
+                  f"{kld[0]:g}–{kld[1]:g}" if kld else "unknown",
                   a.metric.replace("terminal_bench_2", "Terminal-Bench 2.0").replace(
                       "swe_bench_verified", "SWE-bench Verified"),
                   f"{a.in_time_share:.0%} ({lo:.0%}–{hi:.0%})", f"{a.expected_solved:.1%}", _limit(a))
