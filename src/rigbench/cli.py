@@ -464,7 +464,7 @@ def tune_cmd(
         if not gguf:
             raise typer.BadParameter("--measure runs llama-server: give the model as a .gguf or --weights PATH "
                                      "(`rigbench synth` writes a synthetic one)")
-        for c in [res.baseline, *res.candidates[:2], *res.baselines]:
+        for c in [res.baseline, *res.candidates[:1], *res.baselines]:
             measured[c.label] = measure_turn(c.args, gguf, r, p, g, server_bin)
     if as_json:
         d = res.model_dump()
