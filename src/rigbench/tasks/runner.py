@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from rigbench import store
+from rigbench import catalog, store
 from rigbench.errors import RigbenchError
 from rigbench.plan.speed import AgentProfile
 from rigbench.route.gateway import Gateway, Session
@@ -82,6 +82,47 @@ def profile_for(cfg: EvalConfig) -> AgentProfile:
     return AgentProfile.named(name or "builtin")
 
 
+def agents_dir() -> Path:
+    """Where scripts/install_agents.sh puts the Python agents, each in a virtualenv of its own (NAME/bin):
+    $RIGBENCH_AGENTS, else /opt/rigbench/agents as root (readable by the sandbox's unprivileged user), else
+    ~/.local/share/rigbench/agents."""
+    if env := os.environ.get("RIGBENCH_AGENTS"):
+        return Path(env)
+    return Path("/opt/rigbench/agents") if os.geteuid() == 0 else Path.home() / ".local/share/rigbench/agents"
+
+
+def agent_command(name: str, max_steps: int) -> str:
+    """The --agent-cmd of a catalog agent (`eval --agent claude-code`)."""
+    prof = AgentProfile.named(name)
+    if not prof.command:
+        raise RigbenchError(f"the agent profile {name!r} has no command; give --agent-cmd (with --agent-profile "
+                            f"{name})")
+    return prof.command.format(max_steps=max_steps)
+
+
+def _agent_path(prof: AgentProfile) -> str | None:
+    """PATH for an agent installed in a virtualenv of its own (its bin folder first), None for the others."""
+    from rigbench.sandbox.base import PATH
+
+    venv = agents_dir() / prof.name / "bin"
+    return f"{venv}:{PATH}" if venv.is_dir() else None
+
+
+def agent_rows() -> list[dict]:
+    """Every catalog agent profile, with whether its command is installed here."""
+    import shlex
+    import shutil
+
+    rows = []
+    for name in catalog.agents()["profiles"]:
+        prof = AgentProfile.named(name)
+        exe = shlex.split(prof.command)[0] if prof.command else None
+        found = shutil.which(exe, path=_agent_path(prof) or os.environ.get("PATH")) if exe else None
+        rows.append({**prof.model_dump(exclude={"prefix_cache"}), "suggested_context": prof.suggested_context,
+                     "installed": found})
+    return rows
+
+
 class ContextTooSmall(RigbenchError):
     """The server's context cannot hold the agent's first request."""
 
@@ -109,9 +150,12 @@ def agent_env(task: Task, cfg: EvalConfig, base: str, n_ctx: int | None = None) 
     env = {"OPENAI_BASE_URL": v1, "OPENAI_API_BASE": v1, "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model,
            "ANTHROPIC_BASE_URL": base, "ANTHROPIC_AUTH_TOKEN": cfg.api_key, "ANTHROPIC_MODEL": cfg.model,
            "TASK_INSTRUCTION": task.instruction}
-    for k, v in profile_for(cfg).env.items():
+    prof = profile_for(cfg)
+    for k, v in prof.env.items():
         if "{n_ctx}" not in v or n_ctx is not None:
             env[k] = v.format(n_ctx=n_ctx, model=cfg.model)
+    if path := _agent_path(prof):
+        env["PATH"] = path
     return env
 
 
