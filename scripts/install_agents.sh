@@ -12,7 +12,11 @@ AIDER=0.86.2
 OPENCODE=1.18.33
 if [ "$(id -u)" = 0 ]; then DEFAULT=/opt/rigbench/agents; else DEFAULT=$HOME/.local/share/rigbench/agents; fi
 DIR=${RIGBENCH_AGENTS:-$DEFAULT}
-PY=${PY:-python3}
+# the sandbox's unprivileged user runs these: a system interpreter (not one under /root, e.g. pyenv's)
+if [ -z "${PY:-}" ]; then
+  if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then PY=/usr/bin/python3
+  else PY=python3; fi
+fi
 mkdir -p "$DIR"
 
 npm_global() {   # package version binary

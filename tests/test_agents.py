@@ -109,3 +109,13 @@ def test_a_json_body_to_a_streamed_request(run_cli, tmp_path):
         sse = json.loads(run_cli("eval", *common, "--agent-cmd", _agent_cmd(5)).stdout)["tasks"][0]
         assert sse["status"] == "error", sse
         assert sse["detail"].startswith("the engine answered a streamed request with one JSON body")
+
+
+def test_an_agent_that_cannot_start_is_an_error_not_the_models_failure(run_cli, tmp_path):
+    with fakeserver() as (url, _):
+        db = f"sqlite:///{tmp_path / 'r.db'}"
+        d = json.loads(run_cli("eval", "--url", url, "--tasks", str(_tasks(tmp_path)), "--db", db, "--json",
+                               "--agent-cmd", "no-such-agent-binary -p x").stdout)
+    [t] = d["tasks"]
+    assert t["status"] == "error" and t["turns"] == 0
+    assert t["detail"].startswith("the agent command exited with code 127") and "never asked the model" in t["detail"]

@@ -324,6 +324,9 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         trace("tool_output", {"agent": "cmd", "exit_code": r.exit_code, "output": r.output[-20000:]})
         if r.timed_out:
             raise TimeoutError("the agent command ran past the time limit")
+        if r.exit_code != 0:
+            last = next((x.strip() for x in reversed(r.output.splitlines()) if x.strip()), "")
+            return stats, f"the agent command exited with code {r.exit_code}: {last[:200]}"
         return stats, ""
     acfg = AgentConfig(url=base or cfg.url or "", model=cfg.model, api_key=cfg.api_key, max_steps=cfg.max_steps,
                        time_limit_s=limit, command_timeout_s=cfg.command_timeout_s,
@@ -424,7 +427,10 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
                 x for x in (detail, verdict.error) if x)
         elif status != "timeout":
             status = "success" if reward >= 1.0 else "failure"
-        if status in ("failure", "timeout") and session and (why := session.blame(cfg.agent == "builtin")):
+        why = session.blame(cfg.agent == "builtin") if status in ("failure", "timeout") and session else None
+        if status == "failure" and session and not session.model_turns and detail.startswith("the agent command"):
+            why = f"{detail} (it never asked the model anything)"    # not installed, not runnable, misconfigured
+        if why:
             status, detail = "error", why     # the model did not get a fair chance: not the model's failure
             trace("note", {"error": why, "blamed": "harness"})
     except TaskUnsupported as e:
