@@ -242,7 +242,8 @@ def _gateway_timeline(events: list[dict]) -> list[Segment]:
     """An agent rigbench only sees through its recording gateway (Claude Code, aider, ...): its model calls as
     the gateway timed them; the time between them is the agent's own and its tools' (`agent`)."""
     turns = sorted((e["data"] for e in events
-                    if e["kind"] == "turn" and (e["data"] or {}).get("api") != "count_tokens"), key=lambda d: d["sent_t"])
+                    if e["kind"] == "turn" and (e["data"] or {}).get("api") != "count_tokens"),
+                   key=lambda d: d["sent_t"])
     segs: list[Segment] = []
     last = 0.0
     for i, d in enumerate(turns):
