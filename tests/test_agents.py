@@ -156,3 +156,18 @@ def test_an_agent_in_a_container_without_network_reaches_only_the_gateway(run_cl
     assert t["status"] == "success" and t["turns"] == 1 and t["tokens_out"] == 8
     note = next(e["data"] for e in events if e["kind"] == "note")
     assert note["sandbox"] == "docker" and note["network"]["agent"] is False
+
+
+def test_advise_predicts_each_agents_own_tasks():
+    """Claude Code's first request (its profile) is nearly twice the built-in agent's: the same model on the same
+    rig takes longer per task for it, and the ranking says which agent it predicted for."""
+    from rigbench import hardware
+    from rigbench.plan import advise as advise_mod
+
+    rig = hardware.from_catalog("rtx4090")
+    rows = advise_mod.advise(rig, 32768, models=["qwen3.6-35b-a3b"])[:2]
+    builtin, claude = (advise_mod.rank(rows, rig, 1200, None, AgentProfile.named(n)) for n in ("builtin", "claude-code"))
+    assert claude.distribution.startswith("claude-code agent:") and builtin.distribution.startswith("builtin agent:")
+    by = {(a.model, a.quant, a.engine): a.task_s_median for a in builtin.scored + builtin.unscored}
+    for a in claude.scored + claude.unscored:
+        assert a.task_s_median > by[(a.model, a.quant, a.engine)]
