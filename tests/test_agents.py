@@ -166,7 +166,8 @@ def test_advise_predicts_each_agents_own_tasks():
 
     rig = hardware.from_catalog("rtx4090")
     rows = advise_mod.advise(rig, 32768, models=["qwen3.6-35b-a3b"])[:2]
-    builtin, claude = (advise_mod.rank(rows, rig, 1200, None, AgentProfile.named(n)) for n in ("builtin", "claude-code"))
+    builtin, claude = (advise_mod.rank(rows, rig, 1200, None, AgentProfile.named(n))
+                       for n in ("builtin", "claude-code"))
     assert claude.distribution.startswith("claude-code agent:") and builtin.distribution.startswith("builtin agent:")
     by = {(a.model, a.quant, a.engine): a.task_s_median for a in builtin.scored + builtin.unscored}
     for a in claude.scored + claude.unscored:
