@@ -97,7 +97,7 @@ def test_mini_swe_agent_is_recorded_to_the_token(run_cli, engine, db):
 
 
 @pytest.mark.parametrize("agent", ["claude-code", "mini-swe-agent"])
-def test_everything_downstream_reads_an_external_agents_run(run_cli, db, tmp_path, agent):
+def test_everything_downstream_reads_an_external_agents_run(run_cli, engine, db, tmp_path, agent):
     if agent not in RUNS:
         pytest.skip(f"no {agent} run in this session ({INSTALL})")
     rid = str(RUNS[agent])
@@ -114,6 +114,13 @@ def test_everything_downstream_reads_an_external_agents_run(run_cli, db, tmp_pat
     assert (tmp_path / "r.html").stat().st_size > 10_000
     adv = json.loads(run_cli("advise", "--rig", "rtx4090", "--run", rid, "--db", db, "--json", timeout=600).stdout)
     assert f"stored run {rid}" in adv["distribution"]
+    if agent == "mini-swe-agent":     # (Claude Code's 11,000-token prompt would take minutes more to replay)
+        rep = json.loads(run_cli("replay", rid, "--url", engine, "--no-idle", "--db", db, "--json",
+                                 timeout=900).stdout)
+        [task] = rep["tasks"]
+        recorded = [e["data"] for e in store.task_events(store.connect(db), int(rid)) if e["kind"] == "turn"]
+        assert len(task["turns"]) == len(recorded)
+        assert [x["prompt_tokens"] for x in task["turns"]] == [t["prompt_tokens"] for t in recorded]
 
 
 def test_two_agents_compared(run_cli, db):
