@@ -54,7 +54,8 @@ def predict(spec, rig, args: list[str]) -> dict:
                                   ("long", NEW, CACHED + NEW, OUTPUT)):
         pre, dec = speed.agent_turn_seconds(p, spec, rig, coef, new, ctx, n_out)
         out[name] = {"prefill_tok_s": round(new / pre, 1), "decode_tok_s": round(n_out / dec, 2),
-                     "turn_s": round(pre + dec, 3), "bound_s": round(tune.lower_bound(p, spec, rig, new, ctx, n_out), 3)}
+                     "turn_s": round(pre + dec, 3),
+                     "bound_s": round(tune.lower_bound(p, spec, rig, new, ctx, n_out), 3)}
     out["placement"] = [a for a in p.command[1:]]        # --fit resolved into explicit flags: llama-bench's view
     out["calibration"] = coef.source
     return out

@@ -261,7 +261,8 @@ def tune_command(model: str, pasted: list[str], rig: Rig, quant: str | None = No
     baseline = parse_command(pasted) if pasted else None
     profile = speed.AgentProfile.named(agent) if agent else None
     q = quant or (spec.file_type if spec.tensors is not None else "Q4_K_M")
-    return tune(spec, rig, q, context or (0 if profile else 32768), Turn(prompt=p, output=g), margin_mib=margin_mib, top=top,
+    return tune(spec, rig, q, context or (0 if profile else 32768), Turn(prompt=p, output=g), margin_mib=margin_mib,
+                top=top,
                 baseline=baseline, kv_types=kv_types, profile=profile)
 
 

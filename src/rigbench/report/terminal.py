@@ -207,7 +207,8 @@ def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output
     out.print(res.verdict)
     for b in res.baselines:
         if b.fits:
-            out.print(f"pick vs {b.label}: {b.task_s / res.pick.task_s if res.agent else b.turn_s / res.pick.turn_s:.2f}x "
+            ratio = b.task_s / res.pick.task_s if res.agent else b.turn_s / res.pick.turn_s
+            out.print(f"pick vs {b.label}: {ratio:.2f}x "
                       f"(predicted)")
     out.print("command: " + " ".join(shlex.quote(a) for a in res.pick.args))
 
@@ -240,6 +241,38 @@ def print_compare(out: Console, run_a: int, run_b: int, runs_: list, rows: list[
                   f"{sum(v['wall_s'] or 0 for v in vals):.0f} s in all")
 
 
+def print_agents(out: Console, rows: list[dict]) -> None:
+    t = Table(title="agent profiles (catalog agents.yaml): `eval --agent NAME`, `serve/plan/advise --agent NAME`")
+    for c in ("agent", "version", "first request", "new/turn", "out/turn", "turns", "context", "installed",
+              "measured"):
+        t.add_column(c)
+    for r in rows:
+        m = r.get("measured") or {}
+        t.add_row(r["name"], r.get("version") or "-", f"{r['first_prompt']:,}", f"{r['turn_new_tokens']:,}",
+                  f"{r['output_tokens']:,}", str(r["turns"]), f"{r['suggested_context']:,}",
+                  "built in" if r["name"] == "builtin" else (r["installed"] or f"[red]no[/]: {r.get('install') or ''}"),
+                  m.get("how", "[yellow]assumed[/]"))
+    out.print(t)
+
+
+def turn_line(d: dict) -> str:
+    """One gateway turn: the API, tokens (cached part), output, time to first byte and in all, and what went wrong."""
+    def n(x) -> str:
+        return "?" if x is None else f"{x:,}"
+    text = (f"{d.get('api')}{' stream' if d.get('stream') else ''} HTTP {d.get('status')}: "
+            f"{n(d.get('prompt_tokens'))} prompt tokens ({n(d.get('cached_tokens'))} cached) -> "
+            f"{n(d.get('output_tokens'))} out")
+    if d.get("ttft_s") is not None:
+        text += f", first byte {d['ttft_s']:.2f} s"
+    text += f", {d.get('seconds', 0):.2f} s after {d.get('gap_s', 0):.2f} s of agent time"
+    if d.get("finish_reason"):
+        text += f", {d['finish_reason']}"
+    for k in ("fault", "anomaly"):
+        if d.get(k):
+            text += f" [red]{k}: {d[k]}[/]"
+    return text
+
+
 def print_events(out: Console, events: list[dict]) -> None:
     import json
 
@@ -248,6 +281,8 @@ def print_events(out: Console, events: list[dict]) -> None:
         text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
         if e["kind"] == "tool_call":
             text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
+        if e["kind"] == "turn":                              # a request the recording gateway saw
+            text = turn_line(d)
         if e["kind"] == "response" and "parse_rule" in d:    # how the agent read this reply
             from rigbench.agent import verdict
             text = f"[{verdict(d)}] {text}"
@@ -264,3 +299,36 @@ def print_catalog_plans(out: Console, rigs, rows: list[dict]) -> None:
             t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}", f"{row['ram_gib']}",
                       f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]", row["change"])
         out.print(t)
+
+
+def print_calibration(out: Console, cal) -> None:
+    for k, c in cal.classes.items():
+        out.print(f"{k}: {c.source}; decode ±{c.decode_uncertainty:.0%}, prefill ±{c.prefill_uncertainty:.0%}; "
+                  f"efficiencies " + ", ".join(f"{n} {1 / v:.0%}" for n, v in {**c.decode, **c.prefill}.items()
+                                                if n != "overhead"))
+
+
+def print_task_checks(out: Console, folder, rows, check: bool) -> None:
+    """`rigbench tasks`: each task's requirements and, checked, which sandbox can run it here."""
+    t = Table(title=f"{len(rows)} tasks in {folder}")
+    for c in ("task", "format", "workdir", "image", "network", "cpus", "memory", "needs", *(
+            ("bubblewrap", "docker") if check else ())):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        net = ("on" if r.allow_internet else "off") + (" · verifier downloads" if r.verifier_downloads else "")
+        t.add_row(r.task, r.format, r.workdir, r.docker_image or "Dockerfile", net, f"{r.cpus:g}",
+                  f"{r.memory_mb} MiB", ", ".join(r.needs) or "-", *((r.bwrap, r.docker) if check else ()))
+    out.print(t)
+
+
+def print_eval_done(out: Console, done) -> None:
+    """The end of `rigbench eval`: the task table, the escalation's cost, and the pass rate."""
+    outcomes, cost, summary = done.outcomes, done.escalation, done.summary
+    out.print(task_table(f"eval run {done.run_id}: {done.config.agent} agent, {len(outcomes)} tasks", outcomes))
+    if cost:
+        out.print(f"escalation: {cost['tasks']} tasks rerun on {cost['to']}, {cost['rescued']} solved there; "
+                  f"+{cost['extra_s']:.1f} s on top of {cost['all_first_s']:.1f} s "
+                  f"({cost['first_attempts_s']:.1f} s of it spent on the first attempts)")
+    rate = "no task scored" if summary.pass_rate is None else f"pass rate {summary.pass_rate:.1%}"
+    out.print(f"{summary.solved}/{summary.scored} solved ({rate}); {summary.errors} errors not counted "
+              f"(the environment's, the verifier's or the engine's) · `rigbench show {done.run_id}` for every step")
