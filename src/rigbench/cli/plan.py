@@ -204,9 +204,8 @@ def advise(
     for t in advise_tables(ranking, top):
         out.print(t)
     out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model "
-              f"(source "
-              f"and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a quant, whose "
-              f"effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")
+              f"(source and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a "
+              f"quant, whose effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")
 
 
 def calibrate(
