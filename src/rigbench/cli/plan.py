@@ -40,7 +40,7 @@ from rigbench.cli.common import (
     resolve,
 )
 from rigbench.plan import memory
-from rigbench.plan.setup import default_quant, rig_for_tuning
+from rigbench.plan.setup import ENGINE_PROGRAMS, default_quant, rig_for_tuning
 from rigbench.report import terminal
 from rigbench.report.rows import plan_json
 
@@ -134,6 +134,13 @@ def tune(
     from rigbench.bench.stored import measure_turn
     from rigbench.plan.tune import tune_command
 
+    for arg in [model, *ctx.args[:1]]:
+        # unknown options are taken only as part of a pasted engine command
+        if arg.startswith("-"):
+            raise typer.BadParameter(f"No such option: {arg}")
+    if ctx.args and not (Path(ctx.args[0]).name.startswith(ENGINE_PROGRAMS) or "=" in ctx.args[0]):
+        raise typer.BadParameter(f"unexpected {ctx.args[0]!r}: a pasted engine command starts with llama-server or "
+                                 f"vllm")
     r = rig_for_tuning(rig, vram, bandwidth)
     res = tune_command(model, ctx.args, r, quant, context, turn, agent, tuple(kv_type or ()), margin, top,
                        router_skew)
