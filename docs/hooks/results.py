@@ -136,8 +136,8 @@ def holdout() -> str:
             for r in _get(d, "rows", file=f)]
     rows.append([f"**median / worst of {s['points']}**", "", "", f"{_pct(s['median_abs_error'])} / "
                  f"{_pct(s['worst_abs_error'])}"])
-    head = [f"{d.get('model', '')} on {d.get('gpu', '').upper()}: llama-bench config", "measured tok/s (pp: prefill, tg: decode)",
-            "predicted", "error"]
+    head = [f"{d.get('model', '')} on {d.get('gpu', '').upper()}: llama-bench config",
+            "measured tok/s (pp: prefill, tg: decode)", "predicted", "error"]
     return _table(head, rows) + _source(f)
 
 
@@ -237,7 +237,8 @@ def results_index() -> str:
             d = json.loads(path.read_text())
         except ValueError:
             continue
-        cmd = next((d[k] for k in ("command", "made_by", "generated_by") if k in d), None) if isinstance(d, dict) else None
+        keys = ("command", "made_by", "generated_by") if isinstance(d, dict) else ()
+        cmd = next((d[k] for k in keys if k in d), None)
         out.append([f"`{path.name}`", f"`{cmd}`" if cmd else "–"])
     return _table(["file", "command that made it"], out, "ll") + "\n\n<small>Generated at build time.</small>"
 
@@ -302,8 +303,8 @@ def module_table() -> str:
 
 GENERATORS: dict[str, Callable[[], str]] = {f.__name__: f for f in (
     speed_loo, speed_published, speed_published_worst, plan_accuracy, gpu_memory, holdout, whatif, whatif_tasks,
-    routing_spread, synth_speed, graph_nodes, loadgen, router_overhead, agent_local, results_index, store_schema, module_table,
-    tuner_gpu)}
+    routing_spread, synth_speed, graph_nodes, loadgen, router_overhead, agent_local, results_index, store_schema,
+    module_table, tuner_gpu)}
 
 
 def render(markdown: str, where: str = "") -> str:
