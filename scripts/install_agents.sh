@@ -2,15 +2,21 @@
 # The real agent clients rigbench's tests drive through `eval --agent-cmd`, at pinned versions:
 #   Claude Code (npm, global: `claude`), mini-swe-agent and aider (PyPI, each in a virtualenv of its own,
 #   their pins clash with rigbench's), opencode (npm, global: `opencode`).
-# The Python agents land in $RIGBENCH_AGENTS (default ~/.cache/rigbench/agents/NAME/bin/...); tests find them
-# there. Re-running is cheap: what is installed at the pinned version is kept.
+# The Python agents land in $RIGBENCH_AGENTS/NAME/bin (default /opt/rigbench/agents as root, readable by the
+# sandbox's unprivileged user; ~/.local/share/rigbench/agents otherwise); tests find them there. Re-running is
+# cheap: what is installed at the pinned version is kept.
 set -uo pipefail
 CLAUDE_CODE=2.1.332
 MINI_SWE_AGENT=2.4.6
 AIDER=0.86.2
 OPENCODE=1.18.33
-DIR=${RIGBENCH_AGENTS:-$HOME/.cache/rigbench/agents}
-PY=${PY:-python3}
+if [ "$(id -u)" = 0 ]; then DEFAULT=/opt/rigbench/agents; else DEFAULT=$HOME/.local/share/rigbench/agents; fi
+DIR=${RIGBENCH_AGENTS:-$DEFAULT}
+# the sandbox's unprivileged user runs these: a system interpreter (not one under /root, e.g. pyenv's)
+if [ -z "${PY:-}" ]; then
+  if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then PY=/usr/bin/python3
+  else PY=python3; fi
+fi
 mkdir -p "$DIR"
 
 npm_global() {   # package version binary

@@ -3,6 +3,8 @@ what the engine sent, and every request is a turn with the engine's own token co
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import orjson
 import pytest
@@ -150,3 +152,28 @@ def test_messages_are_translated_for_an_engine_without_them_and_recorded(gateway
     assert turn["api"] == "messages" and turn["output_tokens"] == 5 and "fault" not in turn
     assert count["api"] == "count_tokens"
     assert s.totals()[0] == 1     # counting tokens is not a model turn
+
+
+def test_a_request_still_unanswered_when_the_task_ends_is_recorded_as_cut_off(gateway):
+    """The agent is stopped (time limit) while its request is in flight: the turn is on record when the session
+    closes, without token counts, and a late reply does not add a second record."""
+    import threading
+
+    s, rec = _session(gateway)
+    def stalled():
+        with contextlib.suppress(httpx.HTTPError):
+            _chat(gateway.base(s), model="stall")
+
+    t = threading.Thread(target=stalled, daemon=True)
+    t.start()
+    import time
+    for _ in range(200):
+        if s.pending:
+            break
+        time.sleep(0.01)
+    gateway.close(s, wait=0.2)
+    [(kind, turn, _)] = rec.events
+    assert turn["client_left"] and "prompt_tokens" not in turn and turn["seconds"] > 0
+    assert s.blame(agent_reads_json=False) is None      # a timeout, not the harness's fault
+    t.join(30)
+    assert len(rec.events) == 1

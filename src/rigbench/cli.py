@@ -97,7 +97,16 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
         raise typer.Exit()
 
 
-# ---- models / rigs -----------------------------------------------------------------------------
+# ---- models / rigs / agents ----------------------------------------------------------------------
+
+@app.command()
+def agents(as_json: JsonOpt = False) -> None:
+    """The agent profiles: what each agent sends the model over a task, measured through the recording gateway."""
+    from rigbench.tasks.runner import agent_rows
+
+    rows = agent_rows()
+    return _emit_json(rows) if as_json else terminal.print_agents(out, rows)
+
 
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
@@ -152,6 +161,8 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="what a pasted com
 RigOpt = Annotated[str | None, typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")]
 EngineOpt = Annotated[str, typer.Option(help="llama.cpp or vllm")]
 QuantOpt = Annotated[str | None, typer.Option(help="GGUF type (Q4_K_M, UD-Q4_K_XL, ...) or vLLM format")]
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="the agent's profile (catalog agents.yaml: builtin, "
+                                             "claude-code, mini-swe-agent, aider; `rigbench agents`)")]
 CtxOpt = Annotated[int | None, typer.Option("--ctx", "-c", help="context length (vLLM: --max-model-len)")]
 NglOpt = Annotated[int | None, typer.Option(help="llama.cpp: layers on the GPU")]
 CpuMoeOpt = Annotated[bool, typer.Option("--cpu-moe", help="llama.cpp: all experts in RAM")]
@@ -188,7 +199,9 @@ def plan(
     prompt_tokens: Annotated[int, typer.Option(help="speed: new prompt tokens for TTFT and prefill")] = 512,
     at_context: Annotated[int | None, typer.Option("--context", help="speed: context the prompt ends at")] = None,
     concurrency: Annotated[int, typer.Option(help="speed: streams decoding at once")] = 4,
-    agent_profile: Annotated[bool, typer.Option("--agent-profile", help="predict a 30-turn agent task")] = False,
+    agent_profile: Annotated[bool, typer.Option("--agent-profile", help="predict a task of the default agent")]
+    = False,
+    agent: AgentOpt = None,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="agent profile: every turn re-reads the "
                                                   "whole prompt (llama.cpp hybrid models in some versions)")] = False,
     router_skew: RouterSkewOpt = None,
@@ -209,7 +222,8 @@ def plan(
     from rigbench.plan import speed
 
     sp = speed.predict(p, spec, r, prompt_tokens, at_context, concurrency)
-    agent = speed.agent_task(p, spec, r, speed.AgentProfile.typical(not no_prefix_cache)) if agent_profile else None
+    agent = (speed.agent_task(p, spec, r, speed.AgentProfile.named(agent, not no_prefix_cache))
+             if agent_profile or agent else None)
     if as_json:
         d = plan_json(p)
         d["speed"] = sp.model_dump()
@@ -241,10 +255,15 @@ def serve(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the server to become healthy")] = 300,
     force: Annotated[bool, typer.Option(help="start even when the plan says it does not fit")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the command and exit")] = False,
+    agent: AgentOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start an engine with planned flags and keep it up until Ctrl-C (no MODEL: the embedded default)."""
+    """Start an engine with planned flags and keep it up until Ctrl-C (no MODEL: the embedded default). With
+    --agent and no --ctx, the context is the one that agent needs (its profile's first request and room to work)."""
+    if agent and context is None:
+        from rigbench.plan.speed import AgentProfile
 
+        context = AgentProfile.named(agent).suggested_context
     if model is None and model_opt is None and not ctx.args:
         model, context, name = str(embedded_default()), context or 8192, name or EMBEDDED_NAME
         parallel = parallel or 1
@@ -483,6 +502,7 @@ def advise(
     run: Annotated[int | None, typer.Option("--run", help="task times from this stored eval run's turns instead "
                                             "of the agent profile")] = None,
     top: Annotated[int, typer.Option(help="rows to show")] = 20,
+    agent: AgentOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -500,13 +520,16 @@ def advise(
 
         trace = load(store.connect(db), run)
     r = rig_for_tuning(rig, vram, bandwidth)
+    from rigbench.plan.speed import AgentProfile
+
+    context = max(context, AgentProfile.named(agent).suggested_context)   # the agent's first request must fit
     p, g = (int(x) for x in turn.split(","))
     rows = advise_mod.advise(r, context, Turn(prompt=p, output=g),
                              progress=None if as_json else lambda n: err.print(f"[dim]advise: {n}[/]"))
     if not rows:
         err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
-    ranking = advise_mod.rank(rows, r, limit, trace)
+    ranking = advise_mod.rank(rows, r, limit, trace, AgentProfile.named(agent))
     if as_json:
         return _emit_json(ranking.model_dump())
     from rigbench.whatif.render import advise_tables
@@ -552,7 +575,9 @@ def eval_cmd(
     = None,
     name: Annotated[list[str] | None, typer.Option("--task", help="task name or glob (repeatable)")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="only tasks with this tag (repeatable)")] = None,
-    agent: Annotated[str, typer.Option(help="builtin | oracle | noop")] = "builtin",
+    agent: Annotated[str, typer.Option(help="builtin | oracle | noop | a catalog agent run by its own command "
+                                       "(claude-code, mini-swe-agent, aider, opencode: `rigbench agents`)")]
+    = "builtin",
     agent_cmd: Annotated[str | None, typer.Option(help="external CLI agent run inside the sandbox, pointed at the "
                                                   "endpoint by OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL "
                                                   "and ANTHROPIC_BASE_URL / ANTHROPIC_AUTH_TOKEN / ANTHROPIC_MODEL")]
@@ -616,9 +641,9 @@ def eval_cmd(
         cfg.retry_errors = retry_errors or cfg.retry_errors
         run_id = resume
     else:
+        if agent not in ("builtin", "oracle", "noop") and not agent_cmd:   # a catalog agent: its own command
+            agent_cmd, agent_profile = runner.agent_command(agent, max_steps), agent_profile or agent
         kind = "cmd" if agent_cmd else agent
-        if kind not in ("builtin", "oracle", "noop", "cmd"):
-            raise typer.BadParameter("--agent is builtin, oracle or noop (or give --agent-cmd)")
         pinned = None
         if dataset:
             from rigbench.tasks import datasets

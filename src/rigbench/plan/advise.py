@@ -125,11 +125,11 @@ def task_turns(n: int = 20) -> tuple[list[int], str]:
                    f"per turn")
 
 
-def _profile_times(p, spec: ModelSpec, rig: Rig, coef, turns: list[int], give_up: float) -> list[float]:
+def _profile_times(p, spec: ModelSpec, rig: Rig, coef, turns: list[int], give_up: float,
+                   prof: speed.AgentProfile) -> list[float]:
     """Predicted agent time of a task of each length in `turns` under the agent profile; the context stops growing
     at the server's (an agent past it must drop history), and the loop stops once past `give_up` seconds."""
     a = catalog.speed()["agent_profile"]
-    prof = speed.AgentProfile.typical()
     ctx, total, cum, state = 0, 0.0, [], speed.server_state(p, spec, rig)
     for k in range(1, max(turns) + 1):
         new = prof.first_prompt if k == 1 else prof.turn_new_tokens + prof.output_tokens
@@ -162,13 +162,17 @@ def _t(a: Advice) -> float:
     return math.inf if a.task_s_median is None else a.task_s_median
 
 
-def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None) -> Ranking:
+def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None,
+         profile: speed.AgentProfile | None = None) -> Ranking:
     """Expected share of tasks solved inside `time_limit_s`: pass rate x share of tasks finished in time, where
-    task times come from a stored run's turns (`trace`, a whatif.RunTrace) or the agent profile's distribution."""
+    task times come from a stored run's turns (`trace`, a whatif.RunTrace) or the agent profile's distribution
+    (`profile`: the catalog's default agent when None)."""
+    profile = profile or speed.AgentProfile.typical()
     from rigbench.whatif import Target, predict
 
     cal = speed.load_calibration()
     turns, source = task_turns()
+    source = f"{profile.name} agent: {source}"
     if trace is not None:
         n = sum(1 for t in trace.tasks if t.turns)
         source = f"the {n} tasks of stored run {trace.run}, predicted from their recorded turns"
@@ -182,7 +186,7 @@ def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None) -> Ranki
             times = [t.agent_s.value for t in w.tasks]
             lows, highs = [t.agent_s.low for t in w.tasks], [t.agent_s.high for t in w.tasks]
         else:
-            times = _profile_times(p, spec, rig, coef, turns, time_limit_s * (1 + u))
+            times = _profile_times(p, spec, rig, coef, turns, time_limit_s * (1 + u), profile)
             lows, highs = [t / (1 + u) for t in times], [t * (1 + u) for t in times]
         share = sum(t <= time_limit_s for t in times) / len(times)
         metric = next((m for m in METRICS if (a.quality or {}).get(m) is not None), None)

@@ -468,6 +468,8 @@ class AgentProfile(BaseModel):
     context_setting: str | None = None
     measured: dict | None = None
     env: dict[str, str] = {}           # what the agent's command gets besides the endpoint ({n_ctx}, {model})
+    command: str | None = None         # the --agent-cmd `eval --agent NAME` runs ({max_steps})
+    install: str | None = None         # how to install the agent (said when it is missing)
     prefix_cache: bool = True
     source: str = ""
 

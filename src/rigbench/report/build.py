@@ -223,10 +223,53 @@ def _charts(rep: Report, db, cands: list[_Cand], bench: dict[str, list[dict]]) -
             rep.charts.append(Chart(key=key, title=title, x_label=xl, y_label=yl, series=series, log_x=logx))
 
 
+def _model_call(start: float, end: float, timings: dict | None) -> list[Segment]:
+    """One model call split into prefill and decode by the server's own timings (the rest of the call is waiting:
+    queue, HTTP, template); one `model` segment where the server gave none."""
+    tm = timings or {}
+    pre, dec = (tm.get("prompt_ms") or 0) / 1000, (tm.get("predicted_ms") or 0) / 1000
+    if not tm or pre + dec > end - start + 0.05:
+        return [Segment(kind="model", start=start, end=end)]
+    pre_end = min(end, start + pre)
+    dec_end = min(end, pre_end + dec)
+    segs = [Segment(kind="prefill", start=start, end=pre_end), Segment(kind="decode", start=pre_end, end=dec_end)]
+    if end > dec_end:
+        segs.append(Segment(kind="waiting", start=dec_end, end=end))
+    return segs
+
+
+def _gateway_timeline(events: list[dict]) -> list[Segment]:
+    """An agent rigbench only sees through its recording gateway (Claude Code, aider, ...): its model calls as
+    the gateway timed them; the time between them is the agent's own and its tools' (`agent`)."""
+    turns = sorted((e["data"] for e in events
+                    if e["kind"] == "turn" and (e["data"] or {}).get("api") != "count_tokens"),
+                   key=lambda d: d["sent_t"])
+    segs: list[Segment] = []
+    last = 0.0
+    for i, d in enumerate(turns):
+        start, end = float(d["sent_t"]), float(d["sent_t"]) + float(d["seconds"])
+        if start > last:
+            segs.append(Segment(kind="other" if i == 0 else "agent", start=last, end=start))
+        segs += _model_call(start, end, d.get("timings"))
+        last = max(last, end)
+    for e in events:
+        if e["kind"] == "verifier":
+            t = float(e["t"])
+            segs.append(Segment(kind="verifier", start=last, end=t))
+            last = t
+        elif e["kind"] == "tool_output" and float(e["t"]) > last:   # the agent's process ended
+            segs.append(Segment(kind="agent", start=last, end=float(e["t"])))
+            last = float(e["t"])
+    return [s for s in segs if s.end > s.start]
+
+
 def timeline(events: list[dict]) -> list[Segment]:
     """Where one task attempt's time went, from its stored trace: each model call split into prefill and
     decode by the server's own timings (the rest of the call is waiting: queue, HTTP, template), each tool
-    call's execution, the verifier, and the agent's and sandbox's own time between them."""
+    call's execution, the verifier, and the agent's and sandbox's own time between them. A run with no model
+    calls of the built-in agent on record is read from the gateway's turns."""
+    if not any(e["kind"] == "request" for e in events) and any(e["kind"] == "turn" for e in events):
+        return _gateway_timeline(events)
     segs: list[Segment] = []
     last = 0.0
     pending: tuple[str, float] | None = None
@@ -237,18 +280,7 @@ def timeline(events: list[dict]) -> list[Segment]:
                 segs.append(Segment(kind="other", start=last, end=t))
             pending, last = (kind, t), t
         elif kind == "response" and pending and pending[0] == "request":
-            start = pending[1]
-            tm = d.get("timings") or {}
-            pre, dec = (tm.get("prompt_ms") or 0) / 1000, (tm.get("predicted_ms") or 0) / 1000
-            if tm and pre + dec <= t - start + 0.05:
-                pre_end = min(t, start + pre)
-                dec_end = min(t, pre_end + dec)
-                segs += [Segment(kind="prefill", start=start, end=pre_end),
-                         Segment(kind="decode", start=pre_end, end=dec_end)]
-                if t > dec_end:
-                    segs.append(Segment(kind="waiting", start=dec_end, end=t))
-            else:
-                segs.append(Segment(kind="model", start=start, end=t))
+            segs += _model_call(pending[1], t, d.get("timings"))
             pending, last = None, t
         elif kind == "tool_output" and pending and pending[0] == "tool_call":
             segs.append(Segment(kind="tool", start=pending[1], end=t))

@@ -8,6 +8,7 @@ from rigbench.report.rows import Chart, Report, Timeline
 from rigbench.report.text import WHATIF_NOTE, fmt, plan_table, speed_table, whatif_rows
 
 COLORS = {"prefill": "#4c78a8", "decode": "#f58518", "waiting": "#bab0ac", "model": "#72b7b2", "tool": "#54a24b",
+          "agent": "#9ecae9",
           "verifier": "#b279a2", "other": "#e0e0e0"}
 STATUS = {"success": "ok", "failure": "bad", "timeout": "warn", "error": "bad"}
 

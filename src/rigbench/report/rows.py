@@ -133,7 +133,7 @@ class GridRow(BaseModel):
 
 
 class Segment(BaseModel):
-    kind: str              # prefill | decode | waiting | model | tool | verifier | other
+    kind: str              # prefill | decode | waiting | model | tool | agent | verifier | other
     start: float
     end: float
 

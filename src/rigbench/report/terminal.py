@@ -228,6 +228,38 @@ def print_compare(out: Console, run_a: int, run_b: int, runs_: list, rows: list[
                   f"{sum(v['wall_s'] or 0 for v in vals):.0f} s in all")
 
 
+def print_agents(out: Console, rows: list[dict]) -> None:
+    t = Table(title="agent profiles (catalog agents.yaml): `eval --agent NAME`, `serve/plan/advise --agent NAME`")
+    for c in ("agent", "version", "first request", "new/turn", "out/turn", "turns", "context", "installed",
+              "measured"):
+        t.add_column(c)
+    for r in rows:
+        m = r.get("measured") or {}
+        t.add_row(r["name"], r.get("version") or "-", f"{r['first_prompt']:,}", f"{r['turn_new_tokens']:,}",
+                  f"{r['output_tokens']:,}", str(r["turns"]), f"{r['suggested_context']:,}",
+                  "built in" if r["name"] == "builtin" else (r["installed"] or f"[red]no[/]: {r.get('install') or ''}"),
+                  m.get("how", "[yellow]assumed[/]"))
+    out.print(t)
+
+
+def turn_line(d: dict) -> str:
+    """One gateway turn: the API, tokens (cached part), output, time to first byte and in all, and what went wrong."""
+    def n(x) -> str:
+        return "?" if x is None else f"{x:,}"
+    text = (f"{d.get('api')}{' stream' if d.get('stream') else ''} HTTP {d.get('status')}: "
+            f"{n(d.get('prompt_tokens'))} prompt tokens ({n(d.get('cached_tokens'))} cached) -> "
+            f"{n(d.get('output_tokens'))} out")
+    if d.get("ttft_s") is not None:
+        text += f", first byte {d['ttft_s']:.2f} s"
+    text += f", {d.get('seconds', 0):.2f} s after {d.get('gap_s', 0):.2f} s of agent time"
+    if d.get("finish_reason"):
+        text += f", {d['finish_reason']}"
+    for k in ("fault", "anomaly"):
+        if d.get(k):
+            text += f" [red]{k}: {d[k]}[/]"
+    return text
+
+
 def print_events(out: Console, events: list[dict]) -> None:
     import json
 
@@ -236,6 +268,8 @@ def print_events(out: Console, events: list[dict]) -> None:
         text = d.get("content") or d.get("output") or d.get("command") or json.dumps(d)[:300]
         if e["kind"] == "tool_call":
             text = f"{d.get('name', d.get('agent', ''))} {json.dumps(d.get('arguments', d.get('command', '')))[:300]}"
+        if e["kind"] == "turn":                              # a request the recording gateway saw
+            text = turn_line(d)
         if e["kind"] == "response" and "parse_rule" in d:    # how the agent read this reply
             from rigbench.agent import verdict
             text = f"[{verdict(d)}] {text}"

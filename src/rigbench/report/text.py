@@ -56,7 +56,7 @@ def grid_rows(rep: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def timeline_rows(rep: Report) -> tuple[list[str], list[list[str]]]:
-    kinds = ["prefill", "decode", "waiting", "model", "tool", "verifier", "other"]
+    kinds = ["prefill", "decode", "waiting", "model", "tool", "agent", "verifier", "other"]
     rows = []
     for t in rep.timelines:
         tot = t.totals()

@@ -37,6 +37,8 @@ class Session:
         self.turns: list[rec.Turn] = []
         self.last_end = t0
         self.inflight = 0
+        self.pending: dict[int, rec.Turn] = {}   # model requests sent on and not answered yet
+        self.closed = False
 
     def times(self, arrived: float) -> dict:
         """The start of a turn: when it arrived in the task, and how long since the last reply (or the start)."""
@@ -122,15 +124,27 @@ class Gateway:
         while s.inflight > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         self.sessions.pop(s.token, None)
+        s.closed = True
+        now = time.monotonic()
+        for turn in list(s.pending.values()):   # cut off by the time limit or the agent's exit: no reply to read
+            # not a fault: a task out of time while the model works is the model's (or the rig's) timeout; the
+            # tokens the server computed for it are unknown
+            turn.client_left, turn.seconds = True, round(now - s.t0 - turn.sent_t, 4)
+            s.turns.append(turn)
+            self._writes.put((s, turn))
+        s.pending.clear()
         self._writes.join()
         return s
 
     # ---- records (called on the router's event loop) ----
     def record(self, s: Session, turn: rec.Turn, *, head: bytes, tail: bytes, whole: bytes | None,
                content_type: str, events: int, error: str | None, translated: bool = False) -> None:
+        s.inflight = max(0, s.inflight - 1)
+        s.pending.pop(id(turn), None)
+        if s.closed:        # answered after its task ended: recorded as cut off already
+            return
         rec.fill(turn, head=head, tail=tail, whole=whole, content_type=content_type, events=events,
                  transport_error=error, translated=translated)
-        s.inflight = max(0, s.inflight - 1)
         s.last_end = max(s.last_end, s.t0 + turn.sent_t + turn.seconds)
         s.turns.append(turn)
         self._writes.put((s, turn))

@@ -112,7 +112,12 @@ def _anthropic(objs: list[dict], t: Turn) -> None:
             t.finish_reason = o.get("stop_reason") or t.finish_reason
         if o.get("timings"):
             t.timings = o["timings"]
-    if "input_tokens" in usage or "output_tokens" in usage:
+    if t.timings and "prompt_n" in t.timings:     # llama-server's own figures, as for its OpenAI API
+        t.cached_tokens = int(t.timings.get("cache_n") or 0)
+        t.prompt_tokens = int(t.timings["prompt_n"]) + t.cached_tokens
+        t.output_tokens = int(t.timings.get("predicted_n") or 0)
+        t.usage_from = "timings"
+    elif "input_tokens" in usage or "output_tokens" in usage:
         cached = int(usage.get("cache_read_input_tokens") or 0)
         t.cached_tokens = cached
         t.prompt_tokens = int(usage.get("input_tokens") or 0) + cached + int(

@@ -192,6 +192,8 @@ class Router:
         turn = None if session is None else record.Turn(
             api=record.API_OF_PATH.get(path, path), model=(body or {}).get("model"),
             stream=bool((body or {}).get("stream")), request_bytes=size, **session.times(t0))
+        if turn is not None:
+            session.pending[id(turn)] = turn
         for name in self._chain(d.upstream):
             try:
                 m, swap = await self.upstreams.acquire(name)

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from rigbench import store
+from rigbench import catalog, store
 from rigbench.errors import RigbenchError
 from rigbench.plan.speed import AgentProfile
 from rigbench.route.gateway import Gateway, Session
@@ -82,6 +82,47 @@ def profile_for(cfg: EvalConfig) -> AgentProfile:
     return AgentProfile.named(name or "builtin")
 
 
+def agents_dir() -> Path:
+    """Where scripts/install_agents.sh puts the Python agents, each in a virtualenv of its own (NAME/bin):
+    $RIGBENCH_AGENTS, else /opt/rigbench/agents as root (readable by the sandbox's unprivileged user), else
+    ~/.local/share/rigbench/agents."""
+    if env := os.environ.get("RIGBENCH_AGENTS"):
+        return Path(env)
+    return Path("/opt/rigbench/agents") if os.geteuid() == 0 else Path.home() / ".local/share/rigbench/agents"
+
+
+def agent_command(name: str, max_steps: int) -> str:
+    """The --agent-cmd of a catalog agent (`eval --agent claude-code`)."""
+    prof = AgentProfile.named(name)
+    if not prof.command:
+        raise RigbenchError(f"the agent profile {name!r} has no command; give --agent-cmd (with --agent-profile "
+                            f"{name})")
+    return prof.command.format(max_steps=max_steps)
+
+
+def _agent_path(prof: AgentProfile) -> str | None:
+    """PATH for an agent installed in a virtualenv of its own (its bin folder first), None for the others."""
+    from rigbench.sandbox.base import PATH
+
+    venv = agents_dir() / prof.name / "bin"
+    return f"{venv}:{PATH}" if venv.is_dir() else None
+
+
+def agent_rows() -> list[dict]:
+    """Every catalog agent profile, with whether its command is installed here."""
+    import shlex
+    import shutil
+
+    rows = []
+    for name in catalog.agents()["profiles"]:
+        prof = AgentProfile.named(name)
+        exe = shlex.split(prof.command)[0] if prof.command else None
+        found = shutil.which(exe, path=_agent_path(prof) or os.environ.get("PATH")) if exe else None
+        rows.append({**prof.model_dump(exclude={"prefix_cache"}), "suggested_context": prof.suggested_context,
+                     "installed": found})
+    return rows
+
+
 class ContextTooSmall(RigbenchError):
     """The server's context cannot hold the agent's first request."""
 
@@ -109,9 +150,12 @@ def agent_env(task: Task, cfg: EvalConfig, base: str, n_ctx: int | None = None) 
     env = {"OPENAI_BASE_URL": v1, "OPENAI_API_BASE": v1, "OPENAI_API_KEY": cfg.api_key, "OPENAI_MODEL": cfg.model,
            "ANTHROPIC_BASE_URL": base, "ANTHROPIC_AUTH_TOKEN": cfg.api_key, "ANTHROPIC_MODEL": cfg.model,
            "TASK_INSTRUCTION": task.instruction}
-    for k, v in profile_for(cfg).env.items():
+    prof = profile_for(cfg)
+    for k, v in prof.env.items():
         if "{n_ctx}" not in v or n_ctx is not None:
             env[k] = v.format(n_ctx=n_ctx, model=cfg.model)
+    if path := _agent_path(prof):
+        env["PATH"] = path
     return env
 
 
@@ -280,6 +324,9 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         trace("tool_output", {"agent": "cmd", "exit_code": r.exit_code, "output": r.output[-20000:]})
         if r.timed_out:
             raise TimeoutError("the agent command ran past the time limit")
+        if r.exit_code != 0:
+            last = next((x.strip() for x in reversed(r.output.splitlines()) if x.strip()), "")
+            return stats, f"the agent command exited with code {r.exit_code}: {last[:200]}"
         return stats, ""
     acfg = AgentConfig(url=base or cfg.url or "", model=cfg.model, api_key=cfg.api_key, max_steps=cfg.max_steps,
                        time_limit_s=limit, command_timeout_s=cfg.command_timeout_s,
@@ -380,7 +427,10 @@ def run_task(task: Task, cfg: EvalConfig, db, run_id: int, root: Path, cancel: C
                 x for x in (detail, verdict.error) if x)
         elif status != "timeout":
             status = "success" if reward >= 1.0 else "failure"
-        if status in ("failure", "timeout") and session and (why := session.blame(cfg.agent == "builtin")):
+        why = session.blame(cfg.agent == "builtin") if status in ("failure", "timeout") and session else None
+        if status == "failure" and session and not session.model_turns and detail.startswith("the agent command"):
+            why = f"{detail} (it never asked the model anything)"    # not installed, not runnable, misconfigured
+        if why:
             status, detail = "error", why     # the model did not get a fair chance: not the model's failure
             trace("note", {"error": why, "blamed": "harness"})
     except TaskUnsupported as e:
