@@ -12,7 +12,7 @@ import pytest
 
 from rigbench import store
 from rigbench.plan.speed import AgentProfile
-from rigbench.sandbox import bwrap_available
+from rigbench.sandbox import bwrap_available, docker_available
 from tests.conftest import fakeserver, make_task
 
 pytestmark = pytest.mark.skipif(bool(bwrap_available()), reason=str(bwrap_available()))
@@ -119,3 +119,56 @@ def test_an_agent_that_cannot_start_is_an_error_not_the_models_failure(run_cli, 
     [t] = d["tasks"]
     assert t["status"] == "error" and t["turns"] == 0
     assert t["detail"].startswith("the agent command exited with code 127") and "never asked the model" in t["detail"]
+
+
+# an agent that also tries the engine itself, past the gateway: the container must not reach it
+PROBE = r"""
+import os, socket, sys
+engine = int(sys.argv[1])
+try:
+    socket.create_connection(("127.0.0.1", engine), timeout=3).close()
+    print("engine reachable")
+except OSError as e:
+    print("engine unreachable:", e)
+"""
+
+
+@pytest.mark.skipif(docker_available() is not None, reason=f"no Docker sandbox: {docker_available()}")
+def test_an_agent_in_a_container_without_network_reaches_only_the_gateway(run_cli, tmp_path):
+    """Docker, a task without internet (`--network none`): the agent's requests reach the engine through the
+    gateway's port relayed into the container, and are recorded; the engine's own port is not reachable."""
+    with fakeserver("--ttft-ms", "1", "--interval-ms", "1") as (url, _):
+        db = f"sqlite:///{tmp_path / 'r.db'}"
+        root = tmp_path / "tasks"
+        make_task(root, "boxed", "test -f /app/done && echo 1 > /logs/verifier/reward.txt || "
+                                 "echo 0 > /logs/verifier/reward.txt\n",
+                  dockerfile="FROM debian:bookworm-slim\nWORKDIR /app\n", environment="allow_internet = false\n")
+        port = url.rsplit(":", 1)[1]
+        cmd = (f"python3 -c {shlex.quote(PROBE)} {port}; python3 -c {shlex.quote(STREAMING_AGENT)} 5 && "
+               f"touch /app/done")
+        d = json.loads(run_cli("eval", "--url", url, "--model", "ok", "--tasks", str(root), "--db", db, "--json",
+                               "--sandbox", "docker", "--agent-cmd", cmd, "--agent-profile", "mini-swe-agent",
+                               timeout=600).stdout)
+    [t] = d["tasks"]
+    events = store.task_events(store.connect(db), d["run"])
+    output = next(e["data"]["output"] for e in events if e["kind"] == "tool_output")
+    assert "engine unreachable" in output and "reply: 't0 t1 t2 t3 t4 t5 t6 t7 '" in output, output
+    assert t["status"] == "success" and t["turns"] == 1 and t["tokens_out"] == 8
+    note = next(e["data"] for e in events if e["kind"] == "note")
+    assert note["sandbox"] == "docker" and note["network"]["agent"] is False
+
+
+def test_advise_predicts_each_agents_own_tasks():
+    """Claude Code's first request (its profile) is nearly twice the built-in agent's: the same model on the same
+    rig takes longer per task for it, and the ranking says which agent it predicted for."""
+    from rigbench import hardware
+    from rigbench.plan import advise as advise_mod
+
+    rig = hardware.from_catalog("rtx4090")
+    rows = advise_mod.advise(rig, 32768, models=["qwen3.6-35b-a3b"])[:2]
+    builtin, claude = (advise_mod.rank(rows, rig, 1200, None, AgentProfile.named(n))
+                       for n in ("builtin", "claude-code"))
+    assert claude.distribution.startswith("claude-code agent:") and builtin.distribution.startswith("builtin agent:")
+    by = {(a.model, a.quant, a.engine): a.task_s_median for a in builtin.scored + builtin.unscored}
+    for a in claude.scored + claude.unscored:
+        assert a.task_s_median > by[(a.model, a.quant, a.engine)]

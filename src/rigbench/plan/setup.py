@@ -108,3 +108,20 @@ def default_quant(spec: model_mod.ModelSpec, options, quant: str | None) -> str 
     if isinstance(options, VllmOptions) or spec.tensors is not None:
         return None
     return quant or ("MXFP4_MOE" if spec.native_quant == "MXFP4" else "Q4_K_M")
+
+
+def rig_for_tuning(rig: str | None, vram: float | None, bandwidth: float | None) -> hardware.Rig:
+    """The rig, with the VRAM budget applied; an unknown GPU is built from --vram and --bandwidth."""
+    from rigbench.errors import UnknownRigError
+
+    try:
+        r = hardware.load(rig)
+    except UnknownRigError:
+        if vram is None or bandwidth is None:
+            raise UnknownRigError(f"unknown GPU or rig {rig!r}: give its memory and bandwidth with --vram GB "
+                                  f"--bandwidth GB/s, or a rig YAML (see `rigbench rigs`)") from None
+        gpu = hardware.GPU(name=str(rig), vram_bytes=int(vram * hardware.GIB), bandwidth_gbs=bandwidth,
+                           fp16_tflops=50.0, source="given on the command line")
+        base = hardware.from_catalog("rtx4090")
+        return base.model_copy(update={"name": str(rig), "gpus": [gpu]})
+    return r.with_vram(vram)

@@ -180,3 +180,31 @@ class Report(BaseModel):
     whatif: list[WhatIfRow] = []
     verdict: list[str] = []
     notes: list[str] = []
+
+
+def model_rows() -> list[dict]:
+    """The catalog's models, one row each: size, kind and where its quality figure comes from."""
+    from rigbench import model as model_mod
+
+    rows = []
+    for name in model_mod.model_names():
+        s = model_mod.from_catalog(name)
+        rows.append({"name": name, "arch": s.arch, "params_b": round(s.total_params() / 1e9, 2),
+                     "active_b": round(s.active_params() / 1e9, 2), "layers": s.layers,
+                     "kind": ("MoE " if s.is_moe else "dense ") + _layout_kind(s), "context": s.context,
+                     "quality": s.quality, "source": s.source})
+    return rows
+
+
+def _layout_kind(s) -> str:
+    kinds = {"L": "Gated DeltaNet", "M": "Mamba2", "S": "sliding window", "C": "chunked attention"}
+    extra = [v for k, v in kinds.items() if k in s.layout]
+    return " + ".join(["attention", *extra]) if extra else "attention"
+
+
+def inspect_info(s) -> dict:
+    """A model's shape and its parameters per tensor group, as JSON."""
+    info = s.model_dump(exclude={"tensors"})
+    info.update({"params_by_group": s.params_by_group(), "total_params": s.total_params(),
+                 "active_params": s.active_params(), "tensor_count": len(s.table())})
+    return info

@@ -286,3 +286,36 @@ def print_catalog_plans(out: Console, rigs, rows: list[dict]) -> None:
             t.add_row(row["model"], row["quant"], f"{row['weights_gib']}", f"{row['vram_gib']}", f"{row['ram_gib']}",
                       f"{row['kv_gib']}", "[green]yes[/]" if row["fits"] else "[red]no[/]", row["change"])
         out.print(t)
+
+
+def print_calibration(out: Console, cal) -> None:
+    for k, c in cal.classes.items():
+        out.print(f"{k}: {c.source}; decode ±{c.decode_uncertainty:.0%}, prefill ±{c.prefill_uncertainty:.0%}; "
+                  f"efficiencies " + ", ".join(f"{n} {1 / v:.0%}" for n, v in {**c.decode, **c.prefill}.items()
+                                                if n != "overhead"))
+
+
+def print_task_checks(out: Console, folder, rows, check: bool) -> None:
+    """`rigbench tasks`: each task's requirements and, checked, which sandbox can run it here."""
+    t = Table(title=f"{len(rows)} tasks in {folder}")
+    for c in ("task", "format", "workdir", "image", "network", "cpus", "memory", "needs", *(
+            ("bubblewrap", "docker") if check else ())):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        net = ("on" if r.allow_internet else "off") + (" · verifier downloads" if r.verifier_downloads else "")
+        t.add_row(r.task, r.format, r.workdir, r.docker_image or "Dockerfile", net, f"{r.cpus:g}",
+                  f"{r.memory_mb} MiB", ", ".join(r.needs) or "-", *((r.bwrap, r.docker) if check else ()))
+    out.print(t)
+
+
+def print_eval_done(out: Console, done) -> None:
+    """The end of `rigbench eval`: the task table, the escalation's cost, and the pass rate."""
+    outcomes, cost, summary = done.outcomes, done.escalation, done.summary
+    out.print(task_table(f"eval run {done.run_id}: {done.config.agent} agent, {len(outcomes)} tasks", outcomes))
+    if cost:
+        out.print(f"escalation: {cost['tasks']} tasks rerun on {cost['to']}, {cost['rescued']} solved there; "
+                  f"+{cost['extra_s']:.1f} s on top of {cost['all_first_s']:.1f} s "
+                  f"({cost['first_attempts_s']:.1f} s of it spent on the first attempts)")
+    rate = "no task scored" if summary.pass_rate is None else f"pass rate {summary.pass_rate:.1%}"
+    out.print(f"{summary.solved}/{summary.scored} solved ({rate}); {summary.errors} errors not counted "
+              f"(the environment's, the verifier's or the engine's) · `rigbench show {done.run_id}` for every step")

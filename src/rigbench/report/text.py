@@ -80,3 +80,14 @@ def whatif_rows(rep: Report) -> tuple[list[str], list[list[str]]]:
                        + ({"no": " timeout", "uncertain": " borderline"}.get(c.in_time or "", "")))
         rows.append(row)
     return ["task", "ran on", "measured s", *(f"on {k} s" for k in cols)], rows
+
+
+def write_bench_csv(rows: dict[str, dict], path) -> None:
+    """The bench table as CSV: one line per scenario, the same columns as the terminal's."""
+    import csv
+
+    with path.open("w", newline="") as f:
+        cols = [k for k in next(iter(rows.values()), {}) if k not in ("errors", "facts")]
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows.values())

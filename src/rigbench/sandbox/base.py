@@ -123,6 +123,10 @@ class Sandbox:
             env: dict[str, str] | None = None) -> CommandResult:
         raise NotImplementedError
 
+    def reach_host(self, port: int) -> None:
+        """Let commands inside reach the host's 127.0.0.1:`port` at that same address (the recording gateway an
+        agent talks to). A sandbox sharing the host's network (bubblewrap with the network on) has it already."""
+
     def write_file(self, inside: str, text: str) -> None:
         """Written by a command inside (a link planted there cannot point it at the host), to a new file
         renamed over the path: a link already at the path is replaced, not followed."""

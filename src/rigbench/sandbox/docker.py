@@ -128,6 +128,7 @@ class DockerSandbox(Sandbox):
         self.root.chmod(0o700)
         self.name = f"rigbench-{name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}".lower()
         self._clients: dict[str, subprocess.Popen] = {}
+        self._relays: list = []          # sandbox.netns relays into the agent's container
         self._committed: str | None = None
         self.network = dict(network or self.network)
         if any(self.network.values()) and (why := _no_network_reason()):
@@ -194,6 +195,20 @@ class DockerSandbox(Sandbox):
             if p.stderr:
                 p.stderr.close()
 
+    def reach_host(self, port: int) -> None:
+        """One port of the host's loopback on the container's own (sandbox.netns): the container's network stays
+        the task's (none without internet), and the agent reaches the gateway at the address it was given."""
+        from rigbench.sandbox.netns import Relay, RelayError, listen_in
+
+        pid = int(_docker("inspect", "-f", "{{.State.Pid}}", self.name).stdout or 0)
+        if not pid:
+            raise SandboxUnavailable(f"container {self.name} is not running")
+        try:
+            self._relays.append(Relay(listen_in(pid, port), ("127.0.0.1", port)).start())
+        except (RelayError, OSError) as e:
+            raise SandboxUnavailable(f"the agent in {self.name} cannot be given the gateway on port {port}: {e}") \
+                from None
+
     @property
     def container(self) -> str:
         return self.name + "-verifier" if self.phase == "verifier" else self.name
@@ -251,6 +266,9 @@ class DockerSandbox(Sandbox):
         return read_regular(self.root / "verifier" / "logs", names, limit)
 
     def kill(self) -> None:
+        for relay in self._relays:
+            relay.stop()
+        self._relays.clear()
         for name in list(self._clients):
             self._stop(name)
 

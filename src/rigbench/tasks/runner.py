@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -319,6 +320,8 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         sb.write_file("/logs/agent/instruction.md", task.instruction)
         trace("tool_call", {"agent": "cmd", "command": cfg.agent_cmd})
         # the agent's own process must reach the endpoint whatever the task's network policy
+        if base and (port := urlsplit(base).port) and urlsplit(base).hostname == "127.0.0.1":
+            sb.reach_host(port)
         r = sb.run(cfg.agent_cmd or "true", timeout=limit, env=agent_env(task, cfg, base or cfg.url or "", n_ctx),
                    network=True)
         trace("tool_output", {"agent": "cmd", "exit_code": r.exit_code, "output": r.output[-20000:]})

@@ -1,4 +1,4 @@
-"""Terminal tables of what-if predictions and replays (Rich), from the typed results."""
+"""Terminal tables of what-if predictions, replays and the advisor's ranking (Rich), from the typed results."""
 
 from __future__ import annotations
 

@@ -1,0 +1,221 @@
+"""`plan`, `tune`, `advise`, `calibrate`: memory and speed predicted before anything is downloaded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rigbench import model as model_mod
+from rigbench.cli.common import (
+    AgentOpt,
+    BatchedOpt,
+    ChunkedOpt,
+    CliEngine,
+    CpuMoeOpt,
+    CtxOpt,
+    DbOpt,
+    DtypeOpt,
+    EngineOpt,
+    JsonOpt,
+    KvOpt,
+    MambaOpt,
+    ModelArg,
+    ModelOpt,
+    MtpOpt,
+    NCpuMoeOpt,
+    NglOpt,
+    ParOpt,
+    PrefixOpt,
+    QuantOpt,
+    RigOpt,
+    RouterSkewOpt,
+    TpOpt,
+    UtilOpt,
+    WeightsOpt,
+    emit_json,
+    err,
+    out,
+    resolve,
+)
+from rigbench.plan import memory
+from rigbench.plan.setup import default_quant, rig_for_tuning
+from rigbench.report import terminal
+from rigbench.report.rows import plan_json
+
+VramOpt = Annotated[float | None, typer.Option("--vram", help="VRAM budget per GPU in GiB (free for the model)")]
+BandwidthOpt = Annotated[float | None, typer.Option("--bandwidth", help="an unknown GPU's memory bandwidth, GB/s")]
+TurnOpt = Annotated[str, typer.Option("--turn", help="agent turn to optimise: PROMPT,OUTPUT tokens")]
+
+
+def plan(
+    ctx: typer.Context, model: ModelArg = None, model_opt: ModelOpt = None, rig: RigOpt = None,
+    engine: EngineOpt = "llama.cpp", quant: QuantOpt = None, context: CtxOpt = None, ngl: NglOpt = None,
+    cpu_moe: CpuMoeOpt = False, n_cpu_moe: NCpuMoeOpt = 0, kv_type: KvOpt = None, parallel: ParOpt = None,
+    tp: TpOpt = 1, gpu_util: UtilOpt = 0.9, batched: BatchedOpt = None, prefix: PrefixOpt = False,
+    chunked: ChunkedOpt = False, mamba_mode: MambaOpt = None, dtype: DtypeOpt = None, mtp: MtpOpt = 0,
+    prompt_tokens: Annotated[int, typer.Option(help="speed: new prompt tokens for TTFT and prefill")] = 512,
+    at_context: Annotated[int | None, typer.Option("--context", help="speed: context the prompt ends at")] = None,
+    concurrency: Annotated[int, typer.Option(help="speed: streams decoding at once")] = 4,
+    agent_profile: Annotated[bool, typer.Option("--agent-profile", help="predict a task of the default agent")]
+    = False,
+    agent: AgentOpt = None,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="agent profile: every turn re-reads the "
+                                                  "whole prompt (llama.cpp hybrid models in some versions)")] = False,
+    router_skew: RouterSkewOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Memory placement of a model on a rig (per device weights, KV cache, state, buffers) and its speed.
+
+    Either options (`rigbench plan qwen3.6-35b-a3b --rig rtx5080 --cpu-moe`) or a pasted engine command
+    after `--` (`rigbench plan --model qwen3.6-27b --rig 2x-rtx3090 -- vllm serve ... --tensor-parallel-size 2`).
+    """
+    from rigbench.plan import speed
+
+    cli = CliEngine(engine=engine, quant=quant, context=context, ngl=ngl, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
+                    kv_type=kv_type, parallel=parallel, tp=tp, gpu_util=gpu_util, batched=batched, prefix=prefix,
+                    chunked=chunked, mamba_mode=mamba_mode, dtype=dtype, mtp=mtp)
+    spec, r, options = resolve(ctx.args, model, model_opt, rig, cli)
+    if router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": router_skew})
+    p = memory.plan(spec, r, options, default_quant(spec, options, quant))
+    sp = speed.predict(p, spec, r, prompt_tokens, at_context, concurrency)
+    agent = (speed.agent_task(p, spec, r, speed.AgentProfile.named(agent, not no_prefix_cache))
+             if agent_profile or agent else None)
+    if as_json:
+        d = plan_json(p)
+        d["speed"] = sp.model_dump()
+        if agent:
+            d["agent_profile"] = agent.model_dump()
+        emit_json(d)
+    else:
+        terminal.print_plan(out, p)
+        terminal.print_speed(out, sp)
+        if agent:
+            terminal.print_agent(out, agent)
+    if not p.fits:
+        raise typer.Exit(3)
+
+
+def _turn(text: str) -> tuple[int, int]:
+    p, g = (int(x) for x in text.split(","))
+    return p, g
+
+
+def tune(
+    model: Annotated[str, typer.Argument(help="catalog name, config.json or .gguf")],
+    rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None, quant: QuantOpt = None,
+    context: Annotated[int, typer.Option("--ctx", "-c", help="context the server must hold")] = 32768,
+    turn: TurnOpt = "8000,256",
+    margin: Annotated[int, typer.Option(help="MiB left free on each GPU")] = 512,
+    top: Annotated[int, typer.Option(help="candidates to show")] = 5,
+    measure: Annotated[bool, typer.Option("--measure", help="confirm the top candidates and the baselines with "
+                                          "real llama-server runs (needs --weights or a .gguf MODEL)")] = False,
+    weights: WeightsOpt = None,
+    server_bin: Annotated[str | None, typer.Option(help="path to llama-server")] = None,
+    router_skew: RouterSkewOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch, pinned memory and KV type for the best predicted
+    agent turn."""
+    from rigbench.bench.stored import measure_turn
+    from rigbench.plan import tune as tune_mod
+
+    spec = model_mod.load(model)
+    if router_skew is not None:
+        spec = spec.model_copy(update={"router_skew": router_skew})
+    r = rig_for_tuning(rig, vram, bandwidth)
+    p, g = _turn(turn)
+    q = quant or (spec.file_type if spec.tensors is not None else "Q4_K_M")
+    res = tune_mod.tune(spec, r, q, context, tune_mod.Turn(prompt=p, output=g), margin_mib=margin, top=top)
+    measured: dict[str, dict] = {}
+    if measure:
+        gguf = weights or (model if model.endswith(".gguf") else None)
+        if not gguf:
+            raise typer.BadParameter("--measure runs llama-server: give the model as a .gguf or --weights PATH "
+                                     "(`rigbench synth` writes a synthetic one)")
+        for c in [*res.candidates[:2], *res.baselines]:
+            measured[c.label] = measure_turn(c.args, gguf, r, p, g, server_bin,
+                                             say=lambda m: err.print(f"[dim]{m}[/]"))
+    if as_json:
+        d = res.model_dump()
+        d["measured"] = measured
+        return emit_json(d)
+    terminal.print_tune(out, res, measured, p, g, context)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `1200`, `90s`, `20m` or `1.5h`."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration; write it as 1200, 90s, 20m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def advise(
+    rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None,
+    context: Annotated[int, typer.Option("--ctx", "-c", help="context the server must hold")] = 32768,
+    turn: TurnOpt = "8000,256",
+    time_limit: Annotated[str, typer.Option(help="time limit per task (20m, 1h, 900s)")] = "20m",
+    run: Annotated[int | None, typer.Option("--run", help="task times from this stored eval run's turns instead "
+                                            "of the agent profile")] = None,
+    top: Annotated[int, typer.Option(help="rows to show")] = 20,
+    agent: AgentOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every catalog model x quant x engine x placement that fits the rig, ranked by expected tasks solved in the
+    time limit (published pass rate x share of tasks finished in time here), with the quality-vs-speed Pareto
+    front; models without published scores listed apart."""
+    from rigbench.plan import advise as advise_mod
+    from rigbench.plan.speed import AgentProfile
+    from rigbench.plan.tune import Turn
+    from rigbench.report.whatif import advise_tables
+
+    limit = parse_duration(time_limit)
+    trace = None
+    if run is not None:
+        from rigbench import store
+        from rigbench.whatif import load
+
+        trace = load(store.connect(db), run)
+    r = rig_for_tuning(rig, vram, bandwidth)
+    profile = AgentProfile.named(agent)
+    context = max(context, profile.suggested_context)   # the agent's first request must fit
+    p, g = _turn(turn)
+    rows = advise_mod.advise(r, context, Turn(prompt=p, output=g),
+                             progress=None if as_json else lambda n: err.print(f"[dim]advise: {n}[/]"))
+    if not rows:
+        err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
+        raise typer.Exit(3)
+    ranking = advise_mod.rank(rows, r, limit, trace, profile)
+    if as_json:
+        return emit_json(ranking.model_dump())
+    for t in advise_tables(ranking, top):
+        out.print(t)
+    out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model (source "
+              f"and harness in `rigbench models --json`); quantisation loss not counted[/]")
+
+
+def calibrate(
+    results: Annotated[Path, typer.Option(help="folder of *.calib.jsonl measurements")] = Path("benchmarks/results"),
+    output: Annotated[Path | None, typer.Option("-o", "--out", help="calibration file to write")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit the speed model's efficiency coefficients per device class from measured runs."""
+    from rigbench.plan import speed
+
+    ms = speed.read_measurements(results) if results.is_dir() else []
+    if not ms:
+        raise typer.BadParameter(f"no *.calib.jsonl measurements in {results}; run benchmarks/speed_prediction.py "
+                                 f"or benchmarks/gpu/session.sh on a GPU first")
+    cal = speed.calibrate(ms)
+    path = output or speed.calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(cal.model_dump_json(indent=1))
+    if as_json:
+        return emit_json({"path": str(path), **cal.model_dump()})
+    terminal.print_calibration(out, cal)
+    out.print(f"written to {path}")
