@@ -294,9 +294,10 @@ def module_table() -> str:
             continue
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         first = re.split(r"(?<=[.!?])\s", " ".join(doc.split("\n\n")[0].split()), maxsplit=1)[0]
-        name = "rigbench/" + "/".join(rel.parts[:-1] + (() if rel.name == "__init__.py" else (rel.stem,)))
+        parts = rel.parts[:-1] if rel.name == "__init__.py" else (*rel.parts[:-1], rel.stem)
+        name = "/".join(("rigbench", *parts)) + ("/" if rel.name == "__init__.py" else ".py")
         lines = len(path.read_text().splitlines())
-        out.append([f"`{name}`" + ("/" if rel.name == "__init__.py" else ""), lines, first or "–"])
+        out.append([f"`{name}`", lines, first or "–"])
     return _table(["module", "lines", "what it is (its docstring)"], out, "lrl") + \
         "\n\n<small>Generated at build time from the source tree.</small>"
 
