@@ -1,6 +1,6 @@
 # rigbench: two commands on a fresh machine.
 #   make demo  - create .venv, install everything, run the main job on embedded defaults
-#   make test  - install and run the whole test suite
+#   make test  - install and run the whole test suite (lint and a strict docs build included)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
 export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 
-.PHONY: install sandbox demo test lint clean pg-server
+.PHONY: install sandbox demo test lint docs clean pg-server
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: install sandbox
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 
+# the documentation site (docs/, mkdocs.yml): any warning fails it; result tables are generated from
+# benchmarks/results/*.json by docs/hooks/results.py
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # the PostgreSQL server binaries for the store tests, as root where apt-get is (tests skip otherwise)
 pg-server:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
@@ -42,8 +47,8 @@ pg-server:
 	    (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1; } || \
 	  echo "postgresql not installed: the PostgreSQL tests skip"
 
-test: install lint pg-server
+test: install lint docs pg-server
 	$(BIN)/pytest -q -rs
 
 clean:
-	rm -rf $(VENV) .rigbench .pytest_cache
+	rm -rf $(VENV) .rigbench .pytest_cache site
