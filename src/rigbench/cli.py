@@ -366,7 +366,8 @@ def bench(
     run_id, status, error, rows, suite = run_stored_suite(cfg, db, quiet=as_json)
     info = suite.info
     result = {"run": run_id, "status": status, "error": error, "server": info.model_dump(),
-              "exact_prompt_lengths": suite.exact, "scenarios": rows}
+              "exact_prompt_lengths": suite.exact, "scenarios": rows,
+              "machine": suite.machine.model_dump() if getattr(suite, "machine", None) else None}
     if csv_path:
         import csv
         with csv_path.open("w", newline="") as f:
@@ -811,6 +812,8 @@ def report_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--out", help="file to write (default: print tables)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="html or md")] = "html",
     list_: Annotated[bool, typer.Option("--list", help="list stored experiments")] = False,
+    accept_disturbed: Annotated[bool, typer.Option("--accept-disturbed", help="let figures marked disturbed? "
+                                                   "into the verdict")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -827,7 +830,7 @@ def report_cmd(
         for r in rows:
             out.print(f"{r['id']}: {r['name']} ({r['status']}, {str(r['started_at'])[:19]})", highlight=False)
         return None
-    rep = report.build(dbe, refs or [])
+    rep = report.build(dbe, refs or [], accept_disturbed=accept_disturbed)
     if output:
         report.write(rep, output, fmt)
     if as_json:
