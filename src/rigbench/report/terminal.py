@@ -98,7 +98,7 @@ def print_bench(out: Console, rows: dict[str, dict], title: str) -> None:
                   _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
                   _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), reps, others, note[:90])
     out.print(t)
-    out.print("[dim]repeats: each request's TTFT (ms) or decode speed (tok/s), median [lowest-highest ×N]; "
+    out.print("[dim]repeats: each request's TTFT (ms) or decode speed (tok/s), median \\[lowest-highest ×N]; "
               "others' CPU: the share of all CPUs used by processes other than rigbench and the server[/]")
     for m in marked:
         out.print(f"[red]disturbed?[/] {m}", highlight=False)
@@ -143,7 +143,7 @@ def print_report(out: Console, rep: Report) -> None:
         out.print(f"KV cache {p.kv_tokens:,} tokens · max concurrency {p.max_concurrency:.2f}x · {p.command}",
                   soft_wrap=True, highlight=False)
     if rep.speed:
-        out.print(_table("speed: predicted and measured (median [lowest-highest ×repeats])",
+        out.print(_table("speed: predicted and measured (median \\[lowest-highest ×repeats])",
                          *speed_table(rep)))
     if rep.eval_counts:
         out.print(_table("eval", *eval_rows(rep)))
