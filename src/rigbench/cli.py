@@ -654,7 +654,9 @@ def eval_cmd(
             outcomes = ray_eval.run_eval(task_list, cfg, db or store.default_url(), run_id, address=ray,
                                          on_done=progress, endpoints=endpoints)
         else:
-            outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=progress)
+            from rigbench.monitor import recorded
+            with recorded(dbe, run_id, cfg.url):
+                outcomes = runner.run_eval(task_list, cfg, dbe, run_id, on_done=progress)
         cost = None
         if cfg.escalate_to:
             outcomes, cost = runner.escalate(task_list, outcomes, cfg, dbe, run_id, on_done=progress)
@@ -672,8 +674,10 @@ def eval_cmd(
             server.stop()
     store.finish_run(dbe, run_id, "done")
     summary = runner.Summary.of(outcomes)
+    from rigbench.monitor import one_line, stored_summary
+    machine = stored_summary(dbe, run_id)
     if as_json:
-        return _emit_json({"run": run_id, "summary": summary.model_dump(), "escalation": cost,
+        return _emit_json({"run": run_id, "summary": summary.model_dump(), "escalation": cost, "machine": machine,
                            "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s, "turns": o.turns,
                                       "tokens_in": o.tokens_in, "tokens_out": o.tokens_out, "detail": o.detail,
                                       "escalated_from": o.escalated_from, "first_wall_s": o.first_wall_s}
@@ -686,6 +690,8 @@ def eval_cmd(
     rate = "no task scored" if summary.pass_rate is None else f"pass rate {summary.pass_rate:.1%}"
     out.print(f"{summary.solved}/{summary.scored} solved ({rate}); {summary.errors} errors not counted "
               f"(the environment's, the verifier's or the engine's) · `rigbench show {run_id}` for every step")
+    if line := one_line(machine):
+        out.print(line, highlight=False)
 
 
 @app.command()

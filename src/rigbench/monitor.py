@@ -361,3 +361,50 @@ def ratio_mark(measured: float | None, predicted: float | None, lim: Limits | No
     if r > lim.ratio or r < 1 / lim.ratio:
         return f"measured/predicted {r:.2f}x (beyond {lim.ratio:g}x)"
     return None
+
+
+def _epoch(t) -> float | None:
+    import datetime as dt
+    return t.replace(tzinfo=dt.UTC).timestamp() if t is not None else None
+
+
+@contextmanager
+def recorded(db, run_id: int, url: str | None = None, gpu: GpuReader | None | bool = True) -> Iterator[Sampler]:
+    """Watch the machine through a stored eval or replay run: at the end its samples are stored with the run,
+    with a `machine` summary of the whole run and of each task's window (a task's wall time is its figure)."""
+    from rigbench import store
+
+    t0 = time.time()
+    with watching(url, gpu=gpu) as s:
+        try:
+            yield s
+        finally:
+            s.stop()
+            store.add_samples(db, run_id, s.samples)
+            tasks = {}
+            for row in store.task_rows(db, run_id):
+                a, b = _epoch(row.get("started_at")), _epoch(row.get("finished_at"))
+                if a and b:
+                    w = s.window(a, b)
+                    tasks[row["task"]] = {"others_cpu": w.others_cpu, "samples": w.samples, "disturbed": w.disturbed}
+            whole = s.window(t0, time.time())
+            store.set_summary(db, run_id, "machine", {**whole.model_dump(), "tasks": tasks,
+                                                      "sampler_cpu_s": round(s.cost_s, 3)})
+
+
+def one_line(summary: dict | MachineSummary | None) -> str | None:
+    """`machine: others used 3% of the CPU` or the marks, for the end of a command's output."""
+    if summary is None:
+        return None
+    m = summary if isinstance(summary, MachineSummary) else MachineSummary.model_validate(summary)
+    if not m.samples:
+        return None
+    if m.disturbed:
+        return "disturbed? " + "; ".join(m.disturbed)
+    return f"machine: quiet (others used {m.others_cpu:.0%} of the CPU over {m.samples} samples)"
+
+
+def stored_summary(db, run_id: int) -> dict | None:
+    """The `machine` summary stored with a run (None for a run from before the sampler)."""
+    from rigbench import store
+    return next((s["summary"] for s in store.run_summaries(db, run_id) if s["scenario"] == "machine"), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +34,6 @@ def run_stored_suite(cfg: BenchConfig, db_url: str | None, progress: Callable[[s
     Returns (run id, status, error, table rows, suite); Ctrl-C (or SIGTERM, SIGHUP) and a server that dies
     end the run as `interrupted` / `failed` with what was measured kept.
     """
-    import time
-
     from rigbench import monitor, store
     from rigbench.bench.metrics import repeat_values, spread
     from rigbench.bench.suite import ServerGone, Suite, metrics_snapshot
@@ -114,14 +113,20 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
 
     o = parse_llama_args(["-m", gguf, *args[1:]])
     spec = llamacpp.launch_spec(o, llamacpp.find_binary(server_bin), gpu=r.has_gpu)
+    from rigbench import monitor
+
     with tempfile.TemporaryDirectory() as tmp:
         if say:
             say(f"measure: {' '.join(args[1:])}")
         server = llamacpp.start(spec, Path(tmp) / "server.log")
         try:
             cfg = BenchConfig(url=server.url, scenarios=["turn"], turn_prompt=prompt, turn_output=output, repeats=1)
-            s = Suite(cfg).run()["turn"]
+            t0 = time.time()
+            with monitor.watching(server.url) as watch:
+                s = Suite(cfg).run()["turn"]
+            machine = watch.window(t0, time.time())
         finally:
             server.stop()
     return {"turn_s": s.facts.get("turn_s"), "prefill_tok_s": s.summary.prefill_tok_s.median,
-            "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed}
+            "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed,
+            "others_cpu": machine.others_cpu, "disturbed": machine.disturbed}

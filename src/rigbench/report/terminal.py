@@ -193,7 +193,8 @@ def print_inspect(out: Console, s, groups: dict[str, int]) -> None:
 def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
     m = measured or {}
     t.add_row(c.label, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}", f"{c.task_s:,.0f}",
-              gib(c.vram_bytes), f"{m['turn_s']:.2f}" if m.get("turn_s") else "", c.note[:50])
+              gib(c.vram_bytes), (f"{m['turn_s']:.2f}" + (" disturbed?" if m.get("disturbed") else ""))
+              if m.get("turn_s") else "", c.note[:50])
 
 
 def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output: int, context: int) -> None:
