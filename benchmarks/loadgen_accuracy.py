@@ -6,7 +6,9 @@ the first token - the client's write of the request (so time the request waits f
 TTFT, as it does for a user), true ITL = the gap between the server's writes. The server's own dispatch
 delay (request written -> handler running) is reported beside it.
 
-Targets: p50 < 1 ms and p99 < 5 ms for TTFT and ITL error, and >= 20,000 streamed tokens/s sustained.
+Targets: p50 < 1 ms and p99 < 5 ms for TTFT and ITL error, and >= 20,000 streamed tokens/s sustained, with
+the machine sampler on (rigbench.monitor.Sampler, a thread in this process, as `rigbench bench` runs it;
+`--no-sampling` measures without it).
 Writes benchmarks/results/loadgen_accuracy.json.
 
 Side by side: with `--guidellm PATH` (guidellm installs from PyPI with the CPU torch; `vllm bench serve`
@@ -143,9 +145,15 @@ def main() -> int:
     ap.add_argument("--guidellm", help="guidellm executable for the side-by-side run")
     ap.add_argument("--guidellm-tokenizer", help="local Hugging Face tokenizer folder for guidellm")
     ap.add_argument("--guidellm-levels", default="1,64,256")
+    ap.add_argument("--no-sampling", action="store_true", help="leave rigbench's machine sampler off")
     a = ap.parse_args()
     proc, url = start_server()
     side = []
+    sampler = None
+    if not a.no_sampling:
+        from rigbench.monitor import Sampler
+        sampler = Sampler(pids=[proc.pid]).start()
+    t_sampled = time.monotonic()
     try:
         rows = [level(url, n, a.tokens, a.interval_ms, a.ttft_ms, a.rounds, a.ramp_s)
                 for n in map(int, a.levels.split(","))]
@@ -153,8 +161,20 @@ def main() -> int:
             side = compare_guidellm(a.guidellm, a.guidellm_tokenizer, url,
                                     [int(x) for x in a.guidellm_levels.split(",")], a.tokens, a.rounds)
     finally:
+        if sampler:
+            sampler.stop()
         proc.terminate()
         proc.wait(10)
+    sampling = None
+    if sampler:
+        wall = time.monotonic() - t_sampled
+        sampling = {"interval_s": sampler.interval, "samples": len(sampler.samples),
+                    "sampler_cpu_s": round(sampler.cost_s, 3), "wall_s": round(wall, 1),
+                    "sampler_share_of_one_cpu": round(sampler.cost_s / wall, 5)}
+        print(f"sampler on: {sampling['samples']} samples, {sampling['sampler_cpu_s']} CPU s over {wall:.0f} s "
+              f"({sampling['sampler_share_of_one_cpu']:.2%} of one CPU)")
+    else:
+        print("sampler off (--no-sampling)")
     print(f"{'streams':>7} {'tokens/s':>10} {'TTFT err p50':>13} {'p99':>8} {'ITL err p50':>12} {'p99':>8}  (ms)")
     for r in rows:
         print(f"{r['streams']:>7} {r['tokens_per_s']:>10,.0f} {r['ttft_err_ms_p50']:>13.3f} "
@@ -169,7 +189,9 @@ def main() -> int:
     a.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.node()}", "cpus": __import__("os")
                                  .cpu_count(), "tokens_per_request": a.tokens, "interval_ms": a.interval_ms,
                                  "levels": {str(r["streams"]): r for r in rows}, "comparison_tools": others,
-                                 "side_by_side": side,
+                                 "side_by_side": side, "sampling": sampling,
+                                 "command": "python benchmarks/loadgen_accuracy.py" + (" --no-sampling"
+                                                                                      if a.no_sampling else ""),
                                  "targets_met": ok}, indent=2) + "\n")
     print(f"wrote {a.out}")
     return 0 if ok else 1

@@ -121,7 +121,9 @@ def execute(req: EvalRequest, run: OpenRun, say: Say,
             outcomes = ray_eval.run_eval(run.tasks, cfg, req.db or store.default_url(), run_id, address=req.ray,
                                          on_done=on_done, endpoints=req.endpoints)
         else:
-            outcomes = runner.run_eval(run.tasks, cfg, dbe, run_id, on_done=on_done)
+            from rigbench.monitor import recorded
+            with recorded(dbe, run_id, cfg.url):
+                outcomes = runner.run_eval(run.tasks, cfg, dbe, run_id, on_done=on_done)
         cost = None
         if cfg.escalate_to:
             outcomes, cost = runner.escalate(run.tasks, outcomes, cfg, dbe, run_id, on_done=on_done)

@@ -78,3 +78,36 @@ def summarize(scenario: str, results: list[RequestResult], duration_s: float, co
                 good += 1
         s.goodput = good / duration_s if duration_s > 0 else 0.0
     return s
+
+
+class Spread(BaseModel):
+    """A figure as the median of its repeats, with the lowest and highest repeat."""
+    median: float
+    low: float
+    high: float
+    n: int
+
+    def overlaps(self, other: Spread) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+
+def spread(xs: list[float]) -> Spread | None:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    return Spread(median=round(float(np.median(xs)), 3), low=round(min(xs), 3), high=round(max(xs), 3), n=len(xs))
+
+
+# the speed figures with a repeat per request: scenario -> what each request gives
+PER_REQUEST = {"short_ttft": "ttft_ms", "ttft_3500": "ttft_ms", "decode": "tok_s", "long_decode": "tok_s",
+               "turn": "tok_s"}
+
+
+def repeat_values(scenario: str, ttft_tpot: list[tuple[float | None, float | None]]) -> list[float]:
+    """Each request's figure for a single-stream scenario: TTFT in ms, or its decode speed (1 / TPOT)."""
+    kind = PER_REQUEST.get(scenario)
+    if kind == "ttft_ms":
+        return [t * 1000 for t, _ in ttft_tpot if t]
+    if kind == "tok_s":
+        return [1 / p for _, p in ttft_tpot if p]
+    return []

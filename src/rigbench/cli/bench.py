@@ -58,7 +58,8 @@ def bench(
         cfg, db, progress=None if as_json else lambda n: err.print(f"[dim]bench: {n}[/]"))
     info = suite.info
     result = {"run": run_id, "status": status, "error": error, "server": info.model_dump(),
-              "exact_prompt_lengths": suite.exact, "scenarios": rows}
+              "exact_prompt_lengths": suite.exact, "scenarios": rows,
+              "machine": suite.machine.model_dump() if getattr(suite, "machine", None) else None}
     if csv_path:
         write_bench_csv(rows, csv_path)
     if as_json:

@@ -107,13 +107,18 @@ def eval_cmd(
         err.print(f"stopped ({reason}): run {run.run_id} is stored as interrupted; `rigbench eval --resume "
                   f"{run.run_id}` runs what did not finish")
         raise typer.Exit(code) from None
+    from rigbench.monitor import one_line, stored_summary
+    machine = stored_summary(store.connect(db), done.run_id)
     if as_json:
         return emit_json({"run": done.run_id, "summary": done.summary.model_dump(), "escalation": done.escalation,
+                          "machine": machine,
                           "tasks": [{"task": o.task, "status": o.status, "wall_s": o.wall_s, "turns": o.turns,
                                      "tokens_in": o.tokens_in, "tokens_out": o.tokens_out, "detail": o.detail,
                                      "escalated_from": o.escalated_from, "first_wall_s": o.first_wall_s}
                                     for o in done.outcomes]})
     terminal.print_eval_done(out, done)
+    if line := one_line(machine):
+        out.print(line, highlight=False)
 
 
 def compare(

@@ -85,6 +85,8 @@ def report_cmd(
     output: Annotated[Path | None, typer.Option("-o", "--out", help="file to write (default: print tables)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="html or md")] = "html",
     list_: Annotated[bool, typer.Option("--list", help="list stored experiments")] = False,
+    accept_disturbed: Annotated[bool, typer.Option("--accept-disturbed", help="let figures marked disturbed? "
+                                                   "into the verdict")] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -101,7 +103,7 @@ def report_cmd(
         for r in rows:
             out.print(f"{r['id']}: {r['name']} ({r['status']}, {str(r['started_at'])[:19]})", highlight=False)
         return None
-    rep = report.build(dbe, refs or [])
+    rep = report.build(dbe, refs or [], accept_disturbed=accept_disturbed)
     if output:
         report.write(rep, output, fmt)
     if as_json:

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rigbench import store
+from rigbench.monitor import recorded
 from rigbench.engines import launch as launch_mod
 from rigbench.engines.options import LlamaCppOptions
 from rigbench.errors import RigbenchError
@@ -212,8 +213,9 @@ def _eval(exp, c, r, experiment_id, db, steps, url, name, tasks, cp: CandidatePl
     per_task = min(cp.predicted.agent_task_s or 60.0, e.time_limit_s or 600.0)
     hooks.say(f"{c.name}: {len(tasks)} tasks with the {e.agent} agent (run {run_id})")
     try:
-        outcomes = runner.run_eval(tasks, cfg, db, run_id, on_done=lambda o: (
-            hooks.say(f"{c.name}: {o.task}: {o.status} in {o.wall_s:.1f} s"), hooks.tick(c.name, per_task)))
+        with recorded(db, run_id, url):
+            outcomes = runner.run_eval(tasks, cfg, db, run_id, on_done=lambda o: (
+                hooks.say(f"{c.name}: {o.task}: {o.status} in {o.wall_s:.1f} s"), hooks.tick(c.name, per_task)))
     except KeyboardInterrupt as ex:
         store.finish_run(db, run_id, "interrupted", stop_reason(ex)[0])
         store.put_step(db, experiment_id, c.name, "eval", r, "interrupted", run_id=run_id)

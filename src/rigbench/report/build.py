@@ -42,9 +42,21 @@ def _summaries(db, run_id: int) -> dict[str, dict]:
     return {s["scenario"]: s["summary"] for s in store.run_summaries(db, run_id)}
 
 
-def measured(db, run_id: int) -> dict[str, float | None]:
-    """The speed table's figures of one bench run, from its stored summaries."""
+# each figure's scenario: its repeats and the machine during it come from there
+FIGURE_SCENARIO = {"ttft_short_ms": "short_ttft", "decode_tok_s": "decode", "ttft_long_ms": "ttft_3500",
+                   "long_decode_tok_s": "long_decode", "throughput_tok_s": "concurrency", "kv_contexts": "kv_capacity"}
+
+
+def measured(db, run_id: int) -> dict:
+    """The speed table's figures of one bench run, from its stored summaries; `_repeats` holds each figure's
+    values per request (single-stream figures), `_disturbed` the sampler's marks of each figure's scenario."""
+    from rigbench.bench.metrics import repeat_values
+
     s = _summaries(db, run_id)
+    reqs: dict[str, list] = {}
+    for r in store.run_requests(db, run_id):
+        if not r["error"]:
+            reqs.setdefault(r["scenario"], []).append((r["ttft"], r["tpot"]))
 
     def stat(scenario: str, *path):
         v = (s.get(scenario) or {}).get("summary")
@@ -61,7 +73,11 @@ def measured(db, run_id: int) -> dict[str, float | None]:
             "long_decode_tok_s": stat("long_decode", "per_stream_output_tok_s"),
             "throughput_tok_s": levels[top]["total_tok_s"] if top else None,
             "kv_contexts": float(kv) if kv is not None else None,
-            "_levels": {int(k): v["total_tok_s"] for k, v in levels.items()}}
+            "_levels": {int(k): v["total_tok_s"] for k, v in levels.items()},
+            "_repeats": {k: repeat_values(sc, reqs.get(sc, [])) for k, sc in FIGURE_SCENARIO.items()},
+            "_sampled": {k: bool((s.get(sc) or {}).get("machine")) for k, sc in FIGURE_SCENARIO.items()},
+            "_disturbed": {k: ((s.get(sc) or {}).get("machine") or {}).get("disturbed") or []
+                           for k, sc in FIGURE_SCENARIO.items()}}
 
 
 class _Cand:
@@ -113,7 +129,7 @@ def parse_ref(ref: str) -> tuple[str, int]:
     return kind, int(num)
 
 
-def build(db, refs: list[str]) -> Report:
+def build(db, refs: list[str], accept_disturbed: bool = False) -> Report:
     if not refs:
         known = store.list_experiments(db)
         if not known:
@@ -136,11 +152,17 @@ def build(db, refs: list[str]) -> Report:
         for c, s in zip(cands, _owners(refs, cands, db), strict=True):
             c.name = f"{c.name} ({s})"
         names = [c.name for c in cands]
-    rep = Report(title=" + ".join(titles) or "rigbench runs " + ", ".join(refs), sources=sources, candidates=names)
+    rep = Report(title=" + ".join(titles) or "rigbench runs " + ", ".join(refs), sources=sources, candidates=names,
+                 accept_disturbed=accept_disturbed)
     bench = {c.name: [measured(db, r) for r in c.bench_runs] for c in cands}
     _plans(rep, cands)
     _speed(rep, cands, bench)
     _charts(rep, db, cands, bench)
+    rep.load = _load_chart(db, cands)
+    for row in rep.speed:
+        for name, cell in row.cells.items():
+            if cell.disturbed:
+                rep.notes.append(f"{row.label}, {name}: disturbed? " + "; ".join(cell.disturbed))
     _eval(rep, db, cands)
     _whatif(rep, db, cands)
     rep.verdict = verdict(rep)
@@ -177,9 +199,10 @@ def _speed(rep: Report, cands: list[_Cand], bench: dict[str, list[dict]]) -> Non
         cells = {}
         for c in cands:
             pred = ((c.plan or {}).get("predicted") or {}).get(key)
-            meas = _median([m.get(key) for m in bench[c.name]])
+            runs = bench[c.name]
+            meas = _median([m.get(key) for m in runs])
             if pred is not None or meas is not None:
-                cells[c.name] = Cell(predicted=pred, measured=meas)
+                cells[c.name] = _cell(key, pred, meas, runs)
         if key == "throughput_tok_s":
             ns = {max(m["_levels"]) for c in cands for m in bench[c.name] if m["_levels"]}
             ns |= {int(((c.plan or {}).get("predicted") or {}).get("throughput_curve", [{}])[-1].get("x", 0))
@@ -188,6 +211,46 @@ def _speed(rep: Report, cands: list[_Cand], bench: dict[str, list[dict]]) -> Non
                 label = f"throughput, {ns.pop()} streams"
         if cells:
             rep.speed.append(SpeedRow(metric=key, label=label, unit=unit, higher_is_better=hib, cells=cells))
+
+
+def _cell(key: str, pred: float | None, meas: float | None, runs: list[dict]) -> Cell:
+    """A figure with its repeats (each request of a single-stream figure, else each run) and its marks: the
+    sampler's for the figure's scenario, and measured/predicted beyond the limit."""
+    from rigbench.bench.metrics import spread
+    from rigbench.monitor import ratio_mark
+
+    values = [v for m in runs for v in m["_repeats"].get(key, [])] or [m.get(key) for m in runs]
+    values = [v for v in values if v is not None]
+    marks = list(dict.fromkeys(x for m in runs for x in m["_disturbed"].get(key, [])))
+    if (r := ratio_mark(meas, pred)) and meas is not None:
+        marks.append(r)
+    return Cell(predicted=pred, measured=meas, spread=spread(values) if len(values) >= 2 else None,
+                sampled=any(m["_sampled"].get(key) for m in runs), disturbed=marks)
+
+
+def _load_chart(db, cands: list[_Cand]) -> Chart | None:
+    """CPU used by others (and by the measured processes) over each bench run, seconds from its start."""
+    series = []
+    for c in cands:
+        for rid in c.bench_runs:
+            rows = store.run_samples(db, rid)
+            if not rows:
+                continue
+            t0 = rows[0]["t"] - rows[0]["dt"]
+            name = c.name if len(c.bench_runs) == 1 else f"{c.name} (run {rid})"
+            x = [round(r["t"] - t0, 2) for r in rows]
+            series.append(Series(name=name, kind="others' CPU %", x=x, y=[round(100 * r["others_cpu"], 1)
+                                                                          for r in rows]))
+            series.append(Series(name=name, kind="measured CPU %", x=x, y=[round(100 * r["own_cpu"], 1)
+                                                                           for r in rows]))
+            for g in sorted({g["index"] for r in rows for g in r.get("gpus") or []}):
+                series.append(Series(name=name, kind=f"others' GPU {g} %", x=x, y=[
+                    next((d.get("foreign_util") or 0.0 for d in r.get("gpus") or [] if d["index"] == g), 0.0)
+                    for r in rows]))
+    if not series:
+        return None
+    return Chart(key="load", title="The machine during the bench runs", x_label="seconds since the run started",
+                 y_label="% of all CPUs / of the GPU", series=series)
 
 
 def _charts(rep: Report, db, cands: list[_Cand], bench: dict[str, list[dict]]) -> None:
@@ -371,17 +434,45 @@ def _whatif(rep: Report, db, cands: list[_Cand]) -> None:
                            for tg, p in zip(targets, preds, strict=True)}))
 
 
+def speed_verdict(row: SpeedRow, accept_disturbed: bool = False) -> str | None:
+    """Who wins one speed figure. On measured figures a win needs the repeats' spreads to separate; figures
+    marked "disturbed?" are left out of the comparison unless `accept_disturbed`."""
+    measured = all(c.measured is not None for c in row.cells.values())
+    marked = [k for k, c in row.cells.items() if c.disturbed and c.measured is not None]
+    left_out = ""
+    if measured and marked and not accept_disturbed:
+        rest = {k: c for k, c in row.cells.items() if k not in marked}
+        if len(rest) < 2:
+            if row.best() is None:
+                return None
+            return (f"{row.label}: inconclusive ({', '.join(marked)} disturbed?: {row.cells[marked[0]].disturbed[0]}; "
+                    f"--accept-disturbed compares anyway)")
+        row = row.model_copy(update={"cells": rest})
+        left_out = f"; {', '.join(marked)} left out, disturbed?"
+    b = row.best()
+    if not b:
+        return None
+    w, wv, r, rv = b
+    if not measured:
+        return f"{row.label}: {w} wins, {_num(wv)} {row.unit} against {r}'s {_num(rv)} ({row.ratio():.2f}x, predicted)"
+    sw, sr = row.cells[w].spread, row.cells[r].spread
+    if sw is None or sr is None:
+        return (f"{row.label}: inconclusive (one measurement: {w} {_num(wv)} {row.unit} against {r}'s {_num(rv)}; "
+                f"repeat the runs for a spread{left_out})")
+    if sw.overlaps(sr):
+        return (f"{row.label}: inconclusive (overlapping spreads: {w} {_num(wv)} [{_num(sw.low)}-{_num(sw.high)}] "
+                f"against {r}'s {_num(rv)} [{_num(sr.low)}-{_num(sr.high)}] {row.unit}{left_out})")
+    accepted = ", disturbed figures accepted" if marked and accept_disturbed else left_out
+    return (f"{row.label}: {w} wins, {_num(wv)} {row.unit} against {r}'s {_num(rv)} ({row.ratio():.2f}x, measured, "
+            f"spreads of {sw.n} and {sr.n} repeats apart{accepted})")
+
+
 def verdict(rep: Report) -> list[str]:
     """Sentences computed from the rows: who wins each speed figure and by how much, and the eval score."""
     out = []
     for row in rep.speed:
-        b = row.best()
-        if not b:
-            continue
-        w, wv, r, rv = b
-        basis = "measured" if all(c.measured is not None for c in row.cells.values()) else "predicted"
-        out.append(f"{row.label}: {w} wins, {_num(wv)} {row.unit} against {r}'s {_num(rv)} "
-                   f"({row.ratio():.2f}x, {basis})")
+        if v := speed_verdict(row, rep.accept_disturbed):
+            out.append(v)
     if len(rep.eval_counts) >= 2:
         ranked = sorted(rep.eval_counts, key=lambda e: (-e.success, e.wall_s))
         a, b = ranked[0], ranked[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 from rigbench.report.rows import Chart, Report, Timeline
-from rigbench.report.text import WHATIF_NOTE, fmt, plan_table, speed_table, whatif_rows
+from rigbench.report.text import DISTURBED, WHATIF_NOTE, fmt, plan_table, speed_table, whatif_rows
 
 COLORS = {"prefill": "#4c78a8", "decode": "#f58518", "waiting": "#bab0ac", "model": "#72b7b2", "tool": "#54a24b",
           "agent": "#9ecae9",
@@ -22,6 +22,8 @@ th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
 code{font-size:.8rem;word-break:break-all}.ok{color:#1a7f37}.bad{color:#c62828}.warn{color:#b26a00}
 .verdict li{margin:.2rem 0}.cands{display:flex;gap:1.5rem;flex-wrap:wrap}.cand{flex:1 1 360px}
 .muted{color:#777;font-size:.85rem}
+.badge{display:inline-block;border-radius:.6rem;padding:0 .4rem;font-size:.75rem;margin-left:.3rem}
+.badge.quiet{background:#e6f4ea;color:#1a7f37}.badge.disturbed{background:#fdecea;color:#c62828}
 """
 
 
@@ -40,8 +42,8 @@ def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
     return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(fig, div_id: str) -> str:
-    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=380)
+def _figure(fig, div_id: str, height: int = 380) -> str:
+    fig.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50}, height=height)
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
 
@@ -87,6 +89,39 @@ def timeline_figure(task: str, lines: list[Timeline]):
     return fig
 
 
+def speed_html(rep: Report) -> str:
+    """The speed table with a badge on each measured figure: `quiet` where the sampler saw nobody else at work,
+    `disturbed?` (its reasons on hover) where it did."""
+    header, rows = speed_table(rep)
+    out = [[_e(c) for c in r] for r in rows]
+    for i, r in enumerate(rep.speed):
+        for j, cand in enumerate(rep.candidates):
+            cell = r.cells.get(cand)
+            if cell is None or cell.measured is None or not cell.sampled and not cell.disturbed:
+                continue
+            k = 2 + 2 * j + 1
+            if cell.disturbed:
+                badge = f"<span class='badge disturbed' title='{_e('; '.join(cell.disturbed))}'>{DISTURBED}</span>"
+                out[i][k] = out[i][k].replace(" " + DISTURBED, "") + badge
+            else:
+                out[i][k] += "<span class='badge quiet' title='no other load above the limits'>quiet</span>"
+    return _table(header, out, raw=True)
+
+
+def load_figure(c: Chart, candidates: list[str]):
+    """Small: others' use solid, the measured processes' dotted, one colour per run."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for s in c.series:
+        color = PALETTE[candidates.index(s.name) % len(PALETTE)] if s.name in candidates else None
+        fig.add_trace(go.Scatter(x=s.x, y=s.y, name=_label(f"{s.name}: {s.kind}"), mode="lines",
+                                 line={"color": color, "dash": "dot" if s.kind.startswith("measured") else "solid"}))
+    fig.update_layout(title=_label(c.title), xaxis_title=_label(c.x_label), yaxis_title=_label(c.y_label))
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
 def render(rep: Report) -> str:
     import plotly.offline
 
@@ -106,10 +141,14 @@ def render(rep: Report) -> str:
                          f"{p.max_concurrency:.2f}x</p><p><code>{_e(p.command)}</code></p></div>")
         parts.append("</div>")
     if rep.speed:
-        header, rows = speed_table(rep)
-        parts.append("<h2>Speed</h2>" + _table(header, rows)
+        parts.append("<h2>Speed</h2>" + speed_html(rep)
                      + "<p class=muted>predicted: rigbench's plan, before anything ran; measured: the stored bench "
-                       "runs (median over repeats); ratio: the winner over the runner-up</p>")
+                       "runs, the median of the repeats with the lowest and highest [low-high ×N]; "
+                       f"{DISTURBED}: measured while other processes used the machine beyond the limits, or "
+                       "beyond 2x from the prediction, and left out of the verdict; ratio: the winner over the "
+                       "runner-up</p>")
+        if rep.load:
+            parts.append(_figure(load_figure(rep.load, rep.candidates), "chart-load", height=240))
     if rep.charts:
         parts.append("<h2>Charts</h2>")
         parts += [_figure(chart_figure(c, rep.candidates), f"chart-{c.key}") for c in rep.charts]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from rigbench.bench.metrics import Spread
+
 GiB = 2**30
 
 
@@ -61,6 +63,9 @@ class PlanRow(BaseModel):
 class Cell(BaseModel):
     predicted: float | None = None
     measured: float | None = None
+    spread: Spread | None = None       # the repeats behind `measured`: median, lowest, highest, N
+    sampled: bool = False              # the machine was watched while it was measured
+    disturbed: list[str] = []          # why the measured figure may not be trusted ("disturbed?")
 
 
 class SpeedRow(BaseModel):
@@ -180,6 +185,8 @@ class Report(BaseModel):
     whatif: list[WhatIfRow] = []
     verdict: list[str] = []
     notes: list[str] = []
+    load: Chart | None = None          # the machine over each candidate's bench runs: CPU used by others
+    accept_disturbed: bool = False     # verdicts compared figures marked "disturbed?" too
 
 
 def model_rows() -> list[dict]:

@@ -80,17 +80,28 @@ def _fmt(x, nd=1) -> str:
 def print_bench(out: Console, rows: dict[str, dict], title: str) -> None:
     t = Table(title=title)
     for c in ("scenario", "ok", "fail", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "ITL p99 ms",
-              "output tok/s", "per-stream tok/s", "prefill tok/s", "notes"):
-        t.add_column(c, justify="left" if c in ("scenario", "notes") else "right")
+              "output tok/s", "per-stream tok/s", "prefill tok/s", "repeats", "others' CPU", "notes"):
+        t.add_column(c, justify="left" if c in ("scenario", "notes", "repeats") else "right")
+    marked = []
     for name, r in rows.items():
         f = r["facts"]
         note = "; ".join(f"{k}={v}" for k, v in f.items() if k not in ("turns", "levels"))
         if "levels" in f:
             note = " ".join(f"{n}:{v['total_tok_s']}" for n, v in f["levels"].items()) + " tok/s"
+        rep = r.get("repeats")
+        reps = f"{_fmt(rep['median'])} [{_fmt(rep['low'])}-{_fmt(rep['high'])} ×{rep['n']}]" if rep else "-"
+        others = "-" if r.get("others_cpu") is None else f"{r['others_cpu']:.0%}"
+        if r.get("disturbed"):
+            others = f"[red]{others} disturbed?[/]"
+            marked.append(f"{name}: " + "; ".join(r["disturbed"]))
         t.add_row(name, str(r["completed"]), str(r["failed"]), _fmt(r["ttft_ms_p50"]), _fmt(r["ttft_ms_p99"]),
                   _fmt(r["tpot_ms_p50"]), _fmt(r["itl_ms_p99"]), _fmt(r["output_tok_s"]),
-                  _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), note[:90])
+                  _fmt(r["per_stream_tok_s"]), _fmt(r["prefill_tok_s"]), reps, others, note[:90])
     out.print(t)
+    out.print("[dim]repeats: each request's TTFT (ms) or decode speed (tok/s), median \\[lowest-highest ×N]; "
+              "others' CPU: the share of all CPUs used by processes other than rigbench and the server[/]")
+    for m in marked:
+        out.print(f"[red]disturbed?[/] {m}", highlight=False)
 
 
 def task_table(title: str, outcomes) -> Table:
@@ -132,7 +143,8 @@ def print_report(out: Console, rep: Report) -> None:
         out.print(f"KV cache {p.kv_tokens:,} tokens · max concurrency {p.max_concurrency:.2f}x · {p.command}",
                   soft_wrap=True, highlight=False)
     if rep.speed:
-        out.print(_table("speed: predicted and measured", *speed_table(rep)))
+        out.print(_table("speed: predicted and measured (median \\[lowest-highest ×repeats])",
+                         *speed_table(rep)))
     if rep.eval_counts:
         out.print(_table("eval", *eval_rows(rep)))
         out.print(_table("task x candidate", *grid_rows(rep)))
@@ -180,10 +192,10 @@ def print_inspect(out: Console, s, groups: dict[str, int]) -> None:
 
 def _candidate_row(t: Table, c, measured: dict | None = None) -> None:
     m = measured or {}
+    measured_s = f"{m['turn_s']:.2f}" + (" disturbed?" if m.get("disturbed") else "") if m.get("turn_s") else ""
     t.add_row(c.label, c.kv_type, f"{c.turn_s:.2f}", f"{c.prefill_tok_s:,.0f}", f"{c.decode_tok_s:,.1f}",
               f"{c.task_s:,.0f}", gib(c.vram_bytes), f"{c.bound_s:.2f}" if c.bound_s else "",
-              f"{c.bound_ratio:.1f}" if c.bound_ratio else "", f"{m['turn_s']:.2f}" if m.get("turn_s") else "",
-              c.note[:60])
+              f"{c.bound_ratio:.1f}" if c.bound_ratio else "", measured_s, c.note[:60])
 
 
 def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output: int, context: int) -> None:

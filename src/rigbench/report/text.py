@@ -22,6 +22,20 @@ def plan_table(p: PlanRow) -> tuple[list[str], list[list[str]]]:
                          for d in p.devices]
 
 
+DISTURBED = "disturbed?"
+
+
+def measured_text(cell) -> str:
+    """`48.3 [47.1-49.0 ×3]`: the median of the repeats, the lowest and highest, how many; `disturbed?` after a
+    figure the machine's other users (or its distance from the prediction) put in doubt."""
+    if cell is None or cell.measured is None:
+        return fmt(None)
+    text = fmt(cell.measured)
+    if cell.spread:
+        text += f" [{fmt(cell.spread.low)}-{fmt(cell.spread.high)} ×{cell.spread.n}]"
+    return text + (f" {DISTURBED}" if cell.disturbed else "")
+
+
 def speed_table(rep: Report) -> tuple[list[str], list[list[str]]]:
     """One row per figure: for each candidate predicted and measured, then the winner's ratio."""
     header = ["figure", "unit"]
@@ -33,7 +47,7 @@ def speed_table(rep: Report) -> tuple[list[str], list[list[str]]]:
         row = [r.label, r.unit]
         for c in rep.candidates:
             cell = r.cells.get(c)
-            row += [fmt(cell.predicted if cell else None), fmt(cell.measured if cell else None)]
+            row += [fmt(cell.predicted if cell else None), measured_text(cell)]
         ratio, best = r.ratio(), r.best()
         row.append(f"{ratio:.2f}x {best[0]}" if ratio and best else "-")
         rows.append(row)

@@ -393,3 +393,26 @@ def set_summary(db: Engine, run_id: int, scenario: str, summary: dict) -> None:
     with db.begin() as c:
         c.execute(delete(aggregates).where((aggregates.c.run_id == run_id) & (aggregates.c.scenario == scenario)))
         c.execute(insert(aggregates).values(run_id=run_id, scenario=scenario, summary=json.loads(json.dumps(summary))))
+
+
+# the machine during a run, as rigbench.monitor sampled it
+samples = Table(
+    "samples", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
+    Column("t", Float, nullable=False), Column("data", JSON),
+)
+
+
+def add_samples(db: Engine, run_id: int, rows: list) -> None:
+    """Samples (rigbench.monitor.Sample) of a run, in one transaction."""
+    if rows:
+        with db.begin() as c:
+            c.execute(insert(samples), [{"run_id": run_id, "t": s.t, "data": s.model_dump(mode="json")}
+                                        for s in rows])
+
+
+def run_samples(db: Engine, run_id: int) -> list[dict]:
+    with db.connect() as c:
+        return [r.data for r in c.execute(select(samples.c.data).where(samples.c.run_id == run_id)
+                                          .order_by(samples.c.id))]

@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from rigbench import store
+from rigbench.monitor import recorded
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, source_text
 from rigbench.errors import RigbenchError
 from rigbench.whatif.trace import RunTrace, TaskTrace
@@ -154,9 +155,10 @@ def replay(trace: RunTrace, url: str, db, model: str = "default", idle: bool = T
     out: list[TaskMeasure] = []
     last: list[int] = []                 # the server's previous prompt, across tasks as in the recorded run
     try:
-        for task in (t for t in trace.tasks if t.turns):
-            m, last = _task(task, server, tokens, last, idle, db, run_id, progress)
-            out.append(m)
+        with recorded(db, run_id, url):
+            for task in (t for t in trace.tasks if t.turns):
+                m, last = _task(task, server, tokens, last, idle, db, run_id, progress)
+                out.append(m)
     except BaseException as e:
         store.finish_run(db, run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed", str(e)[:500])
         raise
