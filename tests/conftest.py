@@ -35,6 +35,23 @@ def llama_server() -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def live_model(llama_server, qwen_gguf, tmp_path_factory):
+    """One llama-server on the packaged Qwen2.5-Coder 0.5B for the whole test session, for the tests that only need
+    a live model (not its start, its flags or its stop): `-c 16384 -np 2` (8192 tokens a slot, two requests at
+    once) and `--jinja` (its chat template with tools). Started by the first test that asks, stopped at the end."""
+    from rigbench.engines import llamacpp
+    from rigbench.engines.options import parse_llama_args
+
+    o = parse_llama_args(["-m", str(qwen_gguf), "-c", "16384", "-np", "2", "--jinja"])
+    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="qwen"),
+                            tmp_path_factory.mktemp("live-model") / "llama-server.log", timeout=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int, int]]) -> Path:
     """A small llama-architecture GGUF: `hparams` as GGUFWriter.add_<name>(value), zero-filled f32 tensors."""
     import numpy as np

@@ -124,20 +124,12 @@ def test_ctrl_c_keeps_what_is_done(fake, tmp_path):
     assert proc.returncode == 130
 
 
-def test_suite_against_llama_server(llama_server, qwen_gguf, tmp_path):
-    from rigbench.engines import llamacpp
-    from rigbench.engines.options import parse_llama_args
-
-    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(qwen_gguf), "-c", "8192", "-np", "2"]), llama_server)
-    server = llamacpp.start(spec, tmp_path / "s.log", timeout=120)
-    try:
-        db = f"sqlite:///{tmp_path}/s.db"
-        p = _cli("bench", "--url", server.url, "--quick", "--scenarios", "short_ttft,decode,concurrency,agent_loop",
-                 "--sweep", "1,2", "--db", db, "--json", "--csv", str(tmp_path / "b.csv"))
-        assert p.returncode == 0, p.stderr
-        d = json.loads(p.stdout)
-    finally:
-        server.stop()
+def test_suite_against_llama_server(live_model, tmp_path):
+    db = f"sqlite:///{tmp_path}/s.db"
+    p = _cli("bench", "--url", live_model.url, "--quick", "--scenarios", "short_ttft,decode,concurrency,agent_loop",
+             "--sweep", "1,2", "--db", db, "--json", "--csv", str(tmp_path / "b.csv"))
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
     assert d["server"]["engine"] == "llama.cpp" and d["exact_prompt_lengths"] is True
     sc = d["scenarios"]
     assert sc["decode"]["completed"] == 2 and sc["decode"]["tpot_ms_p50"] > 0
@@ -156,21 +148,14 @@ def test_suite_against_llama_server(llama_server, qwen_gguf, tmp_path):
 
 
 @pytest.mark.llama
-def test_prompts_are_code_of_an_exact_length_with_a_real_token_spread(tmp_path, qwen_gguf, llama_server):
+def test_prompts_are_code_of_an_exact_length_with_a_real_token_spread(live_model):
     """A MoE model's prefill depends on how many distinct tokens a u-batch holds: prompts must spread like code."""
     from rigbench.bench.prompts import Tokenizer, text_of_tokens
-    from rigbench.engines import llamacpp
-    from rigbench.engines.options import parse_llama_args
 
-    spec = llamacpp.launch_spec(parse_llama_args(["-m", str(qwen_gguf), "-c", "4096", "-np", "1"]), llama_server)
-    server = llamacpp.start(spec, tmp_path / "s.log", timeout=120)
-    try:
-        tok = Tokenizer(server.url)
-        a, exact_a = text_of_tokens(tok, 2000, 1)
-        b, exact_b = text_of_tokens(tok, 2000, 2)
-        ids = tok.encode(a)
-    finally:
-        server.stop()
+    tok = Tokenizer(live_model.url)
+    a, exact_a = text_of_tokens(tok, 2000, 1)
+    b, exact_b = text_of_tokens(tok, 2000, 2)
+    ids = tok.encode(a)
     assert exact_a and exact_b and len(ids) == 2000 and a[:200] != b[:200]
     # 512 tokens of Python source hold a few hundred distinct tokens; the old 45-word salad held under 60
     assert min(len(set(ids[i:i + 512])) for i in range(0, 1536, 512)) > 150

@@ -175,13 +175,15 @@ def test_recovers_qwen_xml_json_and_fenced_calls_from_content():
 # ---- end to end with the embedded model, and resume -------------------------------------------------
 
 @needs_bwrap
-def test_eval_with_the_embedded_model_stores_the_whole_trace(tmp_path, qwen_gguf, llama_server, run_cli):
+def test_eval_with_a_live_model_stores_the_whole_trace(tmp_path, live_model, run_cli):
+    """A multi-turn task and a single-turn one on the session's llama-server (the embedded model's own start and
+    stop are test_lifetime's): two steps of 192 tokens at most keep it near a minute on two cores."""
     db = f"sqlite:///{tmp_path / 'e.db'}"
-    res = run_cli("eval", "--task", "fix-failing-test", "--task", "csv-to-json", "--task", "gauntlet-train-bird",
-                  "--time-limit", "90", "--max-steps", "3", "--max-response-tokens", "256", "--db", db, "--json",
-                  timeout=900)
+    res = run_cli("eval", "--url", live_model.url, "--task", "fix-failing-test", "--task", "gauntlet-train-bird",
+                  "--time-limit", "90", "--max-steps", "2", "--max-response-tokens", "192", "--db", db, "--json",
+                  timeout=600)
     d = json.loads(res.stdout)
-    assert [t["task"] for t in d["tasks"]] == ["csv-to-json", "fix-failing-test", "gauntlet-train-bird"]
+    assert [t["task"] for t in d["tasks"]] == ["fix-failing-test", "gauntlet-train-bird"]
     for t in d["tasks"]:
         assert t["status"] in ("success", "failure", "timeout") and t["turns"] >= 1 and t["tokens_out"] > 0
     events = store.task_events(store.connect(db), d["run"])

@@ -294,7 +294,8 @@ def test_memory_processes_and_output_are_capped(tmp_path, kind):
     try:
         r = sb.run("python3 -c 'b = bytearray(1024**3); print(\"allocated\")'", timeout=60)
         assert "allocated" not in r.output and r.exit_code != 0
-        r = sb.run("for i in $(seq 200); do sleep 5 & done 2>&1 | tail -1; echo spawned", timeout=60)
+        # `wait`: the sleeps hold the container's pids until they end, and `docker exec` needs one for the next
+        r = sb.run("{ for i in $(seq 200); do sleep 5 & done; wait; } 2>&1 | tail -1; echo spawned", timeout=60)
         assert "fork:" in r.output      # bash could not start them all
         r = sb.run("head -c 20000000 /dev/zero | tr '\\0' x", timeout=60)
         assert len(r.output) < 100_200 and r.dropped_bytes == 20_000_000 - 100_000

@@ -201,25 +201,18 @@ def test_cli_whatif_two_targets_json_and_bad_run(tmp_path, run_cli):
     assert bad.returncode != 0 and "no run 999" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_replay_sends_the_recorded_shape_to_llama_server(tmp_path, llama_server, qwen_gguf):
+def test_replay_sends_the_recorded_shape_to_llama_server(tmp_path, live_model):
     """A real llama-server: prompt lengths, reused prefix and output lengths come back as recorded."""
-    from rigbench.engines import llamacpp
     from rigbench.whatif.replay import ReplayError, replay
 
     db = store.connect(f"sqlite:///{tmp_path / 's.db'}")
     # turn 2 repeats turn 1's prompt and its reply (all but the last generated token, as llama-server counts)
     turns = [(300, 0, 12, 1.0, 0.2), (420, 311, 8, 1.0, 0.1), (500, 410, 10, 1.0, 0.0)]
     rid = _stored_run(db, turns)
-    o = parse_llama_args(["-m", str(qwen_gguf), "-c", "2048", "-np", "1"])
-    o.repack = False
-    server = llamacpp.start(llamacpp.launch_spec(o, llama_server), tmp_path / "s.log", timeout=120)
-    try:
-        res = replay(load(db, rid), server.url, db, idle=True)
-        small = _stored_run(db, [(4000, 0, 10, 1, 0)], task="big")
-        with pytest.raises(ReplayError, match="larger -c"):
-            replay(load(db, small), server.url, db)
-    finally:
-        server.stop()
+    res = replay(load(db, rid), live_model.url, db, idle=True)
+    big = _stored_run(db, [(9000, 0, 10, 1, 0)], task="big")     # the server holds 8192 a slot
+    with pytest.raises(ReplayError, match="larger -c"):
+        replay(load(db, big), live_model.url, db)
     (m,) = res.tasks
     assert [x.prompt_tokens for x in m.turns] == [300, 420, 500]
     assert [x.output_tokens for x in m.turns] == [12, 8, 10]
