@@ -618,7 +618,18 @@ _FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 2: "Q4_0", 3: "Q4_1", 8: "Q5_0", 9
 
 
 def load(ref: str) -> ModelSpec:
-    """A ModelSpec from a catalog name, a config.json path (or its folder), or a .gguf path."""
+    """A ModelSpec from a catalog name, a config.json path (or its folder), a .gguf path, or a remote model
+    (hf://ORG/REPO[@REV][/FILE], ORG/REPO[:QUANT], an https:// .gguf or config.json) read from its headers.
+    A bare ORG/REPO that the catalog's checkpoints list is planned from that entry, offline."""
+    from rigbench import remote
+
+    if remote.is_remote(ref) or (remote.looks_like_repo(ref) and published_checkpoint(ref) is None):
+        spec = load(str(remote.mirror(ref)))
+        # the mirror's files are headers over zeros: the launch command names the remote model, never them
+        update = {"source": ref, "path": ref if spec.path else None}
+        if spec.checkpoint is not None:
+            update["checkpoint"] = spec.checkpoint.model_copy(update={"path": ref})
+        return spec.model_copy(update=update)
     p = Path(ref).expanduser()
     if p.is_dir() and (p / "config.json").exists():
         spec = from_hf_config(p / "config.json")

@@ -85,7 +85,7 @@ def resolve(command_args: list[str], model: str | None, model_opt: str | None, r
     r = rig if isinstance(rig, hardware.Rig) else hardware.load(rig)
     if command:
         options = parse_command(command)
-        ref = model_opt or model or options.model_path
+        ref = model_opt or model or options.model_path or _hf_repo(options)
         if not ref:
             raise UsageError("name the model with --model (the command has no model path)")
         spec = model_mod.load(ref)
@@ -102,6 +102,15 @@ def resolve(command_args: list[str], model: str | None, model_opt: str | None, r
         raise UsageError("give engine options or an engine command")
     spec = model_mod.load(ref)
     return spec, r, choice.build(spec, ref, r)
+
+
+def _hf_repo(options) -> str | None:
+    """`llama-server -hf ORG/REPO[:QUANT]`: the Hub model the server would download."""
+    args = getattr(options, "passthrough", [])
+    for flag in ("-hf", "-hfr", "--hf-repo"):
+        if flag in args[:-1]:
+            return "hf://" + args[args.index(flag) + 1]
+    return None
 
 
 def default_quant(spec: model_mod.ModelSpec, options, quant: str | None) -> str | None:
