@@ -160,7 +160,8 @@ def test_a_win_needs_separate_spreads_and_no_disturbed_figure():
 
 def test_measured_beyond_twice_the_prediction_is_marked():
     assert monitor.ratio_mark(6.1, 25.0) == "measured/predicted 0.24x (beyond 2x)"
-    assert monitor.ratio_mark(48.3, 25.0) is None and monitor.ratio_mark(60.0, 25.0).startswith("measured/predicted 2.40x")
+    assert monitor.ratio_mark(48.3, 25.0) is None
+    assert monitor.ratio_mark(60.0, 25.0).startswith("measured/predicted 2.40x")
 
 
 # ---- the real engine, quiet and beside a CPU hog -----------------------------------------------------

@@ -82,7 +82,8 @@ class Hub(BaseHTTPRequestHandler):
 
 
 def _tiny_moe() -> model.ModelSpec:
-    """Qwen3.6-35B-A3B's layout (Gated DeltaNet + gated attention + MoE) narrow (the synthetic tokenizer sets the vocabulary)."""
+    """Qwen3.6-35B-A3B's layout (Gated DeltaNet + gated attention + MoE) made narrow (the synthetic tokenizer sets
+    the vocabulary)."""
     s = synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8)
     return s.model_copy(update={"hidden": 256, "vocab": 151936})
 
@@ -108,7 +109,8 @@ def _write_safetensors_repo(folder: Path) -> None:
             p + "self_attn.q_norm.weight": z((hd,), np.float16), p + "self_attn.k_norm.weight": z((hd,), np.float16),
             p + "mlp.gate_proj.weight": z((ff, h), np.float16), p + "mlp.up_proj.weight": z((ff, h), np.float16),
             p + "mlp.down_proj.weight": z((h, ff), np.float16),
-            p + "input_layernorm.weight": z((h,), np.float16), p + "post_attention_layernorm.weight": z((h,), np.float16)})
+            p + "input_layernorm.weight": z((h,), np.float16),
+            p + "post_attention_layernorm.weight": z((h,), np.float16)})
     weight_map, total = {}, 0
     for i, tensors in enumerate(shards):
         name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"

@@ -30,7 +30,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 SMALL_FILES = ("config.json", "model.safetensors.index.json", "quantization_config.json", "quant_config.json")
 FIRST_READ = 256 * 1024          # a GGUF header without a tokenizer fits; a 250k-token vocabulary takes a few reads
 SPLIT = re.compile(r"(.*)-(\d{5})-of-(\d{5})\.gguf$")
-QUANT_IN_NAME = re.compile(r"(?i)(?:^|[-_.])((?:UD-)?(?:I?Q\d[\w]*?|BF16|F16|F32|MXFP4(?:_MOE)?))(?:-\d{5}-of-\d{5})?\.gguf$")
+QUANT_IN_NAME = re.compile(r"(?i)(?:^|[-_.])((?:UD-)?(?:I?Q\d[\w]*?|BF16|F16|F32|MXFP4(?:_MOE)?))"
+                           r"(?:-\d{5}-of-\d{5})?\.gguf$")
 
 
 class RemoteError(RigbenchError):
@@ -290,8 +291,7 @@ def _token_headers() -> dict:
 def repo_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]]:
     """(commit sha, {path: size}) of a Hub repo at a revision, from the Hub's API."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     ep = endpoint()
     where = f"hf://{repo}" + (f"@{revision}" if revision else "")

@@ -107,7 +107,9 @@ def eval_cmd(
         err.print(f"stopped ({reason}): run {run.run_id} is stored as interrupted; `rigbench eval --resume "
                   f"{run.run_id}` runs what did not finish")
         raise typer.Exit(code) from None
+    from rigbench import store
     from rigbench.monitor import one_line, stored_summary
+
     machine = stored_summary(store.connect(db), done.run_id)
     if as_json:
         return emit_json({"run": done.run_id, "summary": done.summary.model_dump(), "escalation": done.escalation,

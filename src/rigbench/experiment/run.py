@@ -10,12 +10,12 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rigbench import store
-from rigbench.monitor import recorded
 from rigbench.engines import launch as launch_mod
 from rigbench.engines.options import LlamaCppOptions
 from rigbench.errors import RigbenchError
 from rigbench.experiment.predict import CandidatePlan, _candidate, bench_config, resolve, synth_path, weights_of
 from rigbench.experiment.spec import Candidate, ExperimentSpec
+from rigbench.monitor import recorded
 from rigbench.plan import memory
 from rigbench.plan.setup import default_quant
 from rigbench.procs import stop_reason

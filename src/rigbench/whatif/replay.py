@@ -16,9 +16,9 @@ import httpx
 from pydantic import BaseModel
 
 from rigbench import store
-from rigbench.monitor import recorded
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, source_text
 from rigbench.errors import RigbenchError
+from rigbench.monitor import recorded
 from rigbench.whatif.trace import RunTrace, TaskTrace
 
 
