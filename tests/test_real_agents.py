@@ -59,8 +59,9 @@ def _eval(run_cli, engine: str, db: str, agent: str, steps: int, *extra: str) ->
     """One starter task by `agent`; its gateway turns and the server's counter deltas over the run."""
     before = _counters(engine)
     d = json.loads(run_cli("eval", "--url", engine, "--model", "qwen2.5-coder-0.5b", "--agent", agent,
-                           "--max-steps", str(steps), "--task", "csv-to-json", "--db", db, "--json", *extra,
-                           timeout=1800).stdout)
+                           "--max-steps", str(steps), "--task", "csv-to-json", "--db", db, "--json",
+                           "--time-limit", "1500", *extra,   # (a busy 2-core machine prefills at ~15 tok/s)
+                           timeout=2400).stdout)
     after = _counters(engine)
     RUNS[agent] = d["run"]
     turns = [e["data"] for e in store.task_events(store.connect(db), d["run"]) if e["kind"] == "turn"]
