@@ -301,6 +301,9 @@ def test_plan_tune_inspect_and_advise_take_a_remote_model(env, run_cli):
     adv = json.loads(run_cli("advise", "--model", ref, "--rig", "rtx4090", "--json").stdout)
     rows = adv["scored"] + adv["unscored"]
     assert rows and {a["engine"] for a in rows} == {"llama.cpp"} and {a["quant"] for a in rows} == {"Q4_K_M"}
+    # a safetensors checkpoint is advised as vLLM serves it
+    adv = json.loads(run_cli("advise", "--model", "hf://test-org/Tiny-Dense", "--rig", "rtx4090", "--json").stdout)
+    assert {a["engine"] for a in adv["scored"] + adv["unscored"]} == {"vllm"}
 
 
 def test_plan_of_a_repo_with_several_quants_prints_them(env, run_cli):
