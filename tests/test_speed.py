@@ -185,10 +185,12 @@ def test_shipped_calibration_is_used_and_names_its_source():
 def test_agent_task_without_prefix_cache_rereads_the_growing_prompt():
     spec, rig = from_catalog("qwen3.6-35b-a3b"), hardware.load("rtx5080")
     p = plan_llamacpp(spec, rig, LlamaCppOptions(ngl=999, cpu_moe=True, ctx=65536, parallel=1), "Q4_K_M")
-    cached = speed.agent_task(p, spec, rig, speed.AgentProfile.typical(True), DEFAULTS)
-    uncached = speed.agent_task(p, spec, rig, speed.AgentProfile.typical(False), DEFAULTS)
-    assert len(cached.turns) == 30
-    assert cached.turns[1].prefill_tokens == 950 and uncached.turns[29].prefill_tokens == uncached.turns[29].context
+    prof = speed.AgentProfile.named("claude-code")
+    cached = speed.agent_task(p, spec, rig, prof, DEFAULTS)
+    uncached = speed.agent_task(p, spec, rig, speed.AgentProfile.named("claude-code", prefix_cache=False), DEFAULTS)
+    assert len(cached.turns) == prof.turns == 30
+    assert cached.turns[1].prefill_tokens == prof.turn_new_tokens + prof.output_tokens
+    assert uncached.turns[29].prefill_tokens == uncached.turns[29].context
     assert uncached.total_s.value > 3 * cached.total_s.value
 
 
