@@ -39,6 +39,16 @@ from rigbench.bench.load import run, run_load
 from rigbench.engines.process import free_port
 
 
+def cpu_model() -> str:
+    """The CPU's model name and architecture (never the host's name)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{platform.machine()}, {name or platform.processor() or 'unknown CPU'}"
+
+
 def start_server() -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "rigbench.bench.fakeserver", "--port", str(port)])
@@ -186,7 +196,7 @@ def main() -> int:
                                            for k, v in others.items()))
     print("targets met: " + ("yes" if ok else "NO"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.node()}", "cpus": __import__("os")
+    a.out.write_text(json.dumps({"machine": cpu_model(), "cpus": __import__("os")
                                  .cpu_count(), "tokens_per_request": a.tokens, "interval_ms": a.interval_ms,
                                  "levels": {str(r["streams"]): r for r in rows}, "comparison_tools": others,
                                  "side_by_side": side, "sampling": sampling,
