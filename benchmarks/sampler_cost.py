@@ -1,10 +1,13 @@
 """What does watching the machine cost? rigbench.monitor.Sampler takes one sample every half second in a thread
 of the measuring process (`rigbench bench`, `eval`, `experiment`, `tune --measure`, `replay`). This measures
 one sample's CPU time (the sampler thread's own clock) and wall time with a measured process tree like a bench
-run's (this process and `--children` busy-waiting children standing in for an engine's processes), and the
+run's (this process and `--children` children waking every 10 ms, standing in for an engine's processes), and the
 share of one CPU the sampler takes at its default interval.
 
 Second view: the process's own CPU time (`resource.getrusage`) over the same sampling, against the thread's.
+Baseline: the same reading done the plain psutil way (`Process.children(recursive=True)`, which reads every
+process's stat file, plus `virtual_memory` and `swap_memory`), which the sampler's incremental /proc reading
+replaces.
 
 Target: under 1% of one CPU at the default interval. The timing accuracy of the load generator with the
 sampler on is benchmarks/loadgen_accuracy.py's (p99 TTFT and ITL error < 5 ms at 256 streams).
@@ -26,9 +29,21 @@ import sys
 import time
 from pathlib import Path
 
-from rigbench.monitor import Sampler
+import psutil
+
+from rigbench.monitor import ProcessTree, Sampler
 
 CHILD = "import time\nwhile True: time.sleep(0.01)\n"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and architecture (never the host's name)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{platform.machine()}, {name or platform.processor() or 'unknown CPU'}"
 
 
 def main() -> int:
@@ -49,6 +64,13 @@ def main() -> int:
             cpu.append(time.thread_time() - c0)
             wall.append(time.perf_counter() - w0)
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        measured, machine_procs = len(s.own()), len(psutil.pids())
+        plain = []
+        for _ in range(a.samples):
+            c0 = time.thread_time()
+            ProcessTree._psutil(s.roots)
+            psutil.cpu_times(), psutil.virtual_memory(), psutil.swap_memory()
+            plain.append(time.thread_time() - c0)
         # the thread as bench runs it, for a few seconds at the default interval
         live = Sampler().start()
         time.sleep(5)
@@ -60,13 +82,15 @@ def main() -> int:
     per_cpu_ms = statistics.median(cpu) * 1000
     process_ms = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / a.samples * 1000
     share = per_cpu_ms / 1000 / s.interval
-    row = {"machine": f"{platform.machine()}, {platform.node()}", "cpus": os.cpu_count(),
-           "gpu_reader": type(s.gpu).__name__ if s.gpu else None, "measured_processes": len(s.own()),
+    row = {"machine": cpu_model(), "cpus": os.cpu_count(),
+           "gpu_reader": type(s.gpu).__name__ if s.gpu else None, "measured_processes": measured,
+           "processes_on_the_machine": machine_procs,
            "samples": a.samples, "interval_s": s.interval,
            "sample_cpu_ms_p50": round(per_cpu_ms, 3),
            "sample_cpu_ms_p99": round(sorted(cpu)[int(.99 * len(cpu))] * 1000, 3),
            "sample_wall_ms_p50": round(statistics.median(wall) * 1000, 3),
            "process_cpu_ms_per_sample": round(process_ms, 3),
+           "plain_psutil_sample_cpu_ms_p50": round(statistics.median(plain) * 1000, 3),
            "share_of_one_cpu": round(share, 5),
            "live_thread": {"seconds": 5, "samples": len(live.samples), "cpu_s": round(live.cost_s, 4),
                            "share_of_one_cpu": round(live.cost_s / 5, 5)},
@@ -74,6 +98,8 @@ def main() -> int:
            "command": f"python benchmarks/sampler_cost.py --samples {a.samples} --children {a.children}"}
     print(f"one sample ({row['measured_processes']} measured processes): {per_cpu_ms:.2f} ms CPU (thread), "
           f"{process_ms:.2f} ms CPU (process), {row['sample_wall_ms_p50']:.2f} ms wall")
+    print(f"the plain psutil way: {row['plain_psutil_sample_cpu_ms_p50']:.2f} ms CPU per sample "
+          f"({row['processes_on_the_machine']} processes on the machine)")
     print(f"at {s.interval} s: {share:.2%} of one CPU; the live thread: {row['live_thread']['share_of_one_cpu']:.2%} "
           f"over {row['live_thread']['samples']} samples")
     print("target met: " + ("yes" if row["target_met"] else "NO"))

@@ -72,6 +72,27 @@ def test_a_hog_that_is_not_measured_counts_as_others_and_the_measured_processes_
     assert all(0 <= s.others_cpu <= 1 and abs(s.cpu - s.own_cpu - s.others_cpu) < 1e-3 for s in mine.samples)
 
 
+BUSY = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.15: pass"
+SPAWNER = f"""import resource, subprocess, sys
+for _ in range(8):   # short-lived busy grandchildren, each over before a sample could see it
+    subprocess.run([sys.executable, "-c", "{BUSY}"])
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(ru.ru_utime + ru.ru_stime)
+"""
+
+
+def test_short_lived_processes_of_the_measured_tree_count_as_its_own():
+    """A measured child running compilers that live a fraction of a sample's interval: their CPU still comes
+    back as the measured processes' (through the reaped children's count), not as others'."""
+    s = monitor.Sampler(interval=2.0, gpu=False).start()     # intervals longer than a grandchild's life
+    p = subprocess.run([sys.executable, "-c", SPAWNER], capture_output=True, text=True, timeout=120)
+    time.sleep(0.2)
+    s.stop()
+    used = float(p.stdout.split()[-1])                       # the grandchildren's CPU seconds, their parent's view
+    own_s = sum(x.own_cpu * x.dt * s.ncpu for x in s.samples)
+    assert used > 1.0 and own_s >= 0.8 * used, (used, own_s)
+
+
 def test_samples_are_stored_with_the_run_and_summarised_per_scenario(tmp_path):
     with fakeserver() as (url, _proc):
         p = subprocess.run([*RB, "bench", "--url", url, "--model", "ok", "--quick", "--scenarios",
@@ -137,6 +158,31 @@ def test_a_gpu_at_its_power_cap_alone_is_not_disturbed():
     assert monitor.summarize(s, 0, 6).disturbed == []
 
 
+# ---- every measuring command samples -----------------------------------------------------------------
+
+def test_eval_stores_its_samples_and_a_summary_per_task(tmp_path):
+    from rigbench.sandbox import bwrap_available
+    from tests.conftest import make_task
+
+    if why := bwrap_available():
+        pytest.skip(f"eval needs bubblewrap: {why}")
+    suite = tmp_path / "suite"
+    make_task(suite, "slow", solve="sleep 2\n")
+    make_task(suite, "quick")
+    db = f"sqlite:///{tmp_path}/e.db"
+    p = subprocess.run([*RB, "eval", "--tasks", str(suite), "--agent", "oracle", "--db", db, "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    d = json.loads(p.stdout)
+    m = d["machine"]
+    assert m["samples"] >= 4 and set(m["tasks"]) == {"slow", "quick"} and m["tasks"]["slow"]["samples"] >= 3
+    assert m["sampler_cpu_s"] >= 0 and isinstance(m["disturbed"], list)
+    rows = store.run_samples(store.connect(db), d["run"])
+    assert len(rows) >= m["samples"]
+    assert all(0 <= r["others_cpu"] <= 1 for r in rows) and rows[-1]["t"] - rows[0]["t"] >= 2
+    assert monitor.one_line(m).startswith(("machine: quiet", "disturbed? others used"))
+
+
 # ---- verdicts with spreads ---------------------------------------------------------------------------
 
 def _row(a: Cell, b: Cell) -> SpeedRow:
@@ -175,20 +221,27 @@ def _bench(url: str, db: str) -> dict:
 
 @pytest.mark.llama
 def test_a_cpu_hog_marks_the_figures_disturbed_and_the_verdict_inconclusive(llama_server, qwen_gguf, tmp_path):
+    """The speed suite against the embedded model twice: quiet (holding the machine's CPU lock, retried while others
+    were at work), then beside CPU hogs this test starts. The second run's figures are marked, the verdict between
+    the two is inconclusive, the quiet run has no marks."""
     from rigbench.engines import llamacpp
-    from rigbench.engines.options import parse_llama_args
+    from rigbench.engines.launch import embedded_launch
 
     db = f"sqlite:///{tmp_path}/h.db"
     limit = monitor.Limits().cpu_share
-    with cpu_lock():
-        spec = llamacpp.launch_spec(parse_llama_args(["-m", str(qwen_gguf), "-c", "2048", "-np", "1"]), llama_server)
-        server = llamacpp.start(spec, tmp_path / "s.log", timeout=180)
+    quiet, seen = None, []
+    with cpu_lock(wait_s=240):
+        server = llamacpp.start(embedded_launch(2048), tmp_path / "s.log", timeout=180)
         try:
-            # the machine may be shared: wait (a while) for a quiet moment before the quiet run
-            deadline, before = time.monotonic() + 120, 1.0
-            while time.monotonic() < deadline and (before := others_now()) > limit / 2:
-                time.sleep(5)
-            quiet = _bench(server.url, db)
+            # the machine may be shared: wait (a bounded time) for a quiet moment, and run again if it was not
+            for _ in range(3):
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and others_now() > limit / 2:
+                    time.sleep(5)
+                quiet = _bench(server.url, db)
+                seen.append(max(quiet["scenarios"][n]["others_cpu"] for n in ("short_ttft", "decode")))
+                if not any(quiet["scenarios"][n]["disturbed"] for n in ("short_ttft", "decode")):
+                    break
             with hogs(2 * (os.cpu_count() or 1)):
                 time.sleep(1)
                 loud = _bench(server.url, db)
@@ -197,18 +250,94 @@ def test_a_cpu_hog_marks_the_figures_disturbed_and_the_verdict_inconclusive(llam
     for name in ("short_ttft", "decode"):
         row = loud["scenarios"][name]
         assert row["others_cpu"] > limit and any("others used" in m for m in row["disturbed"]), row
+    assert loud["machine"]["disturbed"] and loud["machine"]["others_cpu"] > limit
     p = subprocess.run([*RB, "report", f"run:{quiet['run']}", f"run:{loud['run']}", "--db", db, "--json"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     rep = json.loads(p.stdout)
-    loud_name = rep["candidates"][1]
+    quiet_name, loud_name = rep["candidates"]
     for metric in ("ttft_short_ms", "decode_tok_s"):
         row = next(r for r in rep["speed"] if r["metric"] == metric)
         assert row["cells"][loud_name]["disturbed"]
-        assert any(v.startswith(f"{row['label']}: inconclusive ({loud_name} disturbed?") for v in rep["verdict"])
-    seen = [quiet["scenarios"][n]["others_cpu"] for n in ("short_ttft", "decode")]
-    if max(seen) > limit:    # the marks are right (others were at work), but there was no quiet run to show
-        pytest.skip(f"no quiet moment on this shared machine: others used {before:.0%} of the CPU before the quiet "
-                    f"run and {max(seen):.0%} during it (limit {limit:.0%}); the hog half passed")
-    assert all(not quiet["scenarios"][n]["disturbed"] for n in ("short_ttft", "decode"))
-    assert all(not row["cells"][rep["candidates"][0]]["disturbed"] for row in rep["speed"])
+        v = next(v for v in rep["verdict"] if v.startswith(f"{row['label']}: "))
+        assert v.startswith(f"{row['label']}: inconclusive (") and f"{loud_name} disturbed?" in v, v
+    if any(quiet["scenarios"][n]["disturbed"] for n in ("short_ttft", "decode")):
+        # the marks are right (others were at work), but this shared machine gave no quiet run to show
+        pytest.skip(f"no quiet moment on this shared machine: others used {', '.join(f'{x:.0%}' for x in seen)} of "
+                    f"the CPU during {len(seen)} quiet attempts (limit {limit:.0%}); the hog half passed")
+    assert all(not row["cells"][quiet_name]["disturbed"] for row in rep["speed"])
+
+
+# ---- the HTML report in a real browser ---------------------------------------------------------------
+
+def test_html_report_shows_a_badge_per_figure_and_the_machine_load_in_a_real_browser(tmp_path):
+    """Two stored bench runs, one beside a (fake) neighbour on an overheating GPU: the real HTML, opened in
+    headless Chromium, carries a `disturbed?` badge on exactly the figures `report --json` marks (its reasons on
+    hover), `quiet` on the others, and the chart of the machine's load drawn from the stored samples."""
+    from playwright.sync_api import sync_playwright
+
+    from rigbench.bench.stored import run_stored_suite
+    from rigbench.bench.suite import BenchConfig
+    from tests.test_report import chromium
+
+    exe = chromium()
+    db = f"sqlite:///{tmp_path}/r.db"
+    with fakeserver() as (url, _proc):
+        cfg = BenchConfig(url=url, model="ok", scenarios=["short_ttft", "decode"], repeats=3, short_prompt=16,
+                          decode_output=32)
+        plain, *_ = run_stored_suite(cfg, db, gpu=False)
+        shared, *_ = run_stored_suite(cfg, db, gpu=FakeGpu())
+    p = subprocess.run([*RB, "report", f"run:{plain}", f"run:{shared}", "--db", db, "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(p.stdout)
+    a, b = rep["candidates"]
+    # --json carries the marks per cell and the load chart's series, from the stored samples
+    cells = {(r["label"], c): cell for r in rep["speed"] for c, cell in r["cells"].items()
+             if cell["measured"] is not None}
+    assert all(cells[(label, b)]["disturbed"] for label, c in cells if c == b)
+    assert all(cell["sampled"] for cell in cells.values())
+    series = {(s["name"], s["kind"]): s for s in rep["load"]["series"]}
+    assert {(a, "others' CPU %"), (a, "measured CPU %"), (b, "others' CPU %"), (b, "others' GPU 0 %")} <= set(series)
+    assert set(series[(b, "others' GPU 0 %")]["y"]) == {60.0} and (a, "others' GPU 0 %") not in series
+    db_rows = store.run_samples(store.connect(db), shared)
+    assert len(series[(b, "others' CPU %")]["y"]) == len(db_rows) >= 2
+
+    out = tmp_path / "report.html"
+    p = subprocess.run([*RB, "report", f"run:{plain}", f"run:{shared}", "--db", db, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        page.wait_for_function("() => document.querySelector('#chart-load svg.main-svg g.trace path')",
+                               timeout=30000)
+        speed = page.eval_on_selector(
+            "table", "t => [...t.rows].map(r => [...r.cells].map(c => [c.innerText.trim(), [...c.querySelectorAll("
+            "'.badge')].map(b => [b.className, b.title, getComputedStyle(b).backgroundColor])]))")
+        load = page.eval_on_selector("#chart-load", "e => [e.querySelectorAll('g.trace').length, "
+                                     "e.querySelector('.gtitle').textContent, "
+                                     "[...e.querySelectorAll('.legendtext')].map(t => t.textContent)]")
+        browser.close()
+    assert errors == []
+    header, rows = [c[0] for c in speed[0]], speed[1:]
+    badges = 0
+    for row in rows:
+        for cand in (a, b):
+            text, marks = row[header.index(f"{cand} measured")]
+            cell = cells[(row[0][0], cand)]
+            assert len(marks) == 1, (row[0][0], cand, marks)      # one badge per measured figure
+            cls, title, colour = marks[0]
+            if cell["disturbed"]:
+                badges += 1
+                assert cls == "badge disturbed" and text.endswith("disturbed?") and title == "; ".join(
+                    cell["disturbed"]) and colour != "rgba(0, 0, 0, 0)"
+            else:
+                assert cls == "badge quiet" and text.endswith("quiet")
+    assert badges == sum(bool(c["disturbed"]) for c in cells.values()) >= 2
+    traces, title, legend = load
+    assert traces == len(rep["load"]["series"]) and title == rep["load"]["title"]
+    assert f"{b}: others' GPU 0 %" in legend and f"{a}: others' CPU %" in legend

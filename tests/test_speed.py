@@ -264,6 +264,9 @@ def test_cli_tune_measure_runs_llama_server(run_cli, qwen_gguf, llama_server):
     assert len(measured) == 2 and d["baseline"]["label"] in measured
     for m in measured.values():
         assert m["turn_s"] > 0 and m["failed"] == 0
+        # the machine was watched while the turn was measured
+        assert m["machine"]["samples"] >= 1 and m["others_cpu"] == m["machine"]["others_cpu"]
+        assert m["disturbed"] == m["machine"]["disturbed"] + ([m["ratio"]] if m["ratio"] else [])
 
 
 def test_cli_plan_takes_the_router_skew(run_cli):

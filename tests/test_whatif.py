@@ -222,6 +222,10 @@ def test_replay_sends_the_recorded_shape_to_llama_server(tmp_path, live_model):
     rows = store.task_rows(db, res.run)
     assert rows[0]["turns"] == 3 and store.get_run(db, res.run)["kind"] == "replay"
     assert len(store.task_events(db, res.run)) == 3
+    # the machine was watched through the replay: samples stored, a summary of the run and of its task
+    from rigbench.monitor import stored_summary
+    machine = stored_summary(db, res.run)
+    assert len(store.run_samples(db, res.run)) >= machine["samples"] >= 1 and set(machine["tasks"]) == {rows[0]["task"]}
 
 
 def test_advise_ranks_by_expected_tasks_solved_in_time(run_cli):

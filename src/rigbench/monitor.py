@@ -137,6 +137,25 @@ def _psi_memory() -> float | None:
         return None
 
 
+def _memory() -> tuple[float, float]:
+    """(share of memory available, share of swap used): one read of /proc/meminfo on Linux (psutil's
+    swap_memory reads /proc/vmstat as well), psutil elsewhere."""
+    if _PROC:
+        try:
+            kb = {}
+            with open("/proc/meminfo", "rb") as f:
+                for line in f:
+                    k, _, v = line.partition(b":")
+                    if k in (b"MemTotal", b"MemAvailable", b"SwapTotal", b"SwapFree"):
+                        kb[k] = int(v.split()[0])
+            swap = kb[b"SwapTotal"]
+            return kb[b"MemAvailable"] / kb[b"MemTotal"], (swap - kb[b"SwapFree"]) / swap if swap else 0.0
+        except (OSError, KeyError, ValueError, ZeroDivisionError):
+            pass
+    vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+    return vm.available / vm.total, sw.percent / 100
+
+
 def listener_pid(url: str | None) -> int | None:
     """The local process listening on `url`'s port (a server rigbench did not start is still measured)."""
     if not url:
@@ -154,6 +173,76 @@ def listener_pid(url: str | None) -> int | None:
     return None
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PROC = os.path.isdir("/proc/self")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and of its children it reaped) from Linux's /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2:].split()   # after `pid (comm) `: state, ppid, ..., utime at index 11
+        return int(rest[1]), sum(int(x) for x in rest[11:15]) / _TICK   # utime, stime, cutime, cstime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ProcessTree:
+    """Which processes descend from the measured ones. On Linux a map pid -> parent is kept up to date by
+    listing /proc and reading only the new processes' stat file (a full scan of every process, as
+    psutil.Process.children does, costs milliseconds on a busy machine, every half second); elsewhere psutil."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def descendants(self, roots: set[int]) -> set[int]:
+        if not _PROC:
+            return self._psutil(roots)
+        pids = {int(d) for d in os.listdir("/proc") if d.isdigit()}
+        for gone in self.parent.keys() - pids:
+            del self.parent[gone]
+        for pid in pids - self.parent.keys():
+            if (st := _proc_stat(pid)) is not None:
+                self.parent[pid] = st[0]
+        kids: dict[int, list[int]] = {}
+        for pid, pp in self.parent.items():
+            kids.setdefault(pp, []).append(pid)
+        out, todo = set(), [r for r in roots if r in self.parent]
+        while todo:
+            p = todo.pop()
+            if p not in out:
+                out.add(p)
+                todo.extend(kids.get(p, ()))
+        return out
+
+    @staticmethod
+    def _psutil(roots: set[int]) -> set[int]:
+        pids = set()
+        for root in roots:
+            try:
+                p = psutil.Process(root)
+                pids.add(root)
+                pids.update(c.pid for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+        return pids
+
+
+def _cpu_seconds(pid: int, procs: dict[int, psutil.Process]) -> float | None:
+    """CPU seconds a process used, with those of the children it waited for (whose own samples may have
+    missed them: a compiler that lived a quarter of a second)."""
+    if _PROC:
+        st = _proc_stat(pid)
+        return st[1] if st else None
+    try:
+        p = procs.get(pid) or procs.setdefault(pid, psutil.Process(pid))
+        ct = p.cpu_times()
+    except psutil.Error:
+        return None
+    return ct.user + ct.system + getattr(ct, "children_user", 0.0) + getattr(ct, "children_system", 0.0)
+
+
 class Sampler:
     """A background thread sampling the machine every `interval` seconds. The measured processes are this one
     and its descendants, plus `pids` (a server found on the URL's port) and theirs."""
@@ -168,44 +257,34 @@ class Sampler:
         self.ncpu = psutil.cpu_count() or 1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tree = ProcessTree()
         self._procs: dict[int, psutil.Process] = {}
         self._proc_cpu: dict[int, float] = {}
         self._last: tuple[float, object] | None = None
         self.cost_s = 0.0              # CPU seconds the sampler itself spent (thread time)
 
     def own(self) -> set[int]:
-        pids = set()
-        for root in self.roots:
-            try:
-                p = psutil.Process(root)
-                pids.add(root)
-                pids.update(c.pid for c in p.children(recursive=True))
-            except psutil.Error:
-                continue
-        return pids
+        return self._tree.descendants(self.roots)
 
     def _own_cpu_seconds(self, pids: set[int]) -> float:
-        """CPU seconds the measured processes used since the last call (new ones count from now)."""
-        used = 0.0
+        """CPU seconds the measured processes used since the last call. A process first seen after the first
+        sample was born in the interval: all of its CPU counts. One that ended had its CPU counted up to its
+        last sample; its parent's count of reaped children then grows by all of it, so that part is taken
+        off again."""
+        used, counted = 0.0, 0.0
         for pid in pids:
-            p = self._procs.get(pid)
-            if p is None:
-                try:
-                    p = self._procs[pid] = psutil.Process(pid)
-                except psutil.Error:
-                    continue
-            try:
-                ct = p.cpu_times()
-            except psutil.Error:
+            total = _cpu_seconds(pid, self._procs)
+            if total is None:
                 continue
-            total = ct.user + ct.system
             if pid in self._proc_cpu:
                 used += max(0.0, total - self._proc_cpu[pid])
+            elif self._last is not None:
+                used += total
             self._proc_cpu[pid] = total
-        for gone in set(self._procs) - pids:
+        for gone in set(self._proc_cpu) - pids:
             self._procs.pop(gone, None)
-            self._proc_cpu.pop(gone, None)
-        return used
+            counted += self._proc_cpu.pop(gone)
+        return max(0.0, used - counted)
 
     def sample(self) -> Sample | None:
         """Take one sample (the first call only sets the baseline and returns None)."""
@@ -225,10 +304,10 @@ class Sampler:
         cpu = max(0.0, min(1.0, (total - idle) / total))
         wall = max(1e-6, now - t_prev)
         own = min(cpu, own_s / (wall * self.ncpu))
-        vm, sw = psutil.virtual_memory(), psutil.swap_memory()
+        mem_available, swap_used = _memory()
         s = Sample(t=now, dt=wall, cpu=round(cpu, 4), own_cpu=round(own, 4), others_cpu=round(max(0.0, cpu - own), 4),
                    steal=round(d.get("steal", 0.0) / total, 4), load_per_cpu=round(os.getloadavg()[0] / self.ncpu, 3),
-                   mem_available=round(vm.available / vm.total, 4), swap_used=round(sw.percent / 100, 4),
+                   mem_available=round(mem_available, 4), swap_used=round(swap_used, 4),
                    psi_mem=_psi_memory(), gpus=self.gpu.read(own_pids) if self.gpu else [])
         self.samples.append(s)
         self.cost_s += time.thread_time() - t0

@@ -129,4 +129,4 @@ def measure_turn(args: list[str], gguf: str, r: hardware.Rig, prompt: int, outpu
             server.stop()
     return {"turn_s": s.facts.get("turn_s"), "prefill_tok_s": s.summary.prefill_tok_s.median,
             "decode_tok_s": s.summary.per_stream_output_tok_s, "failed": s.summary.failed,
-            "others_cpu": machine.others_cpu, "disturbed": machine.disturbed}
+            "others_cpu": machine.others_cpu, "disturbed": machine.disturbed, "machine": machine.model_dump()}

@@ -214,6 +214,9 @@ def print_tune(out: Console, res, measured: dict[str, dict], prompt: int, output
     for c in [*rows, *res.baselines]:
         _candidate_row(t, c, measured.get(c.label))
     out.print(t)
+    for label, m in measured.items():
+        if m.get("disturbed"):
+            out.print(f"[red]disturbed?[/] {label}: " + "; ".join(m["disturbed"]), highlight=False)
     out.print(f"predictions ±{res.uncertainty:.0%} ({res.calibration}); bound: the turn with every part at the "
               f"machine's peak (host link, GPU compute and memory), no kernel overhead")
     out.print(res.verdict)
