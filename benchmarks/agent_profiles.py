@@ -96,11 +96,12 @@ def profile_of(turns_by_task: dict[str, list[dict]]) -> dict:
             "output_tokens": spread(outs), "turns": spread(counts)}
 
 
-def measure(name: str, url: str, model: str, tasks: list[str], steps: int, db: str, limit: float) -> dict:
+def measure(name: str, url: str, model: str, tasks: list[str], steps: int, db: str, limit: float,
+            reply: int) -> dict:
     before = counters(url)
     t0 = time.monotonic()
     argv = [sys.executable, "-m", "rigbench", "eval", "--url", url, "--model", model, "--agent", name,
-            "--max-steps", str(steps), "--time-limit", str(limit), "--max-response-tokens", "512", "--db", db,
+            "--max-steps", str(steps), "--time-limit", str(limit), "--max-response-tokens", str(reply), "--db", db,
             "--json", *[x for t in tasks for x in ("--task", t)]]
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--agents", default="builtin,mini-swe-agent,aider,claude-code")
     ap.add_argument("--tasks", default="csv-to-json,fix-failing-test")
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--max-response-tokens", type=int, default=512, help="each reply's limit (a 0.5B model rambles)")
     ap.add_argument("--time-limit", type=float, default=1800, help="seconds per task (a slow CPU needs them)")
     ap.add_argument("--url")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -183,9 +185,12 @@ def main() -> None:
                 print(f"{name}: not installed ({AgentProfile.named(name).install}); skipped")
                 continue
             print(f"{name}: {len(result['tasks'])} tasks ...", flush=True)
-            m = measure(name, url, args.model, result["tasks"], args.steps, args.db, args.time_limit)
+            m = measure(name, url, args.model, result["tasks"], args.steps, args.db, args.time_limit,
+                        args.max_response_tokens)
             m["version"] = version(name, installed.get(name))
             m["measured_at"] = time.strftime("%Y-%m-%d")
+            m["command"] = result["command"]     # agents are measured by separate runs of this script
+            m["max_steps"], m["max_response_tokens"] = args.steps, args.max_response_tokens
             result["agents"][name] = m
             print(f"  {name} {m['version']}: first request {m['first_prompt'].get('median')} tokens, "
                   f"+{m['turn_new_tokens'].get('median')} per turn, {m['output_tokens'].get('median')} out per "

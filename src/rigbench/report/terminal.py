@@ -263,7 +263,7 @@ def print_agents(out: Console, rows: list[dict]) -> None:
         t.add_row(r["name"], r.get("version") or "-", f"{r['first_prompt']:,}", f"{r['turn_new_tokens']:,}",
                   f"{r['output_tokens']:,}", str(r["turns"]), f"{r['suggested_context']:,}",
                   "built in" if r["name"] == "builtin" else (r["installed"] or f"[red]no[/]: {r.get('install') or ''}"),
-                  m.get("how", "[yellow]assumed[/]"))
+                  str(m.get("date", "yes")) if m else "[yellow]assumed[/]")
     out.print(t)
 
 
