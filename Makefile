@@ -48,7 +48,7 @@ pg-server:
 	  echo "postgresql not installed: the PostgreSQL tests skip"
 
 test: install lint docs pg-server
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs --durations=10
 
 clean:
 	rm -rf $(VENV) .rigbench .pytest_cache site
