@@ -4,7 +4,7 @@ checkpoint of a hybrid model (two per request) and for every prompt it saves to 
 first-touch page faults, then the copy. The same two steps here, with numpy, on blocks of a checkpoint's size.
 
 A second view on the lent GPU machine is llama-server's own trace log (`-lv 4`): "prompt cache update took N ms"
-beside "saving prompt ... total state size" and the checkpoints it holds (benchmarks/gpu/session.sh whatif).
+beside "saving prompt ... total state size" and the checkpoints it holds (benchmarks/gpu/device_run.sh whatif).
 
     python benchmarks/state_copy.py      # writes benchmarks/results/state_copy.json
 """

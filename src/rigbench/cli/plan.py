@@ -237,7 +237,7 @@ def calibrate(
     ms = speed.read_measurements(results) if results.is_dir() else []
     if not ms:
         raise typer.BadParameter(f"no *.calib.jsonl measurements in {results}; run benchmarks/speed_prediction.py "
-                                 f"or benchmarks/gpu/session.sh on a GPU first")
+                                 f"or benchmarks/gpu/device_run.sh on a GPU first")
     cal = speed.calibrate(ms)
     path = output or speed.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
