@@ -190,12 +190,12 @@ def advise(
     from rigbench.report.whatif import advise_tables
 
     limit = parse_duration(time_limit)
-    trace = None
+    times = None
     if run is not None:
         from rigbench import store
-        from rigbench.whatif import load
+        from rigbench.whatif import StoredRunTimes, load
 
-        trace = load(store.connect(db), run)
+        times = StoredRunTimes(load(store.connect(db), run))
     r = rig_for_tuning(rig, vram, bandwidth)
     profile = AgentProfile.named(agent)
     context = max(context, profile.suggested_context)   # the agent's first request must fit
@@ -205,7 +205,7 @@ def advise(
     if not rows:
         err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
-    ranking = advise_mod.rank(rows, r, limit, trace, profile)
+    ranking = advise_mod.rank(rows, r, limit, times, profile)
     if as_json:
         return emit_json(ranking.model_dump())
     for t in advise_tables(ranking, top):
