@@ -32,8 +32,10 @@ sandbox:
 demo: install sandbox
 	$(BIN)/rigbench demo
 
+# ruff, and the stage order and no import circles (import-linter; the contracts are in pyproject.toml)
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 # the documentation site (docs/, mkdocs.yml): any warning fails it; result tables are generated from
 # benchmarks/results/*.json by docs/hooks/results.py
