@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from provenance import machine
 from rigbench.bench.load import run, run_load
 from rigbench.engines.process import free_port
 
@@ -186,7 +186,7 @@ def main() -> int:
                                            for k, v in others.items()))
     print("targets met: " + ("yes" if ok else "NO"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"machine": f"{platform.machine()}, {platform.node()}", "cpus": __import__("os")
+    a.out.write_text(json.dumps({"machine": machine(), "cpus": __import__("os")
                                  .cpu_count(), "tokens_per_request": a.tokens, "interval_ms": a.interval_ms,
                                  "levels": {str(r["streams"]): r for r in rows}, "comparison_tools": others,
                                  "side_by_side": side, "sampling": sampling,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import machine
 from rigbench.monitor import Sampler
 
 CHILD = "import time\nwhile True: time.sleep(0.01)\n"
@@ -60,7 +60,7 @@ def main() -> int:
     per_cpu_ms = statistics.median(cpu) * 1000
     process_ms = ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / a.samples * 1000
     share = per_cpu_ms / 1000 / s.interval
-    row = {"machine": f"{platform.machine()}, {platform.node()}", "cpus": os.cpu_count(),
+    row = {"machine": machine(), "cpus": os.cpu_count(),
            "gpu_reader": type(s.gpu).__name__ if s.gpu else None, "measured_processes": len(s.own()),
            "samples": a.samples, "interval_s": s.interval,
            "sample_cpu_ms_p50": round(per_cpu_ms, 3),

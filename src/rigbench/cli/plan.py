@@ -187,7 +187,7 @@ def advise(
     from rigbench.plan import advise as advise_mod
     from rigbench.plan.speed import AgentProfile
     from rigbench.plan.tune import Turn
-    from rigbench.report.whatif import advise_tables
+    from rigbench.report.whatif import print_advise
 
     limit = parse_duration(time_limit)
     times = None
@@ -208,11 +208,7 @@ def advise(
     ranking = advise_mod.rank(rows, r, limit, times, profile)
     if as_json:
         return emit_json(ranking.model_dump())
-    for t in advise_tables(ranking, top):
-        out.print(t)
-    out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model "
-              f"(source and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a "
-              f"quant, whose effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")
+    print_advise(out, ranking, top)
 
 
 def calibrate(
@@ -226,7 +222,7 @@ def calibrate(
     ms = speed.read_measurements(results) if results.is_dir() else []
     if not ms:
         raise typer.BadParameter(f"no *.calib.jsonl measurements in {results}; run benchmarks/speed_prediction.py "
-                                 f"or benchmarks/gpu/session.sh on a GPU first")
+                                 f"or benchmarks/gpu/phases.sh on a GPU first")
     cal = speed.calibrate(ms)
     path = output or speed.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
