@@ -70,6 +70,17 @@ def test_the_usage_chunk_the_gateway_asks_for_is_kept_from_an_agent_that_did_not
     assert turn["stream_usage_added"] and turn["output_tokens"] == 6 and turn["prompt_tokens"] > 0
 
 
+def test_keep_alive_comments_before_the_first_token_are_not_the_first_token(gateway):
+    """llama-server answers a streamed request at once and sends `:` every 30 s while it computes a long prompt:
+    the turn's TTFT is its first token's, and the agent gets the comments as sent."""
+    s, rec = _session(gateway)
+    r = _chat(gateway.base(s), max_tokens=4, ttft_ms=600, keepalive_ms=100)
+    gateway.close(s)
+    assert r.text.startswith(":\n\n:\n\n") and r.text.count("data:") >= 4
+    [(_, turn, _)] = rec.events
+    assert 0.55 <= turn["ttft_s"] < turn["seconds"] and turn["output_tokens"] == 4, turn
+
+
 def test_gap_is_the_time_between_replies(gateway):
     import time
 

@@ -10,7 +10,8 @@ after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]
 plain-text body, what a misconfigured proxy in front of an engine answers), `json` (one JSON chat completion
 to a streamed request, as some servers answer), `empty` (HTTP 200, an event stream with no event), `die` (the
 process exits on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request
-fields; a proxy that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`).
+fields; a proxy that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`); with
+`keepalive_ms` an SSE comment is sent that often until the first token.
 
 Usage: python -m rigbench.bench.fakeserver --port 8099
 """
@@ -62,6 +63,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if mode == "empty":
         return resp
     start = arrival + ttft
+    if keepalive := float(body.get("keepalive_ms", 0)) / 1000:   # SSE comments while the "prompt" is computed,
+        while time.monotonic() + keepalive < start:               # as llama-server sends every 30 s
+            await asyncio.sleep(keepalive)
+            await resp.write(b":\n\n")
     for i in range(n):
         due = start + i * interval
         delay = due - time.monotonic()

@@ -274,7 +274,10 @@ class Router:
         """The upstream's bytes on to the client (translated to Anthropic events in anthropic-stream mode; `reply`:
         the whole translated answer in anthropic-json mode), accounted from the upstream's own bytes. With a
         gateway `turn`, the reply's head and tail (all of a JSON reply) are kept for its record."""
-        ttft = time.monotonic() - t0
+        # llama-server answers a streamed request at once and sends an SSE comment (`:`) every 30 s while it
+        # computes a long prompt: the first token is the first chunk with more than comments
+        ttft = time.monotonic() - t0 if not _only_comments(first) else None
+        head = first[:_HEAD] if turn is not None else b""
         error = None
         events = first.count(b"data:")
         prev, last = b"", first
@@ -293,9 +296,13 @@ class Router:
                 yield first
             async for chunk in chunks:
                 events += chunk.count(b"data:")
+                if ttft is None and not _only_comments(chunk):
+                    ttft = time.monotonic() - t0
                 if turn is not None:
                     size += len(chunk)
                     before = (before + prev)[-65536:]
+                    if len(head) < _HEAD:
+                        head += chunk[:_HEAD - len(head)]
                 prev, last = last, chunk
                 if tr is not None:
                     out, buf = _translate(tr, buf + chunk)
@@ -323,6 +330,7 @@ class Router:
                 resp.close()     # the client left mid-stream: the upstream stops generating
             self.upstreams.release(m)
             e2e = time.monotonic() - t0
+            ttft = e2e if ttft is None else ttft
             toks = _tokens(prev + last)
             if resp.status >= 400 and error is None:
                 error = f"HTTP {resp.status}"
@@ -334,7 +342,7 @@ class Router:
                 turn.response_bytes = size if whole is None else len(b"".join(whole))
                 turn.client_left = error == "the client left mid-stream"
                 tail = before[-4096:] + prev + last + b"".join(kept_back or ())   # the usage chunk kept from it
-                self.gateway.record(session, turn, head=first[:65536], tail=tail,
+                self.gateway.record(session, turn, head=head, tail=tail,
                                     whole=b"".join(whole) if whole is not None else None, content_type=ctype,
                                     events=events, error=error, translated=mode is not None)
             if self.cfg.log_requests:
@@ -458,6 +466,14 @@ def _translate(tr: anthropic.StreamTranslator, buf: bytes) -> tuple[bytes, bytes
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield
+
+
+_HEAD = 65536     # bytes of a streamed reply's start kept for its record (Anthropic's usage is in its first event)
+
+
+def _only_comments(chunk: bytes) -> bool:
+    """Whether an SSE chunk holds only comment lines (`:` keep-alives) and blank lines."""
+    return all(not line.strip() or line.startswith(b":") for line in chunk.split(b"\n"))
 
 
 def _stripped(first: bytes, chunks: AsyncIterator[bytes]) -> tuple[AsyncIterator[bytes], bytes, list[bytes]]:
