@@ -61,6 +61,9 @@ def version(name: str, path: str | None) -> str | None:
         return f"rigbench {__version__}"
     if not path:
         return None
+    pinned = Path(path).parent.parent / ".version"     # a virtualenv made by scripts/install_agents.sh
+    if pinned.exists():
+        return pinned.read_text().strip().split("==")[-1]
     argv = [path, *VERSION[name][1:]]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60,
                        env={"PATH": str(Path(path).parent) + ":/usr/bin:/bin", "MSWEA_SILENT_STARTUP": "1",
@@ -74,7 +77,7 @@ def spread(xs: list[float]) -> dict:
 
 
 def profile_of(turns_by_task: dict[str, list[dict]]) -> dict:
-    firsts, new, outs, counts = [], [], [], []
+    firsts, new, growth, outs, counts = [], [], [], [], []
     for turns in turns_by_task.values():
         model = sorted((t for t in turns if t["api"] != "count_tokens" and t.get("prompt_tokens")),
                        key=lambda t: t["sent_t"])
@@ -84,36 +87,66 @@ def profile_of(turns_by_task: dict[str, list[dict]]) -> dict:
         firsts.append(model[0]["prompt_tokens"])
         outs += [t["output_tokens"] for t in model]
         for a, b in zip(model, model[1:], strict=False):
+            growth.append(b["prompt_tokens"] - a["prompt_tokens"])
             new.append(max(0, b["prompt_tokens"] - a["prompt_tokens"] - a["output_tokens"]))
-    return {"first_prompt": spread(firsts), "turn_new_tokens": spread(new), "output_tokens": spread(outs),
-            "turns": spread(counts)}
+    # turn_new_tokens: what a turn adds besides the previous reply (tool output, the agent's text); an agent that
+    # keeps less than the whole reply in its history (mini-swe-agent keeps the parsed action) adds 0 by this
+    # measure, so the prompt's growth per turn is given too
+    return {"first_prompt": spread(firsts), "turn_new_tokens": spread(new), "prompt_growth": spread(growth),
+            "output_tokens": spread(outs), "turns": spread(counts)}
 
 
-def measure(name: str, url: str, model: str, tasks: list[str], steps: int, db: str) -> dict:
+def measure(name: str, url: str, model: str, tasks: list[str], steps: int, db: str, limit: float) -> dict:
     before = counters(url)
     t0 = time.monotonic()
     argv = [sys.executable, "-m", "rigbench", "eval", "--url", url, "--model", model, "--agent", name,
-            "--max-steps", str(steps), "--db", db, "--json", *[x for t in tasks for x in ("--task", t)]]
+            "--max-steps", str(steps), "--time-limit", str(limit), "--max-response-tokens", "512", "--db", db,
+            "--json", *[x for t in tasks for x in ("--task", t)]]
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"{name}: eval failed: {p.stderr.strip().splitlines()[-1:]}")
     d = json.loads(p.stdout)
     after = counters(url)
-    events = store.task_events(store.connect(db), d["run"])
+    by_task = turns_by_task(db, d["run"])
+    model_turns = [t for ts in by_task.values() for t in ts if t["api"] != "count_tokens"]
+    sums = {"prompt_tokens_total": sum((t.get("prompt_tokens") or 0) - (t.get("cached_tokens") or 0)
+                                       for t in model_turns),
+            "prompt_tokens_cached_total": sum(t.get("cached_tokens") or 0 for t in model_turns),
+            "tokens_predicted_total": sum(t.get("output_tokens") or 0 for t in model_turns)}
+    delta = {k: after[k] - before[k] for k in COUNTERS}
+    cut = sum(1 for t in model_turns if t.get("client_left"))
+    if cut:     # a request the agent gave up on (its own timeout) or the time limit cut: the server counted what
+        # it computed, the reply never came
+        check = f"not exact: {cut} request(s) cut off (the agent gave up waiting or the task's time ran out); " \
+                f"gateway {sums}, server {delta}"
+    elif sums != delta:
+        raise SystemExit(f"{name}: the gateway's sums {sums} differ from llama-server's counters {delta}")
+    else:
+        check = "exact"
+    return {"run": d["run"], "wall_s": round(time.monotonic() - t0, 1),
+            "statuses": {t["task"]: t["status"] for t in d["tasks"]}, "tokens_checked": delta, "check": check,
+            **profile_of(by_task)}
+
+
+def turns_by_task(db: str, run: int) -> dict[str, list[dict]]:
     by_task: dict[str, list[dict]] = {}
-    for e in events:
+    for e in store.task_events(store.connect(db), run):
         if e["kind"] == "turn":
             by_task.setdefault(e["task"], []).append(e["data"])
-    model_turns = [t for ts in by_task.values() for t in ts if t["api"] != "count_tokens"]
-    sums = {"prompt_tokens_total": sum(t["prompt_tokens"] - t["cached_tokens"] for t in model_turns),
-            "prompt_tokens_cached_total": sum(t["cached_tokens"] for t in model_turns),
-            "tokens_predicted_total": sum(t["output_tokens"] for t in model_turns)}
-    delta = {k: after[k] - before[k] for k in COUNTERS}
-    if sums != delta:
-        raise SystemExit(f"{name}: the gateway's sums {sums} differ from llama-server's counters {delta}")
-    return {"run": d["run"], "wall_s": round(time.monotonic() - t0, 1),
-            "statuses": {t["task"]: t["status"] for t in d["tasks"]}, "tokens_checked": delta,
-            **profile_of(by_task)}
+    return by_task
+
+
+def recompute(db: str) -> None:
+    """The profiles again from the stored turns of each agent's run (the token checks were made when they ran)."""
+    result = json.loads(OUT.read_text())
+    installed = {r["name"]: r["installed"] for r in agent_rows()}
+    for name, m in result["agents"].items():
+        m.update(profile_of(turns_by_task(db, m["run"])))
+        m["version"] = version(name, installed.get(name)) or m.get("version")
+    result["recomputed_with"] = "python benchmarks/agent_profiles.py --from-store"
+    OUT.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: {f: m[f] for f in ("version", "first_prompt", "prompt_growth", "output_tokens")}
+                      for k, m in result["agents"].items()}, indent=1))
 
 
 def main() -> None:
@@ -121,10 +154,15 @@ def main() -> None:
     ap.add_argument("--agents", default="builtin,mini-swe-agent,aider,claude-code")
     ap.add_argument("--tasks", default="csv-to-json,fix-failing-test")
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--time-limit", type=float, default=1800, help="seconds per task (a slow CPU needs them)")
     ap.add_argument("--url")
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--db", default=f"sqlite:///{ROOT / '.rigbench' / 'agent_profiles.db'}")
+    ap.add_argument("--from-store", action="store_true",
+                    help="recompute the profiles (and versions) from the runs already stored, running nothing")
     args = ap.parse_args()
+    if args.from_store:
+        return recompute(args.db)
     server = None
     url = args.url
     if not url:
@@ -145,14 +183,14 @@ def main() -> None:
                 print(f"{name}: not installed ({AgentProfile.named(name).install}); skipped")
                 continue
             print(f"{name}: {len(result['tasks'])} tasks ...", flush=True)
-            m = measure(name, url, args.model, result["tasks"], args.steps, args.db)
+            m = measure(name, url, args.model, result["tasks"], args.steps, args.db, args.time_limit)
             m["version"] = version(name, installed.get(name))
             m["measured_at"] = time.strftime("%Y-%m-%d")
             result["agents"][name] = m
             print(f"  {name} {m['version']}: first request {m['first_prompt'].get('median')} tokens, "
                   f"+{m['turn_new_tokens'].get('median')} per turn, {m['output_tokens'].get('median')} out per "
                   f"turn, {m['turns'].get('median')} turns; token sums = llama-server's counters "
-                  f"{m['tokens_checked']}", flush=True)
+                  f"{m['tokens_checked']} ({m['check']})", flush=True)
             OUT.write_text(json.dumps(result, indent=1) + "\n")
     finally:
         if server:

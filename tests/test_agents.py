@@ -71,6 +71,20 @@ def test_profiles_are_detected_from_the_command_or_named():
     assert AgentProfile.named("claude-code").suggested_context >= 16384
 
 
+def test_an_agents_own_settings_follow_the_server_and_the_eval():
+    """Claude Code is told the server's context, and a reply limit only where eval was given one."""
+    from rigbench.tasks.formats import Task
+    from rigbench.tasks.runner import EvalConfig, agent_env
+
+    task = Task.model_construct(instruction="do it")
+    cfg = EvalConfig(agent="cmd", agent_cmd="claude -p x", model="m", agent_profile="claude-code")
+    env = agent_env(task, cfg, "http://127.0.0.1:1/t/abc", n_ctx=32768)
+    assert env["CLAUDE_CODE_MAX_CONTEXT_TOKENS"] == "32768" and env["ANTHROPIC_BASE_URL"].endswith("/t/abc")
+    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in env and env["IS_SANDBOX"] == "1"
+    env = agent_env(task, cfg.model_copy(update={"max_response_tokens": 256}), "http://127.0.0.1:1/t/abc")
+    assert env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "256" and "CLAUDE_CODE_MAX_CONTEXT_TOKENS" not in env
+
+
 def test_the_preflight_refuses_a_context_the_agent_cannot_start_in(run_cli, small_server, tmp_path):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     r = run_cli("eval", "--url", small_server, "--tasks", str(_tasks(tmp_path)), "--db", db,

@@ -8,6 +8,7 @@ so the fraction of each file that crossed the wire is measured on the server's s
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from rigbench import hardware, model, remote, synth
+from rigbench.engines.llamacpp import find_binary
 from rigbench.engines.options import parse_command
 from rigbench.errors import RigbenchError
 from rigbench.plan import memory
@@ -81,11 +83,11 @@ class Hub(BaseHTTPRequestHandler):
         self._json(404, {"error": "not found"})
 
 
-def _tiny_moe() -> model.ModelSpec:
+def _tiny_moe(hidden: int = 256) -> model.ModelSpec:
     """Qwen3.6-35B-A3B's layout (Gated DeltaNet + gated attention + MoE) made narrow (the synthetic tokenizer sets
-    the vocabulary)."""
+    the vocabulary: a real 152k-token one, whose header of ~6 MB is a third of a real Q4 file's first 1%)."""
     s = synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8)
-    return s.model_copy(update={"hidden": 256, "vocab": 151936})
+    return s.model_copy(update={"hidden": hidden, "vocab": 151936})
 
 
 def _write_safetensors_repo(folder: Path) -> None:
@@ -124,10 +126,17 @@ def _write_safetensors_repo(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
-    spec = _tiny_moe()
     gguf_repo = root / "test-org" / "Tiny-MoE-GGUF"
-    synth.write(spec, gguf_repo / "Tiny-MoE-Q4_K_M.gguf", "Q4_K_M")
-    synth.write(spec, gguf_repo / "Tiny-MoE-Q4_0.gguf", "Q4_0")
+    # wide enough that the tokenizer's header is 2% of the file, as it is far less of a real one
+    synth.write(_tiny_moe(1024), gguf_repo / "Tiny-MoE-Q4_K_M.gguf", "Q4_K_M")
+    # a quant split by llama.cpp's gguf-split into parts in a folder, as the Hub's large GGUFs are
+    split = gguf_repo / "Q8_0" / "Tiny-MoE-Q8_0"
+    split.parent.mkdir()
+    single = root / "Tiny-MoE-Q8_0.gguf"
+    synth.write(_tiny_moe(), single, "Q8_0")
+    subprocess.run([str(find_binary(name="llama-gguf-split")), "--split", "--split-max-tensors", "40", str(single),
+                    str(split)], check=True, capture_output=True)
+    single.unlink()
     (gguf_repo / "README.md").write_text("tiny")
     _write_safetensors_repo(root / "test-org" / "Tiny-Dense")
     _write_safetensors_repo(root / "test-org" / "private-model")
@@ -163,9 +172,11 @@ def test_remote_gguf_plan_equals_local_plan_and_reads_a_small_fraction(env):
     spec = model.load("hf://test-org/Tiny-MoE-GGUF:Q4_K_M")
     assert spec.source == "hf://test-org/Tiny-MoE-GGUF:Q4_K_M"
     assert _plan(spec, LLAMA) == _plan(model.load(str(local)), LLAMA)
-    read = sent[str(local)]
-    assert 0 < read < 0.05 * local.stat().st_size       # the server's own count: headers only
-    assert str(root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_0.gguf") not in sent
+    read, header = sent[str(local)], remote.gguf_header_length(local.read_bytes())
+    # the server's own count: the header and key-values with the tensor table, a few KiB past their end
+    assert header <= read < 1.01 * header + remote.MIN_READ
+    assert read < 0.025 * local.stat().st_size
+    assert not [p for p in sent if "Q8_0" in p]         # the other quant is not read
     # the header cache: a second plan sends nothing for the file
     sent.clear()
     assert _plan(model.load("hf://test-org/Tiny-MoE-GGUF:Q4_K_M"), LLAMA) == _plan(model.load(str(local)), LLAMA)
@@ -187,21 +198,40 @@ def test_remote_safetensors_plan_equals_local_plan(env):
 
 def test_plain_https_url_of_a_gguf(env):
     root, url, sent = env
-    local = root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_0.gguf"
-    spec = model.load(f"{url}/test-org/Tiny-MoE-GGUF/resolve/main/Tiny-MoE-Q4_0.gguf")
+    local = root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_K_M.gguf"
+    spec = model.load(f"{url}/test-org/Tiny-MoE-GGUF/resolve/main/Tiny-MoE-Q4_K_M.gguf")
     assert _plan(spec, LLAMA) == _plan(model.load(str(local)), LLAMA)
-    assert sent[str(local)] < 0.05 * local.stat().st_size
+    assert sent[str(local)] < 0.025 * local.stat().st_size
 
 
 def test_a_repo_with_several_quants_lists_their_exact_sizes(env):
     root, url, sent = env
+    repo = root / "test-org" / "Tiny-MoE-GGUF"
+    sizes = {"Q4_K_M": (repo / "Tiny-MoE-Q4_K_M.gguf").stat().st_size,
+             "Q8_0": sum(p.stat().st_size for p in (repo / "Q8_0").glob("*.gguf"))}
     with pytest.raises(remote.ChooseQuantError) as e:
         model.load("hf://test-org/Tiny-MoE-GGUF")
-    for q in ("Q4_K_M", "Q4_0"):
-        size = (root / "test-org" / "Tiny-MoE-GGUF" / f"Tiny-MoE-{q}.gguf").stat().st_size
+    for size in sizes.values():
         assert f"{size:,d} bytes" in str(e.value)
-    assert [q.quant for q in remote.list_quants("hf://test-org/Tiny-MoE-GGUF")] == ["Q4_K_M", "Q4_0"]
+    listed = remote.list_quants("hf://test-org/Tiny-MoE-GGUF")
+    assert {q.quant: q.bytes for q in listed} == sizes
+    assert [q.quant for q in listed] == sorted(sizes, key=sizes.get)       # smallest first
     assert not sent                                     # listing reads the API only
+
+
+def test_a_split_gguf_is_read_part_by_part(env):
+    root, url, sent = env
+    parts = sorted((root / "test-org" / "Tiny-MoE-GGUF" / "Q8_0").glob("*.gguf"))
+    assert len(parts) > 1
+    spec = model.load("hf://test-org/Tiny-MoE-GGUF:Q8_0")
+    assert _plan(spec, LLAMA) == _plan(model.load(str(parts[0])), LLAMA)
+    assert spec.tensors is not None and len(spec.tensors) == len(model.load(str(parts[0])).tensors)
+    for p in parts:                                     # every part's header, none of its data
+        assert 0 < sent[str(p)] <= remote.gguf_header_length(p.read_bytes()) + 2 * remote.MIN_READ
+    # a part named by its path gives the same plan
+    sent.clear()
+    first = parts[0].relative_to(root / "test-org" / "Tiny-MoE-GGUF")
+    assert _plan(model.load(f"hf://test-org/Tiny-MoE-GGUF/{first}"), LLAMA) == _plan(spec, LLAMA)
 
 
 def test_token_revision_and_not_found_errors(env, monkeypatch):
@@ -222,9 +252,105 @@ def test_offline_uses_the_header_cache_or_says_what_to_do(env, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")     # nothing listens there
     assert _plan(model.load("hf://test-org/Tiny-Dense"), VLLM) == first
     with pytest.raises(RigbenchError, match="cannot reach") as e:
-        model.load("hf://test-org/Tiny-MoE-GGUF:Q4_0")
+        model.load("hf://test-org/Tiny-MoE-GGUF:Q8_0")
     assert "\n" not in str(e.value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert _plan(model.load("hf://test-org/Tiny-Dense"), VLLM) == first
     with pytest.raises(RigbenchError, match="HF_HUB_OFFLINE"):
-        model.load("hf://test-org/Tiny-MoE-GGUF:Q4_0")
+        model.load("hf://test-org/Tiny-MoE-GGUF:Q8_0")
+
+
+# ---- the commands, as a user runs them ------------------------------------------------------------------------
+
+def _json_plan(run_cli, *args: str) -> dict:
+    d = json.loads(run_cli("plan", "--rig", "rtx4090", "--json", *args).stdout)
+    d.pop("command")                                    # names the model as given: the path, URL or hf:// reference
+    return d
+
+
+def _unplaced(info: dict) -> dict:
+    """A model's description without where it was read from."""
+    info = {k: v for k, v in info.items() if k not in ("source", "path")}
+    if info.get("checkpoint"):
+        info["checkpoint"] = {k: v for k, v in info["checkpoint"].items() if k != "path"}
+    return info
+
+
+def test_plan_tune_inspect_and_advise_take_a_remote_model(env, run_cli):
+    root, url, sent = env
+    local = root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_K_M.gguf"
+    ref = "hf://test-org/Tiny-MoE-GGUF:Q4_K_M"
+    want = _json_plan(run_cli, str(local))
+    assert _json_plan(run_cli, ref) == want
+    # the command it prints downloads the model as llama-server does it
+    shown = json.loads(run_cli("plan", ref, "--rig", "rtx4090", "--json").stdout)["command"]
+    assert shown[1:3] == ["-hf", "test-org/Tiny-MoE-GGUF:Q4_K_M"]
+    # pasted engine commands: llama-server -hf ORG/REPO:QUANT and -m URL, vllm serve ORG/REPO
+    assert _json_plan(run_cli, "--", "llama-server", "-hf", "test-org/Tiny-MoE-GGUF:Q4_K_M") == want
+    gguf_url = f"{url}/test-org/Tiny-MoE-GGUF/resolve/main/Tiny-MoE-Q4_K_M.gguf"
+    assert _json_plan(run_cli, "--", "llama-server", "-m", gguf_url) == want
+    dense = root / "test-org" / "Tiny-Dense"
+    assert (_json_plan(run_cli, "--", "vllm", "serve", "test-org/Tiny-Dense", "--max-model-len", "8192")
+            == _json_plan(run_cli, "--", "vllm", "serve", str(dense), "--max-model-len", "8192"))
+    info = json.loads(run_cli("inspect", "hf://test-org/Tiny-Dense", "--json").stdout)
+    assert _unplaced(info) == _unplaced(json.loads(run_cli("inspect", str(dense), "--json").stdout))
+    assert info["checkpoint"]["exact"]
+    tuned = run_cli("tune", ref, "--rig", "rtx4090", "--json").stdout
+    assert json.loads(tuned)["candidates"]
+    assert tuned == run_cli("tune", str(local), "--rig", "rtx4090", "--json").stdout
+    adv = json.loads(run_cli("advise", "--model", ref, "--rig", "rtx4090", "--json").stdout)
+    rows = adv["scored"] + adv["unscored"]
+    assert rows and {a["engine"] for a in rows} == {"llama.cpp"} and {a["quant"] for a in rows} == {"Q4_K_M"}
+    # a safetensors checkpoint is advised as vLLM serves it
+    adv = json.loads(run_cli("advise", "--model", "hf://test-org/Tiny-Dense", "--rig", "rtx4090", "--json").stdout)
+    assert {a["engine"] for a in adv["scored"] + adv["unscored"]} == {"vllm"}
+
+
+def test_plan_of_a_repo_with_several_quants_prints_them(env, run_cli):
+    root, url, sent = env
+    res = run_cli("plan", "hf://test-org/Tiny-MoE-GGUF", "--rig", "rtx4090", ok=False)
+    assert res.returncode == 2
+    size = (root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_K_M.gguf").stat().st_size
+    text = " ".join(res.stderr.split())
+    assert "hf://test-org/Tiny-MoE-GGUF:QUANT" in text and f"{size:,d} bytes" in text and "Q8_0" in text
+
+
+@pytest.mark.parametrize("ref,endpoint,says", [
+    ("hf://test-org/no-such-model", None, "(404): check the repo id"),
+    ("hf://test-org/private-model", None, "set HF_TOKEN"),
+    ("hf://test-org/Tiny-Dense", "http://127.0.0.1:9", "cannot reach"),
+], ids=["404", "401", "offline"])
+def test_a_remote_model_that_cannot_be_read_is_one_line_and_a_non_zero_exit(env, run_cli, ref, endpoint, says):
+    res = run_cli("plan", ref, "--rig", "rtx4090", ok=False, env={"HF_ENDPOINT": endpoint} if endpoint else None)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in res.stderr
+
+
+# ---- offline: the catalog's published checkpoints stand in for the Hub ------------------------------------------
+
+SETUP_C_35B = ("--port 8007 --served-model-name qwen3.6-35b-a3b --tensor-parallel-size 2 --disable-custom-all-reduce "
+               "--quantization awq_marlin --max-model-len 262144 --gpu-memory-utilization 0.92 --kv-cache-dtype "
+               "fp8_e5m2 --max-num-seqs 16 --max-num-batched-tokens 8192 --enable-prefix-caching "
+               "--enable-chunked-prefill --mamba-cache-mode align --reasoning-parser qwen3 --enable-auto-tool-choice "
+               "--tool-call-parser qwen3_coder --trust-remote-code").split()
+
+
+def test_setup_c_command_plans_offline_from_the_published_checkpoint_size(run_cli):
+    """Setup C's 35B-A3B line as pasted, offline: the checkpoint's published size (vision tower and 16-bit modules
+    included), not the config estimate, sets vLLM's KV cache."""
+    offline = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    repo = "cyankiwi/Qwen3.6-35B-A3B-AWQ-4bit"
+    d = json.loads(run_cli("plan", "--rig", "2x-rtx3090", "--json", "--", "vllm", "serve", repo, *SETUP_C_35B,
+                           env=offline).stdout)
+    assert d["model"] == "qwen3.6-35b-a3b" and any("index total" in n for n in d["notes"])
+    assert d["weights_bytes"] == pytest.approx(24_407_727_072, rel=1e-6)
+    # the config estimate (all but the experts quantised too, no vision) leaves a KV cache a fifth larger
+    est = json.loads(run_cli("plan", "--rig", "2x-rtx3090", "--json", "--model", "qwen3.6-35b-a3b", "--", "vllm",
+                             "serve", "some/other-checkpoint", *SETUP_C_35B, env=offline).stdout)
+    assert est["weights_bytes"] < 0.85 * d["weights_bytes"]
+    assert d["kv_tokens_logged"] < 0.87 * est["kv_tokens_logged"]
+    # hf:// asks the Hub first; unreachable, it falls back to the same entry
+    hf = json.loads(run_cli("plan", "--rig", "2x-rtx3090", "--json", "--", "vllm", "serve", f"hf://{repo}",
+                            *SETUP_C_35B, env=offline).stdout)
+    assert hf["kv_tokens_logged"] == d["kv_tokens_logged"]

@@ -278,7 +278,7 @@ def test_advise_ranks_on_a_stored_runs_turns_handed_in_from_whatif(db):
     assert ranking.distribution == f"the 1 tasks of stored run {trace.run}, predicted from their recorded turns"
     cal = speed.load_calibration()
     for a in ranking.scored + ranking.unscored:
-        spec, p = advise._replan(a, r)
+        spec, p = advise._replan(a, r, {})
         w = predict(trace, Target(label=a.model, spec=spec, rig=r, plan=p), 1200, cal)
         assert a.task_s_median == pytest.approx(round(w.tasks[0].agent_s.value, 1))
         assert a.in_time_share == (1.0 if w.tasks[0].agent_s.value <= 1200 else 0.0)

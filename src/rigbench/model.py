@@ -624,7 +624,14 @@ def load(ref: str) -> ModelSpec:
     from rigbench import remote
 
     if remote.is_remote(ref) or (remote.looks_like_repo(ref) and published_checkpoint(ref) is None):
-        spec = load(str(remote.mirror(ref)))
+        try:
+            spec = load(str(remote.mirror(ref)))
+        except remote.OfflineError:
+            # offline, the catalog's published checkpoints stand in for the Hub
+            known = published_checkpoint(remote.repo_id(ref) or "")
+            if known is None:
+                raise
+            return from_catalog(known[0]).model_copy(update={"checkpoint": known[1], "source": ref})
         # the mirror's files are headers over zeros: the launch command names the remote model, never them
         update = {"source": ref, "path": ref if spec.path else None}
         if spec.checkpoint is not None:

@@ -29,6 +29,7 @@ from rigbench.errors import ModelFileError, RigbenchError
 DEFAULT_ENDPOINT = "https://huggingface.co"
 SMALL_FILES = ("config.json", "model.safetensors.index.json", "quantization_config.json", "quant_config.json")
 FIRST_READ = 256 * 1024          # a GGUF header without a tokenizer fits; a 250k-token vocabulary takes a few reads
+MIN_READ = 64 * 1024
 SPLIT = re.compile(r"(.*)-(\d{5})-of-(\d{5})\.gguf$")
 QUANT_IN_NAME = re.compile(r"(?i)(?:^|[-_.])((?:UD-)?(?:I?Q\d[\w]*?|BF16|F16|F32|MXFP4(?:_MOE)?))"
                            r"(?:-\d{5}-of-\d{5})?\.gguf$")
@@ -36,6 +37,10 @@ QUANT_IN_NAME = re.compile(r"(?i)(?:^|[-_.])((?:UD-)?(?:I?Q\d[\w]*?|BF16|F16|F32
 
 class RemoteError(RigbenchError):
     """A remote model that cannot be read: offline, no access, not found, or a server without range support."""
+
+
+class OfflineError(RemoteError):
+    """The server cannot be reached (or HF_HUB_OFFLINE is set) and the header cache does not hold the model."""
 
 
 class ChooseQuantError(RigbenchError):
@@ -67,8 +72,8 @@ class Reader:
         try:
             r = self.client.get(self.url, headers={"Range": f"bytes={start}-{end}"})
         except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach {_origin(self.url)} ({type(e).__name__}); connect, or plan a local "
-                              f"file or catalog name") from None
+            raise OfflineError(f"cannot reach {_origin(self.url)} ({type(e).__name__}); connect, or plan a local "
+                               f"file or catalog name") from None
         _raise_for_status(r, self.url)
         if r.status_code != 206:
             raise RemoteError(f"{_origin(self.url)} ignores HTTP range requests (answered {r.status_code} to a "
@@ -100,8 +105,8 @@ class Session:
         try:
             r = self.client.get(url)
         except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach {_origin(url)} ({type(e).__name__}); connect, or plan a local file "
-                              f"or catalog name") from None
+            raise OfflineError(f"cannot reach {_origin(url)} ({type(e).__name__}); connect, or plan a local file "
+                               f"or catalog name") from None
         if r.status_code == 404:
             return None
         _raise_for_status(r, url)
@@ -131,18 +136,28 @@ def _raise_for_status(r: httpx.Response, url: str) -> None:
 # ---- headers ---------------------------------------------------------------------------------------
 
 class _NeedMore(Exception):
-    pass
+    """`buf` ended inside the header; `more` is a guess of the bytes still to come (the rest of the array or
+    tensor table being read, at the mean size of the entries read so far)."""
+
+    def __init__(self, more: int):
+        super().__init__(more)
+        self.more = more
+
+
+TENSOR_INFO_GUESS = 80       # bytes per tensor-table entry before one is seen: a name of ~40 characters, 2-3 dims
 
 
 def gguf_header_length(buf: bytes) -> int:
     """Bytes from the start of a GGUF up to its tensor data (header, key-values, tensor infos, alignment);
     raises _NeedMore when `buf` ends first. Layout: gguf.md in ggml (v2/v3: 64-bit counts)."""
     pos = 0
+    n_tensors = 0
+    in_table = False
 
     def take(n: int) -> bytes:
         nonlocal pos
         if pos + n > len(buf):
-            raise _NeedMore
+            raise _NeedMore(pos + n - len(buf) + (0 if in_table else n_tensors * TENSOR_INFO_GUESS))
         b = buf[pos:pos + n]
         pos += n
         return b
@@ -158,6 +173,18 @@ def gguf_header_length(buf: bytes) -> int:
 
     fixed = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # gguf_type -> bytes
 
+    def entries(n: int, read_one, first_guess: int) -> None:
+        """Read `n` variable-size entries; on running out, guess the rest from the mean entry so far."""
+        start = pos
+        for k in range(n):
+            at = pos
+            try:
+                read_one()
+            except _NeedMore as e:
+                mean = (at - start) / k if k else first_guess
+                rest = max(e.more, int((n - k) * mean * 1.02)) + (0 if in_table else n_tensors * TENSOR_INFO_GUESS)
+                raise _NeedMore(at + rest - len(buf)) from None
+
     def value(t: int):
         if t in fixed:
             return take(fixed[t])
@@ -168,8 +195,7 @@ def gguf_header_length(buf: bytes) -> int:
             if it in fixed:
                 take(fixed[it] * n)
             else:
-                for _ in range(n):
-                    value(it)
+                entries(n, lambda: value(it), 16)
             return None
         raise ModelFileError(f"GGUF value type {t} unknown; is the file a GGUF?")
 
@@ -186,23 +212,29 @@ def gguf_header_length(buf: bytes) -> int:
         v = value(t)
         if key == b"general.alignment" and v is not None:
             alignment = struct.unpack("<I", v)[0]
-    for _ in range(n_tensors):
+    in_table = True
+
+    def tensor_info() -> None:
         string()
         dims = u32()
         take(8 * dims + 4 + 8)
+
+    entries(n_tensors, tensor_info, TENSOR_INFO_GUESS)
     return -(-pos // alignment) * alignment
 
 
-def gguf_header(reader: Reader) -> bytes:
-    buf = reader.read(0, FIRST_READ)
+def gguf_header(reader: Reader, first: int = FIRST_READ) -> bytes:
+    """The header of a remote GGUF: a first read, then what the parser guesses is still missing (a few reads
+    for a 250k-token vocabulary, a few KiB past the header's end)."""
+    buf = reader.read(0, first)
     while True:
         try:
             n = gguf_header_length(buf)
             return buf[:n]
-        except _NeedMore:
+        except _NeedMore as e:
             if reader.size and len(buf) >= reader.size:
                 raise ModelFileError(f"{reader.url} ends inside its GGUF header; the file is truncated") from None
-            buf += reader.read(len(buf), len(buf))     # doubling: at most twice the header
+            buf += reader.read(len(buf), max(e.more, MIN_READ))
 
 
 def safetensors_header(reader: Reader) -> bytes:
@@ -309,11 +341,14 @@ def repo_files(repo: str, revision: str | None) -> tuple[str, dict[str, int]]:
                           f"folder), or set HF_TOKEN if it is private") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", "?")
+        if status in (401, 403):
+            raise RemoteError(f"{where} needs a token ({status} from {ep}): set HF_TOKEN to one that may read it, "
+                              f"or check the repo id") from None
         raise RemoteError(f"{where}: {ep} answered {status}; try again later or plan a local copy") from None
     except Exception as e:
         if any(c.__name__ in ("TransportError", "ConnectionError", "TimeoutException") for c in type(e).__mro__):
-            raise RemoteError(f"cannot reach {ep} for {where} (offline?): connect, set HF_ENDPOINT to a mirror, "
-                              f"or plan a local folder or catalog name") from None
+            raise OfflineError(f"cannot reach {ep} for {where} (offline?): connect, set HF_ENDPOINT to a mirror, "
+                               f"or plan a local folder or catalog name (--model NAME)") from None
         raise
     sizes = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
     return info.sha or revision or "main", sizes
@@ -390,12 +425,12 @@ def mirror_hub(ref: HubRef, session: Session | None = None) -> Path:
         if cached is not None:
             return cached
     if _offline():
-        raise RemoteError(f"{ref} is not in the header cache and HF_HUB_OFFLINE is set: plan it once online, "
-                          f"or plan a local folder or catalog name")
+        raise OfflineError(f"{ref} is not in the header cache and HF_HUB_OFFLINE is set: plan it once online, "
+                           f"or plan a local folder or catalog name (--model NAME)")
     try:
         sha, sizes = repo_files(ref.repo, ref.revision)
     except RemoteError as e:
-        cached = _cached_target(ref, known) if known and "cannot reach" in str(e) else None
+        cached = _cached_target(ref, known) if known and isinstance(e, OfflineError) else None
         if cached is not None:
             return cached
         raise
@@ -422,7 +457,7 @@ def _fetch_files(ref: HubRef, sizes: dict[str, int], base: str, root: Path, sess
         for f in files:
             if f not in sizes:
                 raise RemoteError(f"{ref}: no file {f} in the repo; check the name (split GGUFs need every part)")
-            _mirror_gguf(session.reader(base + quote(f)), root / f)
+            _mirror_gguf(session.reader(base + quote(f)), root / f, f == files[0])
         return files[0]
     sub = ref.file.rstrip("/") + "/" if ref.file and not ref.file.endswith(".json") else \
         (ref.file.rsplit("/", 1)[0] + "/" if ref.file and "/" in ref.file else "")
@@ -442,8 +477,9 @@ def _fetch_files(ref: HubRef, sizes: dict[str, int], base: str, root: Path, sess
     return ""
 
 
-def _mirror_gguf(reader: Reader, path: Path) -> None:
-    header = gguf_header(reader)
+def _mirror_gguf(reader: Reader, path: Path, first_part: bool = True) -> None:
+    # a split's later parts hold tensor infos only: their headers are a few KiB
+    header = gguf_header(reader, FIRST_READ if first_part else MIN_READ)
     _write_sparse(path, header, reader.size)
 
 
@@ -451,7 +487,7 @@ def mirror_url(url: str, session: Session | None = None) -> Path:
     """A local mirror of a plain URL: a .gguf (with its split parts) or a config.json (with its index and
     shards beside it)."""
     if _offline():
-        raise RemoteError(f"{url}: HF_HUB_OFFLINE is set; plan a local file, or unset it")
+        raise OfflineError(f"{url}: HF_HUB_OFFLINE is set; plan a local file, or unset it")
     name = urlsplit(url).path.rsplit("/", 1)[-1]
     base = url[: len(url) - len(name)]
     root = _mirror_dir(f"url/{hashlib.sha256(base.encode()).hexdigest()[:16]}")
@@ -459,8 +495,9 @@ def mirror_url(url: str, session: Session | None = None) -> Path:
         return root / name if name.endswith(".gguf") else root
     session = session or Session()
     if name.endswith(".gguf"):
-        for part in _split_parts(name, {}):
-            _mirror_gguf(session.reader(base + part), root / part)
+        parts = _split_parts(name, {})
+        for part in parts:
+            _mirror_gguf(session.reader(base + part), root / part, part == parts[0])
         return root / name
     if name != "config.json":
         raise RemoteError(f"{url}: rigbench reads a remote .gguf or config.json; point at one of them")
@@ -487,6 +524,11 @@ def mirror(ref: str, session: Session | None = None) -> Path:
     if ref.startswith(("http://", "https://")):
         return mirror_url(ref, session)
     return mirror_hub(parse_hub(ref), session)
+
+
+def repo_id(ref: str) -> str | None:
+    """ORG/REPO of a Hub reference (hf://, ORG/REPO[:QUANT]); None for a plain URL."""
+    return None if ref.startswith(("http://", "https://")) else parse_hub(ref).repo
 
 
 def list_quants(ref: str) -> list[GgufQuant]:

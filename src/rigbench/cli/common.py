@@ -23,7 +23,8 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}   # a p
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the store (default .rigbench/rigbench.db)")]
 
-ModelArg = Annotated[str | None, typer.Argument(help="catalog name, config.json or .gguf")]
+MODEL_HELP = "catalog name, config.json, .gguf, hf://ORG/REPO[:QUANT] or URL"
+ModelArg = Annotated[str | None, typer.Argument(help=MODEL_HELP)]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="what a pasted command's model path is")]
 RigOpt = Annotated[str | None, typer.Option(help="catalog rig, 'Nx GPU', a YAML file, or 'detect'")]
 EngineOpt = Annotated[str, typer.Option(help="llama.cpp or vllm")]

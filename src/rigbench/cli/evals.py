@@ -45,7 +45,9 @@ def eval_cmd(
     time_limit: Annotated[float | None, typer.Option(help="seconds per task for the agent (default: the task's)")]
     = None,
     max_steps: Annotated[int, typer.Option(help="model turns per task")] = 30,
-    max_response_tokens: Annotated[int, typer.Option(help="tokens per model reply")] = 2048,
+    max_response_tokens: Annotated[int | None, typer.Option(
+        help="tokens per model reply (the built-in agent: 2048; another agent: its own limit unless given, where "
+             "its profile names its setting)")] = None,
     parallel: Annotated[int, typer.Option(help="tasks at once")] = 1,
     sandbox: Annotated[str, typer.Option(help="bwrap | docker (builds each task's image; needs a daemon)")] = "bwrap",
     resume: Annotated[int | None, typer.Option(help="run id to resume: finished tasks are kept, others rerun")]

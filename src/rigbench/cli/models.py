@@ -8,7 +8,7 @@ import typer
 
 from rigbench import catalog, hardware
 from rigbench import model as model_mod
-from rigbench.cli.common import JsonOpt, emit_json, out
+from rigbench.cli.common import MODEL_HELP, JsonOpt, emit_json, out
 from rigbench.report import terminal
 from rigbench.report.rows import inspect_info, model_rows
 
@@ -38,7 +38,7 @@ def rigs(as_json: JsonOpt = False) -> None:
     terminal.print_rigs(out, items)
 
 
-def inspect(model: Annotated[str, typer.Argument(help="catalog name, config.json or .gguf")],
+def inspect(model: Annotated[str, typer.Argument(help=MODEL_HELP)],
             as_json: JsonOpt = False) -> None:
     """Show a model's shape and parameters per tensor group."""
     s = model_mod.load(model)

@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from rigbench import model as model_mod
 from rigbench.cli.common import (
+    MODEL_HELP,
     AgentOpt,
     BatchedOpt,
     ChunkedOpt,
@@ -109,7 +111,7 @@ def _turn(text: str) -> tuple[int, int]:
 
 def tune(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="catalog name, config.json or .gguf")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     rig: RigOpt = None, vram: VramOpt = None, bandwidth: BandwidthOpt = None, quant: QuantOpt = None,
     context: Annotated[int | None, typer.Option("--ctx", "-c", help="context the server must hold (default 32768; "
                                                 "with --agent, what the agent's task needs)")] = None,
@@ -179,6 +181,9 @@ def advise(
     top: Annotated[int, typer.Option(help="rows to show")] = 20,
     agent: AgentOpt = None,
     db: DbOpt = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="rank this model instead of the catalog's "
+                                                    "(repeatable): a catalog name, a local file or folder, "
+                                                    "hf://ORG/REPO[:QUANT] or an https URL")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every catalog model x quant x engine x placement that fits the rig, ranked by expected tasks solved in the
@@ -200,12 +205,14 @@ def advise(
     profile = AgentProfile.named(agent)
     context = max(context, profile.suggested_context)   # the agent's first request must fit
     p, g = _turn(turn)
-    rows = advise_mod.advise(r, context, Turn(prompt=p, output=g),
+    specs = [model_mod.load(m) for m in model] if model else None
+    rows = advise_mod.advise(r, context, Turn(prompt=p, output=g), specs=specs,
                              progress=None if as_json else lambda n: err.print(f"[dim]advise: {n}[/]"))
     if not rows:
-        err.print(f"[red]nothing in the catalog fits {r.describe()} at context {context:,}[/]; lower --ctx")
+        what = "the model" if specs else "the catalog"
+        err.print(f"[red]nothing in {what} fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
-    ranking = advise_mod.rank(rows, r, limit, times, profile)
+    ranking = advise_mod.rank(rows, r, limit, times, profile, specs)
     if as_json:
         return emit_json(ranking.model_dump())
     print_advise(out, ranking, top)

@@ -249,11 +249,24 @@ def parse_llama_args(args: list[str], binary: str = "llama-server") -> LlamaCppO
     return o
 
 
+def _llama_model_flags(path: str) -> list[str]:
+    """How llama-server is told where the model is: a remote one by the flags that download it (-hf ORG/REPO:QUANT,
+    -hfr/-hff for a named file, -mu for a URL), a local one by -m."""
+    if path.startswith("hf://"):
+        parts = path.removeprefix("hf://").split("/", 2)
+        repo, _, quant = "/".join(parts[:2]).partition(":")
+        repo = repo.split("@")[0] + (f":{quant}" if quant else "")      # llama-server takes no revision
+        return ["-hfr", repo, "-hff", parts[2]] if len(parts) == 3 else ["-hf", repo]
+    if path.startswith(("http://", "https://")):
+        return ["-mu", path]
+    return ["-m", path]
+
+
 def llama_args(o: LlamaCppOptions) -> list[str]:
     """The llama-server command line for `o` (model path included when set)."""
     a: list[str] = [o.binary]
     if o.model_path:
-        a += ["-m", o.model_path]
+        a += _llama_model_flags(o.model_path)
     if o.ctx:
         a += ["-c", str(o.ctx)]
     if o.parallel != -1:

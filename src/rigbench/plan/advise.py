@@ -5,6 +5,7 @@ times the share of tasks it would finish in time on this rig, with the quality-v
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import statistics
 from collections.abc import Callable
@@ -63,16 +64,20 @@ def _advice(spec: ModelSpec, quant: str, engine: str, c: tune.Candidate) -> Advi
 
 
 def _llama(spec: ModelSpec, rig: Rig, quant: str, context: int, turn: tune.Turn, cal) -> Advice | None:
-    base = LlamaCppOptions(model_path=f"{spec.name}-{quant}.gguf")
+    own = spec.tensors is not None          # a GGUF: its own tensor types, its own path
+    base = LlamaCppOptions(model_path=spec.path if own and spec.path else f"{spec.name}-{quant}.gguf")
     try:
-        r = tune.tune(spec, rig, quant, context, turn, calibration=cal, top=1, base=base, coarse=True)
+        r = tune.tune(spec, rig, None if own else quant, context, turn, calibration=cal, top=1, base=base,
+                      coarse=True)
     except tune.BudgetTooSmall:
         return None
     return _advice(spec, quant, "llama.cpp", r.pick)
 
 
 def _vllm(spec: ModelSpec, rig: Rig, fmt: str, context: int, turn: tune.Turn, cal) -> Advice | None:
-    o = VllmOptions(model_path=spec.name, tensor_parallel=len(rig.gpus), quantization=VLLM_FORMATS[fmt],
+    ck = spec.checkpoint
+    o = VllmOptions(model_path=ck.path if ck else spec.name, tensor_parallel=len(rig.gpus),
+                    quantization=(ck.vllm_quantization if ck else None) or VLLM_FORMATS.get(fmt),
                     max_model_len=context, enable_prefix_caching=True, max_num_batched_tokens=8192)
     try:
         p = plan_vllm(spec, rig, o)
@@ -81,33 +86,42 @@ def _vllm(spec: ModelSpec, rig: Rig, fmt: str, context: int, turn: tune.Turn, ca
     return _advice(spec, fmt, "vllm", tune.score("vllm", p, spec, rig, turn, cal)) if p.fits else None
 
 
+def _choices(spec: ModelSpec, rig: Rig) -> tuple[list[str], list[str]]:
+    """(llama.cpp quants, vLLM formats) to try: a GGUF's own type, a checkpoint's own format, else all."""
+    if spec.tensors is not None:
+        named = re.search(r"(?i)[:/_.-]((?:UD-)?(?:I?Q\d\w*|BF16|F16|F32|MXFP4\w*))(?:\.gguf)?$", spec.source or "")
+        return [spec.file_type or (named.group(1).upper() if named else "GGUF")], []
+    vllm = [f for f in VLLM_FORMATS if f != "fp8" or rig.gpus[0].fp8] if rig.gpus else []
+    if spec.checkpoint is not None:
+        return [], ([spec.checkpoint.quant_method or "checkpoint"] if rig.gpus else [])
+    return list(LLAMA_QUANTS), vllm
+
+
 def advise(rig: Rig, context: int = 32768, turn: tune.Turn | None = None, models: list[str] | None = None,
-           progress: Callable[[str], None] | None = None) -> list[Advice]:
+           progress: Callable[[str], None] | None = None, specs: list[ModelSpec] | None = None) -> list[Advice]:
+    """Every placement of each model that fits: the catalog's (or `models`), or the loaded `specs` (a GGUF in
+    its own type, a published checkpoint in its own format)."""
     turn = turn or tune.Turn()
     cal = speed.load_calibration()
     out: list[Advice] = []
     seen = set()
-    for name in models or catalog_names():
-        spec = from_catalog(name)
+    for spec in specs or (from_catalog(n) for n in models or catalog_names()):
         if spec.name in seen:
             continue
         seen.add(spec.name)
         if progress:
-            progress(name)
-        for q in LLAMA_QUANTS:
+            progress(spec.name)
+        quants, formats = _choices(spec, rig)
+        for q in quants:
             a = _llama(spec, rig, q, min(context, spec.context), turn, cal)
             if a:
                 out.append(a)
-        if rig.gpus:
-            for fmt in VLLM_FORMATS:
-                if fmt == "fp8" and not rig.gpus[0].fp8:
-                    continue
-                a = _vllm(spec, rig, fmt, min(context, spec.context), turn, cal)
-                if a:
-                    out.append(a)
+        for fmt in formats:
+            a = _vllm(spec, rig, fmt, min(context, spec.context), turn, cal)
+            if a:
+                out.append(a)
     out.sort(key=lambda a: a.turn_s)
     return out
-
 
 
 # ---- expected tasks solved in a time limit ----------------------------------------------------------
@@ -154,10 +168,11 @@ def _profile_times(p, spec: ModelSpec, rig: Rig, coef, turns: list[int], give_up
     return [cum[k - 1] if k <= len(cum) else math.inf for k in turns]
 
 
-def _replan(a: Advice, rig: Rig):
-    spec = from_catalog(a.model)
+def _replan(a: Advice, rig: Rig, specs: dict[str, ModelSpec]):
+    spec = specs.get(a.model) or from_catalog(a.model)
     options = parse_command(shlex.split(a.command))
-    return spec, plan(spec, rig, options, a.quant if a.engine == "llama.cpp" else None)
+    quant = a.quant if a.engine == "llama.cpp" and spec.tensors is None else None
+    return spec, plan(spec, rig, options, quant)
 
 
 def _pareto(rows: list[Advice]) -> list[Advice]:
@@ -185,19 +200,20 @@ class TaskTimes(Protocol):
 
 
 def rank(rows: list[Advice], rig: Rig, time_limit_s: float, times: TaskTimes | None = None,
-         profile: speed.AgentProfile | None = None) -> Ranking:
+         profile: speed.AgentProfile | None = None, specs: list[ModelSpec] | None = None) -> Ranking:
     """Expected share of tasks solved inside `time_limit_s`: pass rate x share of tasks finished in time, where
     task times come from `times` (a stored run's turns: `whatif.StoredRunTimes`) or the agent profile's
     distribution (`profile`: the catalog's default agent when None)."""
     profile = profile or speed.AgentProfile.typical()
     cal = speed.load_calibration()
+    by_name = {s.name: s for s in specs or []}
     turns, source = task_turns()
     source = f"{profile.name} agent: {source}"
     if times is not None:
         source = times.source
     out = []
     for a in rows:
-        spec, p = _replan(a, rig)
+        spec, p = _replan(a, rig, by_name)
         coef = cal.for_plan(p, rig)
         u = max(coef.prefill_uncertainty, coef.decode_uncertainty)
         if times is not None:

@@ -313,7 +313,11 @@ def _gateway_timeline(events: list[dict]) -> list[Segment]:
         start, end = float(d["sent_t"]), float(d["sent_t"]) + float(d["seconds"])
         if start > last:
             segs.append(Segment(kind="other" if i == 0 else "agent", start=last, end=start))
-        segs += _model_call(start, end, d.get("timings"))
+        timings = d.get("timings")
+        if not timings and d.get("ttft_s") is not None:   # an API without the server's timings (Anthropic's):
+            # its first token as the gateway saw it ends the prefill (queueing included), the rest is decode
+            timings = {"prompt_ms": float(d["ttft_s"]) * 1000, "predicted_ms": float(d["seconds"] - d["ttft_s"]) * 1000}
+        segs += _model_call(start, end, timings)
         last = max(last, end)
     for e in events:
         if e["kind"] == "verifier":

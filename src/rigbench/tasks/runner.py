@@ -41,7 +41,7 @@ class EvalConfig(BaseModel):
     time_limit_s: float | None = None     # overrides each task's agent timeout
     max_steps: int = 30
     command_timeout_s: float = 60.0
-    max_response_tokens: int = 2048
+    max_response_tokens: int | None = None   # per model reply: the built-in agent's 2048, else the agent's own
     parallel: int = 1
     sandbox: Literal["bwrap", "docker"] = "bwrap"
     workdir: Path | None = None
@@ -152,9 +152,9 @@ def agent_env(task: Task, cfg: EvalConfig, base: str, n_ctx: int | None = None) 
            "ANTHROPIC_BASE_URL": base, "ANTHROPIC_AUTH_TOKEN": cfg.api_key, "ANTHROPIC_MODEL": cfg.model,
            "TASK_INSTRUCTION": task.instruction}
     prof = profile_for(cfg)
-    for k, v in prof.env.items():
-        if "{n_ctx}" not in v or n_ctx is not None:
-            env[k] = v.format(n_ctx=n_ctx, model=cfg.model)
+    for k, v in prof.env.items():    # a setting from a value not known is left to the agent's own default
+        if ("{n_ctx}" not in v or n_ctx is not None) and ("{max_tokens}" not in v or cfg.max_response_tokens):
+            env[k] = v.format(n_ctx=n_ctx, model=cfg.model, max_tokens=cfg.max_response_tokens)
     if path := _agent_path(prof):
         env["PATH"] = path
     return env
@@ -333,7 +333,7 @@ def run_agent(task: Task, sb: Sandbox, cfg: EvalConfig, trace: Trace, limit: flo
         return stats, ""
     acfg = AgentConfig(url=base or cfg.url or "", model=cfg.model, api_key=cfg.api_key, max_steps=cfg.max_steps,
                        time_limit_s=limit, command_timeout_s=cfg.command_timeout_s,
-                       max_response_tokens=cfg.max_response_tokens, context=n_ctx)
+                       max_response_tokens=cfg.max_response_tokens or 2048, context=n_ctx)
     if task.mode == "single-turn":
         answer, stats = single_turn(acfg, task.instruction, trace)
         sb.write_file("/app/response.md", answer)
