@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF
 export LLAMA_CPP_BUILD_JOBS ?= $(shell nproc)
 
-.PHONY: install sandbox demo test lint docs clean pg-server
+.PHONY: install sandbox demo test lint docs clean pg-server results-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,8 +32,10 @@ sandbox:
 demo: install sandbox
 	$(BIN)/rigbench demo
 
+# ruff, and the stage order and no import circles (import-linter; the contracts are in pyproject.toml)
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 # the documentation site (docs/, mkdocs.yml): any warning fails it; result tables are generated from
 # benchmarks/results/*.json by docs/hooks/results.py
@@ -47,7 +49,11 @@ pg-server:
 	    (apt-get update -qq && apt-get install -y -qq postgresql) >/dev/null 2>&1; } || \
 	  echo "postgresql not installed: the PostgreSQL tests skip"
 
-test: install lint docs pg-server
+# the cheap results regenerated and compared with the committed files (benchmarks/results/README.md)
+results-check: install
+	$(BIN)/python benchmarks/results_check.py
+
+test: install lint docs pg-server results-check
 	$(BIN)/pytest -q -rs --durations=10
 
 clean:

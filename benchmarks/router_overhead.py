@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 import yaml
 
+from provenance import command, machine
 from rigbench.bench.load import run, run_load
 from rigbench.engines.process import free_port
 
@@ -181,7 +182,8 @@ def main() -> None:
                 r = rounds[name][-1]
                 print(f"round {rep + 1} {name}: TTFT p50 {pct(r['ttft_ms'], 50):.3f} ms p99 "
                       f"{pct(r['ttft_ms'], 99):.3f} ms ({r['failed']} failed)", flush=True)
-        result: dict = {"machine": platform.node(), "python": platform.python_version(), "cores": os.cpu_count(),
+        result: dict = {"command": command(), "machine": machine(), "python": platform.python_version(),
+                        "cores": os.cpu_count(),
                         "upstream": {"ttft_ms": a.ttft_ms, "interval_ms": a.interval_ms},
                         "requests_per_round": a.requests, "repeats": a.repeats, "proxies": {}}
         direct = rounds["direct"]

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from provenance import command, machine
 from rigbench import store
 from rigbench.tasks import formats, runner
 
@@ -91,7 +90,7 @@ def main() -> None:
             print(json.dumps(r), flush=True)
     result_overhead = ray_overhead()
     best = {e: min(r["wall_s"] for r in rows if r["executor"] == e) for e in ("in-process", "threads-2", "ray-2")}
-    result = {"machine": f"{platform.node()}: {os.cpu_count()} CPU cores (shared with other work)",
+    result = {"command": command(), "machine": machine() + " (shared with other work)",
               "store": db_url.split(":")[0], "ray_start_s": ray_start, "ray_overhead": result_overhead, "rows": rows,
               "best_wall_s": best,
               "ray_2_speedup_vs_in_process": round(best["in-process"] / best["ray-2"], 2)}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from provenance import command
 from rigbench import hardware
 from rigbench.engines import llamabench
 from rigbench.engines.options import parse_llama_args, parse_vllm_args
@@ -187,7 +188,7 @@ def main() -> int:
                "targets": {"decode": 0.15, "prefill": 0.20}, "method": "leave-one-out calibration"}
     summary["pass"] = summary["decode_median_abs_error"] <= 0.15 and summary["prefill_median_abs_error"] <= 0.20
     print(json.dumps(summary))
-    result = {"summary": summary, "rows": rows}
+    result = {"command": command(), "summary": summary, "rows": rows}
     published = PUBLISHED / "published_speeds.yaml"
     if published.exists():
         entries = yaml.safe_load(published.read_text()) or []

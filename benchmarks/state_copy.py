@@ -4,7 +4,7 @@ checkpoint of a hybrid model (two per request) and for every prompt it saves to 
 first-touch page faults, then the copy. The same two steps here, with numpy, on blocks of a checkpoint's size.
 
 A second view on the lent GPU machine is llama-server's own trace log (`-lv 4`): "prompt cache update took N ms"
-beside "saving prompt ... total state size" and the checkpoints it holds (benchmarks/gpu/device_run.sh whatif).
+beside "saving prompt ... total state size" and the checkpoints it holds (benchmarks/gpu/phases.sh whatif).
 
     python benchmarks/state_copy.py      # writes benchmarks/results/state_copy.json
 """
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from provenance import command, machine
 
 SIZES_MIB = [64, 150, 256]
 
@@ -38,7 +39,7 @@ def main() -> None:
         rows.append({"mib": mib, "gbs_median": round(statistics.median(rates), 2), "gbs": [round(r, 2) for r in rates]})
         print(f"{mib:>4} MiB: {rows[-1]['gbs_median']:.2f} GB/s (fresh memory, zero-fill + copy)")
     out = Path("benchmarks/results/state_copy.json")
-    out.write_text(json.dumps({"machine": platform.node(), "cores": os.cpu_count(), "rows": rows,
+    out.write_text(json.dumps({"command": command(), "machine": machine(), "cores": os.cpu_count(), "rows": rows,
                                "state_copy_gbs": statistics.median(r["gbs_median"] for r in rows)}, indent=1) + "\n")
     print(f"state copy {statistics.median(r['gbs_median'] for r in rows):.2f} GB/s; written to {out}")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from provenance import command, machine
 from rigbench import model, packaged, synth
 from rigbench.engines.llamacpp import cpu_has_amx, find_binary
 
@@ -68,7 +68,7 @@ def main() -> int:
     print("within 5%: " + ("yes" if ok else "NO"))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"model": real.name, "twin": twin.name, "threads": a.threads, "reps": a.reps,
-                                 "machine": f"{platform.machine()} {platform.node()}",
+                                 "command": command(), "machine": machine(),
                                  "python": sys.version.split()[0], "rows": rows, "runs": runs,
                                  "within_5pct": ok}, indent=2) + "\n")
     print(f"wrote {a.out}")

@@ -15,7 +15,7 @@ Usage (model work: run under the shared lock on the dev box):
   flock /tmp/rigbench-cpu.lock timeout 1800 python benchmarks/whatif_accuracy.py
   python benchmarks/whatif_accuracy.py --gpu --server-bin /path/to/cuda/llama-server \
       --trace benchmarks/results/whatif_recorded_run.json                              # on a GPU machine
-  (benchmarks/gpu/device_run.sh whatif [run TRACES REPEATS]: the lent GPU machine, per-turn rows and llama-server's
+  (benchmarks/gpu/phases.sh whatif [run TRACES REPEATS]: the lent GPU machine, per-turn rows and llama-server's
   -lv 4 cache lines kept)
   RIGBENCH_CATALOG=benchmarks/results/gpu_s9_rig.yaml python benchmarks/whatif_accuracy.py --gpu --rig h100 \
       --rescore benchmarks/results/gpu_s9_whatif_measured_b.json --trace benchmarks/results/whatif_recorded_run_b.json \
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from provenance import command, machine
 from rigbench import hardware, packaged, store
 from rigbench import model as model_mod
 from rigbench.engines import llamacpp
@@ -265,7 +265,7 @@ def main() -> None:
         targets.append({"name": name, "command": p.command, "prefix_cache": wi.prefix_cache,
                         "calibration": wi.calibration, "replay_runs": [r.run for r in runs]})
     res = {
-        "machine": platform.node(), "rig": rig.describe(), "recorded_run": run_id,
+        "command": command(), "machine": machine(), "rig": rig.describe(), "recorded_run": run_id,
         "recorded": {"command": None if a.trace else rec_args, "trace": a.trace, "tasks": [
             {"task": t.task, "status": t.status, "turns": len(t.turns), "agent_s": round(t.agent_s, 2),
              "model_s": round(sum(x.model_s for x in t.turns), 2),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rigbench import store
-from rigbench.agent.tools import parse_content
+from rigbench.agent.parse import parse_content
 from rigbench.sandbox import BwrapSandbox, TaskUnsupported, bwrap_available, docker_available
 from rigbench.tasks import formats, runner
 from rigbench.tasks.environment import apply_dockerfile

@@ -21,7 +21,7 @@ from rigbench.engines.process import free_port
 from rigbench.route import anthropic
 from rigbench.route.config import RouteConfig, RouteConfigError, Upstream, load
 from rigbench.route.policy import Policy, conversation_key
-from rigbench.route.server import start_background
+from rigbench.route.server import serve_translating, start_background
 from tests.conftest import fakeserver as fake_server
 
 TOOLS = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
@@ -281,7 +281,7 @@ def test_openai_reply_and_stream_translate_to_messages():
 
 
 def test_translating_endpoint_streams_messages_from_an_openai_upstream(fake):
-    with anthropic.serve_translating(fake + "/v1") as ep:
+    with serve_translating(fake + "/v1") as ep:
         body = {"model": "ok", "max_tokens": 6, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         with httpx.stream("POST", ep.url + "/v1/messages", json=body) as resp:
             raw = b"".join(resp.iter_raw())

@@ -12,7 +12,7 @@ from rigbench import hardware, store
 from rigbench.engines.options import parse_command, parse_llama_args
 from rigbench.model import from_catalog
 from rigbench.plan import memory, speed
-from rigbench.whatif import Target, load, predict
+from rigbench.whatif import StoredRunTimes, Target, load, predict
 from rigbench.whatif.trace import NotAnEvalRun
 
 
@@ -268,6 +268,24 @@ def test_advise_time_limit_changes_the_ranking_and_bad_durations_are_refused(run
     assert short.scored[0].model == "qwen3.6-35b-a3b"     # in 5 minutes, the faster one does
     bad = run_cli("advise", "--rig", "rtx5080", "--time-limit", "soon", ok=False)
     assert bad.returncode != 0 and "20m" in bad.stderr
+
+
+def test_advise_ranks_on_a_stored_runs_turns_handed_in_from_whatif(db):
+    """`advise --run`: planning takes the stored run's task times from whatif through `rank(times=...)` (it imports
+    no whatif itself); each row's median is whatif's own prediction for that placement, and the limit splits them."""
+    from rigbench.plan import advise
+
+    r = hardware.load("rtx5080")
+    trace = load(db, _stored_run(db, TURNS, limit=1200.0))
+    rows = advise.advise(r, models=["qwen3.6-27b", "qwen3.6-35b-a3b"])
+    ranking = advise.rank(rows, r, 1200, StoredRunTimes(trace))
+    assert ranking.distribution == f"the 1 tasks of stored run {trace.run}, predicted from their recorded turns"
+    cal = speed.load_calibration()
+    for a in ranking.scored + ranking.unscored:
+        spec, p = advise._replan(a, r, {})
+        w = predict(trace, Target(label=a.model, spec=spec, rig=r, plan=p), 1200, cal)
+        assert a.task_s_median == pytest.approx(round(w.tasks[0].agent_s.value, 1))
+        assert a.in_time_share == (1.0 if w.tasks[0].agent_s.value <= 1200 else 0.0)
 
 
 def test_whatif_speed_matches_the_plan_speed_model_for_one_turn(db):

@@ -295,7 +295,7 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                bool(errors) and statistics.median(errors) <= 0.12,
                "pick_never_slower_beyond_5pct": all(c["not_slower_beyond_5pct"] for c in checks) if checks else None,
                "gains_hold": all(c["gain_holds"] is not False for c in checks) if checks else None}
-    doc = {"command": "benchmarks/gpu/device_run.sh tune (benchmarks/gpu/tune_vs_baselines.py plan | measure | summarize)",
+    doc = {"command": "benchmarks/gpu/phases.sh tune (benchmarks/gpu/tune_vs_baselines.py plan | measure | summarize)",
            "device": os.environ.get("DEVICE", "NVIDIA H200, 16 cores, 128 GiB (lent GPU machine)"),
            "method": f"short: a fresh {SHORT}-token code prompt then {OUTPUT} tokens; long: {CACHED} tokens cached, "
                      f"{NEW} new, {OUTPUT} out; context {CTX}; VRAM budget made real by a ballast allocation; "

@@ -302,10 +302,20 @@ def module_table() -> str:
         "\n\n<small>Generated at build time from the source tree.</small>"
 
 
+def stage_order() -> str:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    rows = [[str(i), " · ".join(f"`{n.strip()}`" for n in line.split("|"))] for i, line in enumerate(layers, 1)]
+    return _table(["", "stage (top first; one row: independent of each other)"], rows, "rl") + \
+        "\n\n<small>Generated at build time from pyproject.toml's `[tool.importlinter]` contract.</small>"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {f.__name__: f for f in (
     speed_loo, speed_published, speed_published_worst, plan_accuracy, gpu_memory, holdout, whatif, whatif_tasks,
     routing_spread, synth_speed, graph_nodes, loadgen, router_overhead, agent_local, results_index, store_schema,
-    module_table, tuner_gpu)}
+    module_table, tuner_gpu, stage_order)}
 
 
 def render(markdown: str, where: str = "") -> str:

@@ -653,3 +653,27 @@ def load(ref: str) -> ModelSpec:
     if ref.endswith((".gguf", ".json")) or "/" in ref:
         raise ModelFileError(f"no such file: {ref}")
     return from_catalog(ref)
+
+
+def scale_down(spec: ModelSpec, layers: int | None = None, experts: int | None = None) -> ModelSpec:
+    """The same architecture with fewer layers (keeping the layer pattern) and/or fewer experts."""
+    upd: dict = {}
+    if layers:
+        period = layer_period(spec.layout)
+        n = max(period, layers // period * period) if period > 1 else layers
+        upd["layout"] = (spec.layout * (n // len(spec.layout) + 1))[:n]
+        upd["layers"] = n
+    if experts and spec.moe:
+        upd["moe"] = MoE(**{**spec.moe.model_dump(), "experts": experts, "top_k": min(spec.moe.top_k, experts)})
+    if not upd:
+        return spec
+    tag = "-".join(f"{k}{v if not isinstance(v, MoE) else v.experts}" for k, v in upd.items() if k != "layout")
+    return spec.model_copy(update={**upd, "name": f"{spec.name}-synth-{tag}", "tensors": None})
+
+
+def layer_period(layout: str) -> int:
+    """The shortest run of layer kinds whose repeats make the layout."""
+    for p in range(1, len(layout) + 1):
+        if len(layout) % p == 0 and layout[:p] * (len(layout) // p) == layout:
+            return p
+    return len(layout)

@@ -21,7 +21,8 @@ from gguf.constants import GGML_QUANT_SIZES
 
 from rigbench import packaged
 from rigbench.errors import ModelFileError, RigbenchError
-from rigbench.model import LINEAR, ModelSpec, MoE
+from rigbench.model import LINEAR, ModelSpec, layer_period
+from rigbench.model import scale_down as scale_down  # its home is model; callers of synth.scale_down keep working
 from rigbench.plan import routing
 from rigbench.plan.memory import weight_table
 
@@ -49,29 +50,6 @@ EMBED_SCALE = 50.0    # blocks see RMS-normalised input, the residual stream doe
 
 class SynthError(RigbenchError):
     pass
-
-
-def scale_down(spec: ModelSpec, layers: int | None = None, experts: int | None = None) -> ModelSpec:
-    """The same architecture with fewer layers (keeping the layer pattern) and/or fewer experts."""
-    upd: dict = {}
-    if layers:
-        period = _period(spec.layout)
-        n = max(period, layers // period * period) if period > 1 else layers
-        upd["layout"] = (spec.layout * (n // len(spec.layout) + 1))[:n]
-        upd["layers"] = n
-    if experts and spec.moe:
-        upd["moe"] = MoE(**{**spec.moe.model_dump(), "experts": experts, "top_k": min(spec.moe.top_k, experts)})
-    if not upd:
-        return spec
-    tag = "-".join(f"{k}{v if not isinstance(v, MoE) else v.experts}" for k, v in upd.items() if k != "layout")
-    return spec.model_copy(update={**upd, "name": f"{spec.name}-synth-{tag}", "tensors": None})
-
-
-def _period(layout: str) -> int:
-    for p in range(1, len(layout) + 1):
-        if len(layout) % p == 0 and layout[:p] * (len(layout) // p) == layout:
-            return p
-    return len(layout)
 
 
 def _vocab_source() -> GGUFReader:
@@ -141,7 +119,7 @@ def _add_hparams(w: GGUFWriter, spec: ModelSpec) -> None:
         w.add_ssm_group_count(la.k_heads)
         w.add_ssm_time_step_rank(la.v_heads)
         w.add_ssm_inner_size(la.v_dim * la.v_heads)
-        w.add_full_attention_interval(_period(spec.layout) if LINEAR in spec.layout else 1)
+        w.add_full_attention_interval(layer_period(spec.layout) if LINEAR in spec.layout else 1)
         w.add_rope_dimension_count(spec.head_dim // 4)  # partial_rotary_factor 0.25
         w.add_rope_dimension_sections([11, 11, 10, 0])  # interleaved MRoPE default section
     else:

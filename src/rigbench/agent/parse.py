@@ -58,6 +58,11 @@ def parse_reply(content: str, reasoning: str = "", truncated: bool = False) -> P
     return Parsed()
 
 
+def parse_content(content: str) -> list[ToolCall]:
+    """The valid tool calls left in message content (all forms)."""
+    return parse_reply(content).calls
+
+
 def _diagnose(text: str) -> str:
     """What is wrong with a reply that looks like a tool call but holds none that can be read."""
     m = re.search(r"\{\s*\"name\"", text)

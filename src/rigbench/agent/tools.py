@@ -1,5 +1,5 @@
 """The built-in agent's tools, run inside the task's sandbox (the calls a model leaves in its text are
-recovered by `rigbench.agent.parse`)."""
+recovered by `rigbench.agent.parse`, which knows these tools; this module knows no parsing)."""
 
 from __future__ import annotations
 
@@ -75,9 +75,3 @@ def _q(s: str) -> str:
     import shlex
     return shlex.quote(str(s))
 
-
-def parse_content(content: str) -> list[ToolCall]:
-    """The valid tool calls left in message content (all forms: `rigbench.agent.parse`)."""
-    from rigbench.agent.parse import parse_reply
-
-    return parse_reply(content).calls

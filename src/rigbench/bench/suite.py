@@ -12,11 +12,11 @@ from collections.abc import Callable
 import httpx
 from pydantic import BaseModel
 
-from rigbench.bench import SCENARIOS
 from rigbench.bench.client import RequestResult
 from rigbench.bench.load import LoadResult, run, run_load
 from rigbench.bench.metrics import Summary, summarize
 from rigbench.bench.prompts import ServerUnreachable, Tokenizer, text_of_tokens
+from rigbench.bench.scenarios import SCENARIOS
 
 
 class BenchConfig(BaseModel):

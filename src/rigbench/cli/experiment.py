@@ -100,8 +100,7 @@ def report_cmd(
         rows = store.list_experiments(dbe)
         if as_json:
             return emit_json(rows)
-        for r in rows:
-            out.print(f"{r['id']}: {r['name']} ({r['status']}, {str(r['started_at'])[:19]})", highlight=False)
+        terminal.print_experiments(out, rows)
         return None
     rep = report.build(dbe, refs or [], accept_disturbed=accept_disturbed)
     if output:

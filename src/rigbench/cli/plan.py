@@ -134,7 +134,6 @@ def tune(
     (`rigbench tune qwen3.6-35b-a3b --rig h200 --vram 16 -- llama-server -m m.gguf -ub 2048`) or, with none,
     against `--fit -ub 2048 -b 2048 --no-mmap`."""
     from rigbench.bench.stored import measure_turn
-    from rigbench.monitor import ratio_mark
     from rigbench.plan.tune import tune_command
 
     for arg in [model, *ctx.args[:1]]:
@@ -155,11 +154,8 @@ def tune(
             raise typer.BadParameter("--measure runs llama-server: give the model as a .gguf or --weights PATH "
                                      "(`rigbench synth` writes a synthetic one)")
         for c in [res.baseline, *res.candidates[:1], *res.baselines]:
-            m = measure_turn(c.args, gguf, r, p, g, server_bin, say=lambda m: err.print(f"[dim]{m}[/]"))
-            # a turn this far from its prediction is more likely disturbed (or mispredicted) than news
-            m["ratio"] = ratio_mark(m["turn_s"], c.turn_s)
-            m["disturbed"] = m["disturbed"] + ([m["ratio"]] if m["ratio"] else [])
-            measured[c.label] = m
+            measured[c.label] = measure_turn(c.args, gguf, r, p, g, server_bin,
+                                             say=lambda m: err.print(f"[dim]{m}[/]"))
     if as_json:
         d = res.model_dump()
         d["measured"] = measured
@@ -196,15 +192,15 @@ def advise(
     from rigbench.plan import advise as advise_mod
     from rigbench.plan.speed import AgentProfile
     from rigbench.plan.tune import Turn
-    from rigbench.report.whatif import advise_tables
+    from rigbench.report.whatif import print_advise
 
     limit = parse_duration(time_limit)
-    trace = None
+    times = None
     if run is not None:
         from rigbench import store
-        from rigbench.whatif import load
+        from rigbench.whatif import StoredRunTimes, load
 
-        trace = load(store.connect(db), run)
+        times = StoredRunTimes(load(store.connect(db), run))
     r = rig_for_tuning(rig, vram, bandwidth)
     profile = AgentProfile.named(agent)
     context = max(context, profile.suggested_context)   # the agent's first request must fit
@@ -216,14 +212,10 @@ def advise(
         what = "the model" if specs else "the catalog"
         err.print(f"[red]nothing in {what} fits {r.describe()} at context {context:,}[/]; lower --ctx")
         raise typer.Exit(3)
-    ranking = advise_mod.rank(rows, r, limit, trace, profile, specs)
+    ranking = advise_mod.rank(rows, r, limit, times, profile, specs)
     if as_json:
         return emit_json(ranking.model_dump())
-    for t in advise_tables(ranking, top):
-        out.print(t)
-    out.print(f"[dim]task times: {ranking.distribution}. Pass rates are published figures of the exact model "
-              f"(source and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a "
-              f"quant, whose effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")
+    print_advise(out, ranking, top)
 
 
 def calibrate(
@@ -237,7 +229,7 @@ def calibrate(
     ms = speed.read_measurements(results) if results.is_dir() else []
     if not ms:
         raise typer.BadParameter(f"no *.calib.jsonl measurements in {results}; run benchmarks/speed_prediction.py "
-                                 f"or benchmarks/gpu/device_run.sh on a GPU first")
+                                 f"or benchmarks/gpu/phases.sh on a GPU first")
     cal = speed.calibrate(ms)
     path = output or speed.calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,11 +36,9 @@ def route(
                 "swaps": ups.fit_note()}
         if as_json:
             return emit_json(info)
-        for n, u in info["upstreams"].items():
-            out.print(f"[bold]{n}[/]: {u['url'] or u['command']}" + (f" ({u['plan']})" if u["plan"] else ""),
-                      soft_wrap=True, highlight=False)
-        for line in info["swaps"] or ["all planned upstreams fit side by side"]:
-            out.print(line)
+        from rigbench.report import terminal
+
+        terminal.print_route_check(out, info)
         return
     try:
         from rigbench.route import server

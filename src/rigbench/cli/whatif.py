@@ -56,7 +56,7 @@ def whatif(
     target with the same flags.
     """
     from rigbench import store
-    from rigbench.report.whatif import task_table, totals_table
+    from rigbench.report.whatif import print_whatif
     from rigbench.whatif import Target, load, predict
 
     if prefix_cache not in ("auto", "on", "off"):
@@ -85,13 +85,7 @@ def whatif(
                                              plan=p, prefix_cache=prefix_cache), time_limit))
     if as_json:
         return emit_json({"run": run, "targets": [x.model_dump() for x in results]})
-    out.print(task_table(results))
-    out.print(totals_table(results))
-    for i, x in enumerate(results, 1):
-        out.print(f"[{i}] {x.target}: ±{x.prefill_uncertainty:.0%} prefill, ±{x.decode_uncertainty:.0%} decode "
-                  f"({x.calibration})", highlight=False)
-        for n in x.notes:
-            out.print(f"[dim]note:[/] {n}")
+    print_whatif(out, results)
 
 
 def replay(

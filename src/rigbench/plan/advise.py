@@ -9,6 +9,7 @@ import re
 import shlex
 import statistics
 from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -18,7 +19,7 @@ from rigbench.errors import RigbenchError
 from rigbench.hardware import Rig
 from rigbench.model import ModelSpec, catalog_names, from_catalog
 from rigbench.plan import speed, tune
-from rigbench.plan.memory import plan, plan_vllm
+from rigbench.plan.memory import Plan, plan, plan_vllm
 
 LLAMA_QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 VLLM_FORMATS = {"awq": "awq_marlin", "fp8": "fp8"}
@@ -188,42 +189,47 @@ def _t(a: Advice) -> float:
     return math.inf if a.task_s_median is None else a.task_s_median
 
 
-def rank(rows: list[Advice], rig: Rig, time_limit_s: float, trace=None,
+class TaskTimes(Protocol):
+    """Task times of one placement from elsewhere than the agent profile (`whatif.StoredRunTimes`: a stored run's
+    recorded turns, predicted). `source` says where they come from; a call gives (times, lows, highs) in seconds,
+    one per task. The caller hands it in: planning knows nothing of stored runs."""
+    source: str
+
+    def __call__(self, label: str, spec: ModelSpec, rig: Rig, plan: Plan, time_limit_s: float,
+                 cal: speed.Calibration) -> tuple[list[float], list[float], list[float]]: ...
+
+
+def rank(rows: list[Advice], rig: Rig, time_limit_s: float, times: TaskTimes | None = None,
          profile: speed.AgentProfile | None = None, specs: list[ModelSpec] | None = None) -> Ranking:
     """Expected share of tasks solved inside `time_limit_s`: pass rate x share of tasks finished in time, where
-    task times come from a stored run's turns (`trace`, a whatif.RunTrace) or the agent profile's distribution
-    (`profile`: the catalog's default agent when None)."""
+    task times come from `times` (a stored run's turns: `whatif.StoredRunTimes`) or the agent profile's
+    distribution (`profile`: the catalog's default agent when None)."""
     profile = profile or speed.AgentProfile.typical()
-    from rigbench.whatif import Target, predict
-
     cal = speed.load_calibration()
     by_name = {s.name: s for s in specs or []}
     turns, source = task_turns()
     source = f"{profile.name} agent: {source}"
-    if trace is not None:
-        n = sum(1 for t in trace.tasks if t.turns)
-        source = f"the {n} tasks of stored run {trace.run}, predicted from their recorded turns"
+    if times is not None:
+        source = times.source
     out = []
     for a in rows:
         spec, p = _replan(a, rig, by_name)
         coef = cal.for_plan(p, rig)
         u = max(coef.prefill_uncertainty, coef.decode_uncertainty)
-        if trace is not None:
-            w = predict(trace, Target(label=a.model, spec=spec, rig=rig, plan=p), time_limit_s, cal)
-            times = [t.agent_s.value for t in w.tasks]
-            lows, highs = [t.agent_s.low for t in w.tasks], [t.agent_s.high for t in w.tasks]
+        if times is not None:
+            task_s, lows, highs = times(a.model, spec, rig, p, time_limit_s, cal)
         else:
-            times = _profile_times(p, spec, rig, coef, turns, time_limit_s * (1 + u), profile)
-            lows, highs = [t / (1 + u) for t in times], [t * (1 + u) for t in times]
-        share = sum(t <= time_limit_s for t in times) / len(times)
+            task_s = _profile_times(p, spec, rig, coef, turns, time_limit_s * (1 + u), profile)
+            lows, highs = [t / (1 + u) for t in task_s], [t * (1 + u) for t in task_s]
+        share = sum(t <= time_limit_s for t in task_s) / len(task_s)
         metric = next((m for m in METRICS if (a.quality or {}).get(m) is not None), None)
         rate = float(a.quality[metric]) if metric else None
         out.append(a.model_copy(update={
             "metric": metric, "pass_rate": rate, "in_time_share": round(share, 3),
-            "in_time_range": (round(sum(t <= time_limit_s for t in highs) / len(times), 3),
-                              round(sum(t <= time_limit_s for t in lows) / len(times), 3)),
+            "in_time_range": (round(sum(t <= time_limit_s for t in highs) / len(task_s), 3),
+                              round(sum(t <= time_limit_s for t in lows) / len(task_s), 3)),
             "expected_solved": round(rate / 100 * share, 4) if rate is not None else None,
-            "task_s_median": None if math.isinf(med := statistics.median(times)) else round(med, 1)}))
+            "task_s_median": None if math.isinf(med := statistics.median(task_s)) else round(med, 1)}))
     scored = sorted((a for a in out if a.pass_rate is not None), key=lambda a: (-a.expected_solved, _t(a)))
     front = _pareto(scored)
     marked = {id(a) for a in front}

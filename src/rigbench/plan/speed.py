@@ -586,13 +586,12 @@ class Measurement(BaseModel):
 def _spec_plan_rig(m: Measurement):
     from rigbench import hardware
     from rigbench.engines.options import parse_command
-    from rigbench.model import load
+    from rigbench.model import load, scale_down
     from rigbench.plan.memory import plan as make_plan
 
     rig = hardware.load(m.rig).with_vram(m.vram_gib)
     spec = load(m.model)
     if m.layers or m.experts:
-        from rigbench.synth import scale_down
         spec = scale_down(spec, m.layers, m.experts)
     if m.router_skew is not None:
         spec = spec.model_copy(update={"router_skew": m.router_skew})
@@ -691,7 +690,7 @@ def load_calibration() -> Calibration:
     user = calibration_path()
     if user.is_file():
         return Calibration.model_validate_json(user.read_text())
-    shipped = Path(str(catalog._DATA / "calibration.json"))
+    shipped = Path(str(catalog.DATA / "calibration.json"))
     return Calibration.model_validate_json(shipped.read_text()) if shipped.is_file() else Calibration()
 
 

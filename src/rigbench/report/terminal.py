@@ -239,6 +239,21 @@ def print_runs(out: Console, rows: list[dict]) -> None:
     out.print(t)
 
 
+def print_experiments(out: Console, rows: list[dict]) -> None:
+    """`rigbench report --list`: one line per stored experiment."""
+    for r in rows:
+        out.print(f"{r['id']}: {r['name']} ({r['status']}, {str(r['started_at'])[:19]})", highlight=False)
+
+
+def print_route_check(out: Console, info: dict) -> None:
+    """`rigbench route --check`: each upstream (its URL or planned command) and whether they fit side by side."""
+    for n, u in info["upstreams"].items():
+        out.print(f"[bold]{n}[/]: {u['url'] or u['command']}" + (f" ({u['plan']})" if u["plan"] else ""),
+                  soft_wrap=True, highlight=False)
+    for line in info["swaps"] or ["all planned upstreams fit side by side"]:
+        out.print(line)
+
+
 def print_compare(out: Console, run_a: int, run_b: int, runs_: list, rows: list[dict]) -> None:
     t = Table(title=f"run {run_a} ({runs_[0][0]['model']}) vs run {run_b} ({runs_[1][0]['model']})")
     for c in ("task", f"{run_a} status", "wall s", "turns", "out tok", f"{run_b} status", "wall s ", "turns ",

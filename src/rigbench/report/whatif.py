@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
 
 from rigbench.whatif.predict import WhatIf
@@ -94,3 +95,23 @@ def advise_tables(r, top: int = 20) -> list[Table]:
     for a in r.unscored[:top]:
         un.add_row(a.model, a.quant, a.engine, f"{a.in_time_share:.0%}", _limit(a), a.command)
     return [t, front, un]
+
+
+def print_whatif(out: Console, results: list[WhatIf]) -> None:
+    """`rigbench whatif`: the tasks and totals per target, then each target's uncertainty and notes."""
+    out.print(task_table(results))
+    out.print(totals_table(results))
+    for i, x in enumerate(results, 1):
+        out.print(f"[{i}] {x.target}: ±{x.prefill_uncertainty:.0%} prefill, ±{x.decode_uncertainty:.0%} decode "
+                  f"({x.calibration})", highlight=False)
+        for n in x.notes:
+            out.print(f"[dim]note:[/] {n}")
+
+
+def print_advise(out: Console, r, top: int = 20) -> None:
+    """`rigbench advise`: the ranking's tables, then where the task times and pass rates come from."""
+    for t in advise_tables(r, top):
+        out.print(t)
+    out.print(f"[dim]task times: {r.distribution}. Pass rates are published figures of the exact model "
+              f"(source and harness in `rigbench models --json`), of the publisher's weights: an upper bound for a "
+              f"quant, whose effect on task scores is unknown; KLD: its published next-token divergence from FP16[/]")

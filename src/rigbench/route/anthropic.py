@@ -6,8 +6,8 @@ speak OpenAI chat. The mapping follows Anthropic's Messages reference
 content blocks `text`, `image`, `tool_use`, `tool_result` and `thinking` become OpenAI message content,
 `tool_calls`, `role: tool` messages and `reasoning_content`, and back.
 
-`serve_translating(url)` starts such an endpoint in front of one upstream (used by `eval --agent-cmd` to point
-Claude Code at a local model); the router (`rigbench route`) uses the same functions per request.
+`route.server.serve_translating(url)` starts such an endpoint in front of one upstream (used by `eval --agent-cmd`
+to point Claude Code at a local model); the router (`rigbench route`) uses the same functions per request.
 """
 
 from __future__ import annotations
@@ -234,15 +234,3 @@ class StreamTranslator:
         out.append(sse("message_stop", {"type": "message_stop"}))
         return out
 
-
-def serve_translating(upstream_url: str, host: str = "127.0.0.1", port: int = 0, model: str | None = None,
-                      api_key: str | None = None, db: str | None = "none"):
-    """Start an endpoint in a background thread that serves `/v1/messages` (translated) and the OpenAI routes
-    (passed through) in front of one OpenAI-compatible upstream. Returns a `server.Background`: `.url`, `.stop()`,
-    usable as a context manager. `db="none"` keeps no accounting; give a store URL to keep it."""
-    from rigbench.route.config import RouteConfig, Upstream
-    from rigbench.route.server import start_background
-
-    cfg = RouteConfig(host=host, port=port, default="upstream", db=db, log_requests=False,
-                      upstreams={"upstream": Upstream(url=upstream_url, model=model, api_key=api_key)})
-    return start_background(cfg)

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from rigbench.errors import RigbenchError
 from rigbench.route import anthropic, record
 from rigbench.route.accounting import Accounting
-from rigbench.route.config import RouteConfig
+from rigbench.route.config import RouteConfig, Upstream
 from rigbench.route.policy import Decision, Policy, estimate_prompt_tokens
 from rigbench.route.upstreams import Managed, Upstreams
 
@@ -590,3 +590,13 @@ class Background:
 
 def start_background(cfg: RouteConfig, log_dir: Path = Path(".rigbench/logs")) -> Background:
     return Background(cfg, log_dir).start()
+
+
+def serve_translating(upstream_url: str, host: str = "127.0.0.1", port: int = 0, model: str | None = None,
+                      api_key: str | None = None, db: str | None = "none") -> Background:
+    """Start an endpoint in a background thread that serves `/v1/messages` (translated, route/anthropic.py) and the
+    OpenAI routes (passed through) in front of one OpenAI-compatible upstream. Returns a `Background`: `.url`,
+    `.stop()`, usable as a context manager. `db="none"` keeps no accounting; give a store URL to keep it."""
+    cfg = RouteConfig(host=host, port=port, default="upstream", db=db, log_requests=False,
+                      upstreams={"upstream": Upstream(url=upstream_url, model=model, api_key=api_key)})
+    return start_background(cfg)

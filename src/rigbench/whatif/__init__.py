@@ -6,7 +6,7 @@ target's prefix cache does not hold, decode of the output, tool time as recorded
 finish inside their time limit; `replay` sends the same turns, shape for shape, to a live server and measures.
 """
 
-from rigbench.whatif.predict import Target, WhatIf, predict
+from rigbench.whatif.predict import StoredRunTimes, Target, WhatIf, predict
 from rigbench.whatif.trace import RunTrace, TaskTrace, Turn, load
 
-__all__ = ["RunTrace", "TaskTrace", "Target", "Turn", "WhatIf", "load", "predict"]
+__all__ = ["RunTrace", "StoredRunTimes", "TaskTrace", "Target", "Turn", "WhatIf", "load", "predict"]

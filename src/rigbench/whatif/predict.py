@@ -226,3 +226,19 @@ def predict(trace: RunTrace, target: Target, time_limit_s: float | None = None,
                   engine=target.plan.engine, command=target.plan.command, fits=target.plan.fits, prefix_cache=rule,
                   calibration=coef.source, prefill_uncertainty=up, decode_uncertainty=ud, tasks=tasks, totals=totals,
                   notes=notes)
+
+
+class StoredRunTimes:
+    """A stored run's tasks as `plan.advise.rank` takes them (its `times`): each placement's task times predicted
+    from the run's recorded turns, the range from the speed model's calibration error."""
+
+    def __init__(self, trace: RunTrace):
+        self.trace = trace
+        n = sum(1 for t in trace.tasks if t.turns)
+        self.source = f"the {n} tasks of stored run {trace.run}, predicted from their recorded turns"
+
+    def __call__(self, label: str, spec: ModelSpec, rig: Rig, plan: Plan, time_limit_s: float,
+                 cal: speed.Calibration) -> tuple[list[float], list[float], list[float]]:
+        w = predict(self.trace, Target(label=label, spec=spec, rig=rig, plan=plan), time_limit_s, cal)
+        return ([t.agent_s.value for t in w.tasks], [t.agent_s.low for t in w.tasks],
+                [t.agent_s.high for t in w.tasks])

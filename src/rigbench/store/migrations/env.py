@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from rigbench.store import metadata
+from rigbench.store.schema import metadata
 
 config = context.config
 
