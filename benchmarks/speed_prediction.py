@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
 from provenance import command
-from rigbench import hardware
+from rigbench import catalog, hardware
 from rigbench.engines import llamabench
 from rigbench.engines.options import parse_llama_args, parse_vllm_args
 from rigbench.errors import RigbenchError
@@ -33,6 +35,13 @@ from rigbench.model import load
 from rigbench.plan import memory, speed
 
 RESULTS = Path(__file__).parent / "results"
+COMMAND = "python " + " ".join(["benchmarks/speed_prediction.py", *sys.argv[1:]])
+# The published set's medians before vLLM had its own fitted terms (20 vLLM points, one efficiency per engine;
+# all vLLM points were then unfitted): kept so the report can show llama.cpp is no worse.
+BASELINE = {"vllm": {"prefill": {"points": 16, "median_abs_error": 0.2923},
+                     "decode": {"points": 19, "median_abs_error": 0.3202}},
+            "llama.cpp": {"prefill": {"points": 24, "median_abs_error": 0.1658},
+                          "decode": {"points": 24, "median_abs_error": 0.1281}}}
 PUBLISHED = Path(__file__).parent / "data"    # published_speeds.yaml
 CPU_CONFIGS = {
     "cpu-ub512": ["-c", "4096", "-np", "1", "-t", "2"],
@@ -96,11 +105,15 @@ def published_rig(e: dict) -> hardware.Rig:
                               e.get("p2p"), e.get("peer_link") or "")
 
 
-def predict_published(e: dict, cal: speed.Calibration) -> dict:
+_PLANS: dict = {}
+
+
+def predict_published(e: dict, cal: speed.Calibration, fitting: bool = False) -> dict:
     row = {"id": e["id"], "engine": e["engine"], "model": e["model"], "gpu": e["gpu"], "gpus": e.get("gpu_count", 1),
-           "quant": e.get("quant"), "args": " ".join(e.get("args") or []), "source": e.get("source")}
+           "quant": e.get("quant"), "args": " ".join(e.get("args") or []), "source": e.get("source"),
+           "split": split_of(e), "report": report_of(e)}
     try:
-        spec, rig = load(e["model"]), published_rig(e)
+        spec, rig = _PLANS[e["id"]][:2] if e["id"] in _PLANS else (load(e["model"]), published_rig(e))
         prompt, depth = int(e.get("prompt_tokens") or 0), int(e.get("prefill_depth") or 0)
         if e["engine"] == "vllm":
             o = parse_vllm_args(["MODEL", *(e.get("args") or [])])
@@ -114,7 +127,9 @@ def predict_published(e: dict, cal: speed.Calibration) -> dict:
             ctx = max(4096, prompt + depth + 512, int(e.get("decode_context") or 0) + 512)
             o = parse_llama_args(["-m", "model.gguf", "-c", str(ctx), "-np", "1", *args])
             quant = e.get("quant")
-        p = memory.plan(spec, rig, o, quant)
+        p = _PLANS[e["id"]][2] if e["id"] in _PLANS else memory.plan(spec, rig, o, quant)
+        if fitting:
+            _PLANS[e["id"]] = (spec, rig, p)       # vLLM's time terms do not change the memory plan
         row["planner_fits"] = p.fits
         if e.get("prefill_tok_s") and prompt:
             pred = speed.predict(p, spec, rig, prompt_tokens=prompt, context=prompt + depth, calibration=cal)
@@ -131,6 +146,52 @@ def predict_published(e: dict, cal: speed.Calibration) -> dict:
     return row
 
 
+def report_of(e: dict) -> str:
+    """The unit a held-out part is made of: the published report (its own issue, PR or row) or else the source."""
+    return e.get("report") or e["source"]
+
+
+def split_of(e: dict) -> str:
+    """`fit` or `heldout`, as fixed in the data (whole sources held out; a missing field counts as fit)."""
+    return e.get("split") or "fit"
+
+
+def _score(rows: list[dict]) -> float:
+    """What the fit minimises: mean |log(predicted / measured)| of prefill plus that of decode (the mean, not the
+    median, so that every point pulls and the search does not stall on a flat median)."""
+    out = 0.0
+    for k in ("prefill_error", "decode_error"):
+        a = [abs(math.log(1 + r[k])) for r in rows if k in r and r[k] > -1]
+        out += statistics.fmean(a) if a else 0.0
+    return out
+
+
+def fit_vllm(entries: list[dict], cal: speed.Calibration, rounds: int = 3) -> dict:
+    """Fit vLLM's terms (plan.speed.VLLM_TERMS) on the `fit` vLLM entries only, by coordinate search over a
+    grid of multipliers. Held-out entries are dropped before anything is predicted."""
+    fit = [e for e in entries if e["engine"] == "vllm" and split_of(e) == "fit"]
+    terms = dict(catalog.speed()["vllm"]["terms"])
+    bounds = {"mtp_acceptance": (0.3, 0.95), "decode_bw_eff": (0.3, 1.0), "prefill_eff": (0.1, 1.0)}
+
+    def score(t: dict) -> float:
+        speed.set_vllm_terms(t)
+        try:
+            return _score([predict_published(e, cal, fitting=True) for e in fit])
+        finally:
+            speed.set_vllm_terms(None)
+
+    best = score(terms)
+    for _ in range(rounds):
+        for k in speed.VLLM_TERMS:
+            for m in (0.5, 0.7, 0.85, 0.93, 1.07, 1.15, 1.4, 2.0):
+                lo, hi = bounds.get(k, (0.0, 1e9))
+                t = {**terms, k: round(min(hi, max(lo, terms[k] * m)), 4)}
+                sc = score(t)
+                if sc < best - 1e-6:
+                    best, terms = sc, t
+    return {"terms": terms, "score": round(best, 4), "fitted_on": sorted(e["id"] for e in fit)}
+
+
 def _stats(errors: list[float]) -> dict:
     if not errors:
         return {"points": 0}
@@ -144,6 +205,11 @@ def published_summary(rows: list[dict]) -> dict:
         sel = [r for r in rows if engine in ("all", r["engine"])]
         out[engine] = {"prefill": _stats([r["prefill_error"] for r in sel if "prefill_error" in r]),
                        "decode": _stats([r["decode_error"] for r in sel if "decode_error" in r])}
+        for part in ("fit", "heldout"):
+            ps = [r for r in sel if r.get("split") == part]
+            out[engine][part] = {"prefill": _stats([r["prefill_error"] for r in ps if "prefill_error" in r]),
+                                 "decode": _stats([r["decode_error"] for r in ps if "decode_error" in r]),
+                                 "reports": len({r["report"] for r in ps})}
     out["skipped"] = sum(1 for r in rows if "skipped" in r)
     return out
 
@@ -166,6 +232,8 @@ def print_published(rows: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--measure-cpu", action="store_true", help="measure the CPU configurations here first")
+    ap.add_argument("--fit", action="store_true", help="refit vLLM's terms on the `fit` part of the published set "
+                    "and write them to the catalog (catalog/data/vllm_fit.json)")
     ap.add_argument("--out", type=Path, default=RESULTS / "speed_prediction.json")
     a = ap.parse_args()
     cpu_file = RESULTS / "cpu_dev.calib.jsonl"
@@ -193,15 +261,28 @@ def main() -> int:
     if published.exists():
         entries = yaml.safe_load(published.read_text()) or []
         cal = speed.load_calibration()
+        if a.fit:
+            fitted = fit_vllm(entries, cal)
+            fitted["command"] = COMMAND
+            speed.VLLM_FIT.write_text(json.dumps(fitted, indent=1) + "\n")
+            print("fitted vLLM terms:", json.dumps(fitted["terms"]))
         pub = [predict_published(e, cal) for e in entries]
         print_published(pub)
         ps = published_summary(pub)
-        ps["targets"] = {"prefill": 0.30, "decode": 0.20}
+        ps["targets"] = {"prefill": 0.30, "decode": 0.20,
+                         "vllm_heldout": {"prefill": 0.25, "decode": 0.20},
+                         "llama.cpp": "no worse than before the vLLM fit (baseline_before_fit)"}
+        ps["baseline_before_fit"] = BASELINE
+        vh = ps.get("vllm", {}).get("heldout", {})
+        ps["vllm_heldout_pass"] = (vh.get("prefill", {}).get("median_abs_error", 1) <= 0.25
+                                   and vh.get("decode", {}).get("median_abs_error", 1) <= 0.20)
+        ps["vllm_terms"] = speed.vllm_terms()
         ps["pass"] = (ps["all"]["prefill"].get("median_abs_error", 1) <= 0.30
                       and ps["all"]["decode"].get("median_abs_error", 1) <= 0.20)
         print(json.dumps({"published": ps}))
         result["published"] = {"summary": ps, "rows": pub}
         summary["pass"] = summary["pass"] and ps["pass"]
+    result = {"command": COMMAND, **result}
     a.out.write_text(json.dumps(result, indent=1))
     return 0 if summary["pass"] else 1
 

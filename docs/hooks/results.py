@@ -90,6 +90,33 @@ def speed_published() -> str:
     return _table(head, rows) + _source(f)
 
 
+def speed_published_split() -> str:
+    f = "speed_prediction.json"
+    s = _get(_load(f), "published", "summary", file=f)
+    base = s.get("baseline_before_fit", {})
+    rows = []
+    for eng in ("vllm", "llama.cpp"):
+        e = _get(s, eng, file=f)
+        for part in ("fit", "heldout"):
+            x = _get(e, part, file=f)
+            p, d = x["prefill"], x["decode"]
+            rows.append([eng, part, x["reports"], p["points"], _pct(p.get("median_abs_error")),
+                         d["points"], _pct(d.get("median_abs_error"))])
+        b = base.get(eng)
+        if b:
+            rows.append([eng, "before the vLLM fit (all points)", "", b["prefill"]["points"],
+                         _pct(b["prefill"]["median_abs_error"]), b["decode"]["points"],
+                         _pct(b["decode"]["median_abs_error"])])
+    t = s.get("targets", {}).get("vllm_heldout", {})
+    rows.append(["target", "vllm held out", "", "", _pct(t.get("prefill")), "", _pct(t.get("decode"))])
+    head = ["engine", "part", "reports", "prefill points", "median error", "decode points", "median error"]
+    out = _table(head, rows, "llrrrrr")
+    terms = s.get("vllm_terms")
+    if terms:
+        out += "\n\nvLLM's fitted terms: " + ", ".join(f"`{k}` {v:g}" for k, v in terms.items()) + "."
+    return out + _source(f)
+
+
 def speed_published_worst() -> str:
     f = "speed_prediction.json"
     rows = _get(_load(f), "published", "rows", file=f)
@@ -313,7 +340,8 @@ def stage_order() -> str:
 
 
 GENERATORS: dict[str, Callable[[], str]] = {f.__name__: f for f in (
-    speed_loo, speed_published, speed_published_worst, plan_accuracy, gpu_memory, holdout, whatif, whatif_tasks,
+    speed_loo, speed_published, speed_published_split, speed_published_worst, plan_accuracy, gpu_memory, holdout,
+    whatif, whatif_tasks,
     routing_spread, synth_speed, graph_nodes, loadgen, router_overhead, agent_local, results_index, store_schema,
     module_table, tuner_gpu, stage_order)}
 

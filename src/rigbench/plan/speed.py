@@ -340,7 +340,6 @@ def _vllm_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cach
     """vLLM: chunked prefill of at most --max-num-batched-tokens per step, compute-bound fp16 (or fp8)
     tensor-core GEMMs (Marlin W4A16 for AWQ/GPTQ/AutoRound), fused-MoE tiles, and two all-reduces per
     layer over the link when tensor parallel."""
-    c = constants()
     v = catalog.speed()["vllm"]
     parts = dict.fromkeys(PREFILL_PARTS, 0.0)
     tp = max(1, plan.tensor_parallel)
@@ -349,6 +348,7 @@ def _vllm_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cach
     per_chunk = tokens / n_chunks
     g, d = _gpus(plan, rig)[0]
     peak = g.fp16_tflops * 1e12 * (2 if (g.fp8 and "fp8" in plan.quant.lower()) else 1)
+    peak *= vllm_terms()["prefill_eff"] / v["gpu_flops_eff"]   # fitted share of peak, in the catalog's units
     parts["gpu_compute"] = 2 * _dense_params(d) * tokens / peak
     parts["gpu_experts"] = _padded_expert_flops(spec, d.routed_params, per_chunk, n_chunks, v["moe_tile"]) / peak
     parts["attention"] = _attention_flops(spec, tokens, cached) / (tp * g.fp16_tflops * 1e12)
@@ -359,9 +359,63 @@ def _vllm_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cach
         # a ring all-reduce of the chunk's activations moves 2(tp-1)/tp of them over the GPU-to-GPU path
         # (NVLink, PCIe peer copies, or PCIe twice through host memory: hardware.Rig.collective_gbs)
         ring = 2 * (tp - 1) / tp * per_chunk * spec.hidden * 2 / (rig.collective_gbs * 1e9)
-        per_chunk_s += 2 * spec.layers * (c["allreduce_us"] * 1e-6 + ring)
+        t = vllm_terms()
+        ar = t["ar_fast_us"] if _vllm_fast_allreduce(plan, rig) else t["ar_slow_us"]
+        per_chunk_s += 2 * spec.layers * (ar * 1e-6 + ring)
     parts["overhead"] = n_chunks * per_chunk_s
     return parts
+
+
+# ---- vLLM's own time terms ---------------------------------------------------------------------------
+# Fitted on the `fit` part of the published set by benchmarks/speed_prediction.py (never on `heldout`);
+# the catalog speed.yaml `vllm.terms` gives the starting points when the fitted file is missing.
+VLLM_FIT = Path(__file__).parents[1] / "catalog" / "data" / "vllm_fit.json"
+VLLM_TERMS = ("decode_bw_eff", "graph_step_ms", "eager_layer_us", "ar_fast_us", "ar_slow_us", "prefill_eff",
+              "mtp_acceptance")
+_vllm_override: dict | None = None
+
+
+def vllm_terms() -> dict[str, float]:
+    """The vLLM terms in use: a fit in progress (set_vllm_terms), the fitted file, or the catalog defaults."""
+    if _vllm_override is not None:
+        return _vllm_override
+    base = dict(catalog.speed()["vllm"]["terms"])
+    if VLLM_FIT.exists():
+        import json
+        base.update(json.loads(VLLM_FIT.read_text())["terms"])
+    return base
+
+
+def set_vllm_terms(terms: dict | None) -> None:
+    """Use these terms until reset with None (the benchmark's fit)."""
+    global _vllm_override
+    _vllm_override = terms
+
+
+def _vllm_fast_allreduce(plan: Plan, rig: Rig) -> bool:
+    """vLLM's custom all-reduce needs peer access (NVLink or PCIe P2P); without it, or when disabled, NCCL
+    stages the reduce through host memory (vllm/distributed/device_communicators/custom_all_reduce.py checks
+    peer access and turns itself off otherwise)."""
+    if "--disable-custom-all-reduce" in plan.command:
+        return False
+    return rig.collective_gbs >= 0.9 * rig.link_gbs
+
+
+def vllm_decode_seconds(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1) -> float:
+    """One vLLM decode step: weights, KV and recurrent state read at a fitted share of the memory bandwidth;
+    the step's fixed cost (scheduler, sampling, one CUDA graph replay: vLLM captures the decode step for batch
+    sizes up to its capture sizes) or, with --enforce-eager, one launch cost per layer; two all-reduces per
+    layer when tensor parallel, cheap with custom all-reduce over P2P/NVLink, dear through the host."""
+    t = vllm_terms()
+    mem, comp = decode_parts(plan, spec, rig, context, n)
+    gpu = comp["gpu_compute"] + comp["gpu_experts"]
+    s = max(mem["vram"] / t["decode_bw_eff"], gpu / 0.5) + t["graph_step_ms"] * 1e-3
+    if "--enforce-eager" in plan.command:
+        s += spec.layers * t["eager_layer_us"] * 1e-6
+    if plan.tensor_parallel > 1:
+        ar = t["ar_fast_us"] if _vllm_fast_allreduce(plan, rig) else t["ar_slow_us"]
+        s += 2 * spec.layers * ar * 1e-6
+    return s
 
 
 # ---- predictions ---------------------------------------------------------------------------------
@@ -375,6 +429,8 @@ def _decode_time(mem: dict, comp: dict, coef: Coefficients) -> float:
 
 
 def decode_seconds(plan: Plan, spec: ModelSpec, rig: Rig, coef: Coefficients, context: int, n: int = 1) -> float:
+    if plan.engine == "vllm" and rig.gpus:
+        return vllm_decode_seconds(plan, spec, rig, context, n)
     return _decode_time(*decode_parts(plan, spec, rig, context, n), coef)
 
 
@@ -396,7 +452,7 @@ def speculative_speedup(plan: Plan, spec: ModelSpec) -> float:
     n = plan.speculative_tokens
     if n <= 0:
         return 1.0
-    a = constants()["mtp_acceptance"]
+    a = vllm_terms()["mtp_acceptance"] if plan.engine == "vllm" else constants()["mtp_acceptance"]
     tokens = (1 - a ** (n + 1)) / (1 - a)
     out = plan.weights_by_group.get("output") or plan.weights_by_group.get("embeddings", 0)
     read = sum(d.read_bytes_per_token for d in plan.devices) or 1
@@ -417,7 +473,7 @@ def predict(plan: Plan, spec: ModelSpec, rig: Rig, prompt_tokens: int = 128, con
     spd = speculative_speedup(plan, spec)
     mem, comp = decode_parts(plan, spec, rig, ctx)
     d_scaled = _scaled(mem, coef.decode, DECODE_PARTS)
-    tok_s = _decode_time(mem, comp, coef)
+    tok_s = decode_seconds(plan, spec, rig, coef, ctx)
     slots = max(1, plan.parallel if plan.engine == "llama.cpp" else plan.parallel or concurrency)
     n = max(1, min(concurrency, slots))
     step_n = decode_seconds(plan, spec, rig, coef, ctx, n)
