@@ -126,7 +126,7 @@ def test_mtp_speedup_follows_the_acceptance_formula():
     s0 = speed.predict(without, spec, rig, calibration=DEFAULTS)
     accepted = (1 - 0.7**4) / (1 - 0.7)       # 2.53 tokens a step at acceptance 0.7
     # below the accepted length: each step also runs the one-layer MTP head and its output matmul 3 times
-    assert 1.3 < s1.decode_tok_s.value / s0.decode_tok_s.value < accepted
+    assert 1.1 < s1.decode_tok_s.value / s0.decode_tok_s.value < accepted
     assert s1.speculative_speedup == pytest.approx(s1.decode_tok_s.value / s0.decode_tok_s.value, rel=0.01)
 
 
@@ -241,7 +241,7 @@ def test_cli_pasted_vllm_command_gets_speed_with_mtp(run_cli):
                   "--max-num-batched-tokens", "8192",
                   "--speculative-config", '{"method":"mtp","num_speculative_tokens":3}')
     d = json.loads(res.stdout)
-    assert d["speed"]["speculative_speedup"] > 1.3
+    assert d["speed"]["speculative_speedup"] > 1.1
 
 
 def test_cli_tune_unknown_gpu_asks_for_bandwidth_and_memory(run_cli):

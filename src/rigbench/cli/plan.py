@@ -134,6 +134,7 @@ def tune(
     (`rigbench tune qwen3.6-35b-a3b --rig h200 --vram 16 -- llama-server -m m.gguf -ub 2048`) or, with none,
     against `--fit -ub 2048 -b 2048 --no-mmap`."""
     from rigbench.bench.stored import measure_turn
+    from rigbench.monitor import ratio_mark
     from rigbench.plan.tune import tune_command
 
     for arg in [model, *ctx.args[:1]]:
@@ -154,8 +155,11 @@ def tune(
             raise typer.BadParameter("--measure runs llama-server: give the model as a .gguf or --weights PATH "
                                      "(`rigbench synth` writes a synthetic one)")
         for c in [res.baseline, *res.candidates[:1], *res.baselines]:
-            measured[c.label] = measure_turn(c.args, gguf, r, p, g, server_bin,
-                                             say=lambda m: err.print(f"[dim]{m}[/]"))
+            m = measure_turn(c.args, gguf, r, p, g, server_bin, say=lambda m: err.print(f"[dim]{m}[/]"))
+            # a turn this far from its prediction is more likely disturbed (or mispredicted) than news
+            m["ratio"] = ratio_mark(m["turn_s"], c.turn_s)
+            m["disturbed"] = m["disturbed"] + ([m["ratio"]] if m["ratio"] else [])
+            measured[c.label] = m
     if as_json:
         d = res.model_dump()
         d["measured"] = measured
