@@ -38,7 +38,8 @@ import numpy as np
 from rigbench.bench.load import run, run_load
 from rigbench.engines.process import free_port
 
-COMMAND = "flock /tmp/rigbench-cpu.lock nice -n -10 python benchmarks/loadgen_accuracy.py"
+from provenance import command
+
 
 
 def cpu_model() -> str:
@@ -204,10 +205,7 @@ def main() -> int:
                                  .cpu_count(), "tokens_per_request": a.tokens, "interval_ms": a.interval_ms,
                                  "levels": {str(r["streams"]): r for r in rows}, "comparison_tools": others,
                                  "side_by_side": side, "sampling": sampling,
-                                 "command": COMMAND
-                                 + (" --no-sampling"
-                                                                                      if a.no_sampling else ""),
-                                 "targets_met": ok}, indent=2) + "\n")
+                                 "command": command(), "targets_met": ok}, indent=2) + "\n")
     print(f"wrote {a.out}")
     return 0 if ok else 1
 
