@@ -102,7 +102,7 @@ def leave_one_out(ms: list[speed.Measurement]) -> list[dict]:
 
 def published_rig(e: dict) -> hardware.Rig:
     return hardware.described(e["gpu"], int(e.get("gpu_count") or 1), e.get("cpu") or "", e.get("link") or "",
-                              e.get("p2p"), e.get("peer_link") or "")
+                              e.get("p2p"), e.get("peer_link") or "", e.get("power_limit_w"))
 
 
 _PLANS: dict = {}

@@ -23,7 +23,8 @@ def _rig(tmp_path: Path, e: dict) -> str:
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(hardware.described_entry(e["gpu"], int(e.get("gpu_count") or 1),
                                                             e.get("cpu") or "", e.get("link") or "",
-                                                            e.get("p2p"), e.get("peer_link") or "")))
+                                                            e.get("p2p"), e.get("peer_link") or "",
+                                                            e.get("power_limit_w"))))
     return str(path)
 
 

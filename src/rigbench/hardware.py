@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from rigbench import catalog
-from rigbench.errors import UnknownRigError
+from rigbench.errors import RigbenchError, UnknownRigError
 
 GB = 1_000_000_000
 GIB = 1024**3
@@ -40,7 +40,31 @@ class GPU(BaseModel):
     fp4: bool = False
     p2p: bool = False               # CUDA peer copies over PCIe (datacenter and pro cards; not GeForce)
     unified: bool = False
+    tdp_w: float = 0.0              # stock board power (the vendor's TGP/TDP)
+    power_limit_w: float = 0.0      # a user's cap (nvidia-smi -pl); 0 = none, the card runs at its stock limit
     source: str = ""
+
+    @property
+    def clock_scale(self) -> float:
+        """The share of its boost clock the card sustains under its power cap: 1 without a cap or at and above
+        stock TDP, else (cap / TDP) ** speed.yaml `power_clock_exponent` (docs/speed-model.md, "Power limit")."""
+        if not self.power_limit_w or not self.tdp_w or self.power_limit_w >= self.tdp_w:
+            return 1.0
+        return (self.power_limit_w / self.tdp_w) ** catalog.speed()["defaults"]["power_clock_exponent"]
+
+    def capped(self, watts: float | None) -> GPU:
+        """This card under a power limit: its compute rates (tensor, CUDA-core, the per-SM clock terms) scale with
+        the clock it sustains; its memory bandwidth does not (the memory clock holds under a cap)."""
+        if watts is None:
+            return self
+        check_power_limit(self, watts)
+        was = self.clock_scale
+        g = self.model_copy(update={"power_limit_w": float(watts)})
+        f = g.clock_scale / was
+        name = self.name.split(" @")[0] + (f" @{watts:g} W" if g.clock_scale < 1 else "")
+        return g.model_copy(update={
+            "fp16_tflops": self.fp16_tflops * f, "int8_tops": self.int8_tops * f, "fp32_tflops": self.fp32_tflops * f,
+            "boost_mhz": self.boost_mhz * f, "name": name})
 
     @property
     def mma_int8_tops(self) -> float:
@@ -93,6 +117,28 @@ class GPU(BaseModel):
         return self.cuda_fp32_tflops * min(1.0, blocks / self.sms)
 
 
+# the highest cap rigbench takes, as a multiple of stock TDP: partner boards raise the limit (RTX 3090 cards ship
+# with 350-480 W limits against NVIDIA's 350 W), none to 1.5x
+MAX_POWER_OVER_TDP = 1.5
+
+
+class PowerLimitError(RigbenchError):
+    """A power limit rigbench cannot apply."""
+
+
+def check_power_limit(g: GPU, watts: float) -> None:
+    if watts <= 0:
+        raise PowerLimitError(f"power limit {watts:g} W for {g.name}: give a positive number of watts "
+                              f"(its stock TDP is {g.tdp_w:g} W)" if g.tdp_w else
+                              f"power limit {watts:g} W for {g.name}: give a positive number of watts")
+    if not g.tdp_w:
+        raise PowerLimitError(f"power limit {watts:g} W for {g.name}: rigbench does not know this card's stock TDP; "
+                              f"add tdp_w to its entry in the rig YAML")
+    if watts > MAX_POWER_OVER_TDP * g.tdp_w:
+        raise PowerLimitError(f"power limit {watts:g} W for {g.name} is above the most any board allows "
+                              f"({MAX_POWER_OVER_TDP:g}x its {g.tdp_w:g} W stock TDP); give the cap nvidia-smi -pl set")
+
+
 class Rig(BaseModel):
     name: str
     gpus: list[GPU] = []
@@ -130,6 +176,12 @@ class Rig(BaseModel):
         return self.model_copy(update={"gpus": [g.model_copy(update={"vram_bytes": int(gib * GIB)})
                                                 for g in self.gpus]})
 
+    def with_power_limit(self, watts: float | None) -> Rig:
+        """This rig with every GPU capped at `watts` (nvidia-smi -pl); None leaves each card as it is."""
+        if watts is None:
+            return self
+        return self.model_copy(update={"gpus": [g.capped(watts) for g in self.gpus]})
+
     def describe(self) -> str:
         gpus = " + ".join(g.name for g in self.gpus) or "no GPU"
         return f"{gpus}, {self.ram_bytes / GB:.0f} GB RAM @ {self.ram_bandwidth_gbs:.0f} GB/s"
@@ -145,7 +197,7 @@ def gpu_from_catalog(key: str) -> GPU:
                        int8_tops=e.get("int8_tops", 0.0), fp32_tflops=e.get("fp32_tflops", 0.0),
                        sms=e.get("sms", 0), boost_mhz=e.get("boost_mhz", 0.0), fp8=e.get("fp8", False),
                        fp4=e.get("fp4", False), p2p=e.get("p2p", False), unified=e.get("unified", False),
-                       source=e.get("source", ""))
+                       tdp_w=e.get("tdp_w", 0.0), source=e.get("source", ""))
     close = difflib.get_close_matches(k, list(gpus), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownRigError(
@@ -163,11 +215,18 @@ def _build(name: str, e: dict) -> Rig:
     link = hw["links"].get(e.get("link", "pcie4x16"), {"bandwidth_gbs": 25})
     gpus = []
     for g in e.get("gpus", []):
-        gpus.append(gpu_from_catalog(g) if isinstance(g, str) else GPU(
-            name=g["name"], vram_bytes=int(g["vram_gb"] * GIB * NVML_USABLE), bandwidth_gbs=g["bandwidth_gbs"],
-            fp16_tflops=g.get("fp16_tflops", 50), int8_tops=g.get("int8_tops", 0.0),
-            fp32_tflops=g.get("fp32_tflops", 0.0), sms=g.get("sms", 0), boost_mhz=g.get("boost_mhz", 0.0),
-            source=g.get("source", "user YAML")))
+        if isinstance(g, dict) and "gpu" in g:      # a catalog card with its own cap {gpu: rtx3090, power_limit_w: 230}
+            gpu = gpu_from_catalog(g["gpu"])
+        elif isinstance(g, str):
+            gpu = gpu_from_catalog(g)
+        else:
+            gpu = GPU(name=g["name"], vram_bytes=int(g["vram_gb"] * GIB * NVML_USABLE),
+                      bandwidth_gbs=g["bandwidth_gbs"],
+                      fp16_tflops=g.get("fp16_tflops", 50), int8_tops=g.get("int8_tops", 0.0),
+                      fp32_tflops=g.get("fp32_tflops", 0.0), sms=g.get("sms", 0), boost_mhz=g.get("boost_mhz", 0.0),
+                      tdp_w=g.get("tdp_w", 0.0), source=g.get("source", "user YAML"))
+        cap = g.get("power_limit_w") if isinstance(g, dict) else None
+        gpus.append(gpu.capped(cap if cap is not None else e.get("power_limit_w")))
     ram = int(e.get("ram_gb", 64) * GIB)
     if e.get("unified") and gpus:
         ram = 0  # unified memory: the GPU entry holds it all
@@ -216,7 +275,7 @@ _LINKS = {"pcie3": "pcie3x16", "pcie4": "pcie4x16", "pcie5": "pcie5x16"}
 
 
 def described_entry(gpu: str, count: int = 1, cpu: str = "", link: str = "", p2p: bool | None = None,
-                    peer_link: str = "") -> dict:
+                    peer_link: str = "", power_limit_w: float | None = None) -> dict:
     """A rig entry (the rig-YAML mapping) for a machine known only from a post: its GPUs, what it says of the CPU
     and its memory, the PCIe link its cards sit on (the narrowest, e.g. pcie4x4), whether a patched driver
     engages P2P, an NVLink bridge; unknown parts take the catalog's defaults (a dual-channel DDR5 desktop on
@@ -232,12 +291,14 @@ def described_entry(gpu: str, count: int = 1, cpu: str = "", link: str = "", p2p
         e["p2p"] = p2p
     if peer_link:
         e["peer_link"] = peer_link
+    if power_limit_w:
+        e["power_limit_w"] = power_limit_w
     return e
 
 
 def described(gpu: str, count: int = 1, cpu: str = "", link: str = "", p2p: bool | None = None,
-              peer_link: str = "") -> Rig:
-    e = described_entry(gpu, count, cpu, link, p2p, peer_link)
+              peer_link: str = "", power_limit_w: float | None = None) -> Rig:
+    e = described_entry(gpu, count, cpu, link, p2p, peer_link, power_limit_w)
     return _build(e["name"], e)
 
 

@@ -49,6 +49,8 @@ from rigbench.report.rows import plan_json
 VramOpt = Annotated[float | None, typer.Option("--vram", help="VRAM budget per GPU in GiB (free for the model)")]
 BandwidthOpt = Annotated[float | None, typer.Option("--bandwidth", help="an unknown GPU's memory bandwidth, GB/s")]
 TurnOpt = Annotated[str, typer.Option("--turn", help="agent turn to optimise: PROMPT,OUTPUT tokens")]
+PowerOpt = Annotated[float | None, typer.Option("--power-limit", help="each GPU's power cap in W (nvidia-smi -pl): "
+                                                "a cap below stock TDP lowers the clock, so prefill; decode much less")]
 
 
 def plan(
@@ -68,6 +70,7 @@ def plan(
     router_skew: RouterSkewOpt = None,
     vram: Annotated[float | None, typer.Option("--vram", help="VRAM free for the model per GPU, GiB (a display "
                                                "or another process holds the rest)")] = None,
+    power_limit: PowerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Memory placement of a model on a rig (per device weights, KV cache, state, buffers) and its speed.
@@ -85,6 +88,7 @@ def plan(
         spec = spec.model_copy(update={"router_skew": router_skew})
     if vram is not None:
         r = r.with_vram(vram)
+    r = r.with_power_limit(power_limit)
     p = memory.plan(spec, r, options, default_quant(spec, options, quant))
     sp = speed.predict(p, spec, r, prompt_tokens, at_context, concurrency)
     agent = (speed.agent_task(p, spec, r, speed.AgentProfile.named(agent, not no_prefix_cache))
@@ -127,6 +131,7 @@ def tune(
     weights: WeightsOpt = None,
     server_bin: Annotated[str | None, typer.Option(help="path to llama-server")] = None,
     router_skew: RouterSkewOpt = None,
+    power_limit: PowerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search -ngl, --n-cpu-moe, -ot expert placements, u-batch, batch, pinned memory and KV type for the best
@@ -144,7 +149,7 @@ def tune(
     if ctx.args and not (Path(ctx.args[0]).name.startswith(ENGINE_PROGRAMS) or "=" in ctx.args[0]):
         raise typer.BadParameter(f"unexpected {ctx.args[0]!r}: a pasted engine command starts with llama-server or "
                                  f"vllm")
-    r = rig_for_tuning(rig, vram, bandwidth)
+    r = rig_for_tuning(rig, vram, bandwidth).with_power_limit(power_limit)
     res = tune_command(model, ctx.args, r, quant, context, turn, agent, tuple(kv_type or ()), margin, top,
                        router_skew)
     p, g = res.turn.prompt, res.turn.output
