@@ -1,12 +1,12 @@
 """Do the committed results still come out of their commands? Regenerates the cheap ones and compares:
 
-- speed_prediction.json: every figure is computed from committed inputs (the *.calib.jsonl measurements, the
-  published set, the shipped calibration), so each must match exactly;
+- speed_prediction.json, power_limit.json: every figure is computed from committed inputs (the *.calib.jsonl
+  measurements, the published set and power-cap sweeps, the shipped calibration), so each must match exactly;
 - plan_accuracy.json: the planner's bytes are computed (exact); the actual bytes of the weights come from the
   GGUF's tensor table (exact); the other actual bytes are llama-server's own allocation log, measured here,
   so they may move with the llama.cpp build: within 3%. Without a llama-server only the weights are compared.
 
-Usage: python benchmarks/results_check.py [speed_prediction] [plan_accuracy]     (make results-check)
+Usage: python benchmarks/results_check.py [speed_prediction] [plan_accuracy] [power_limit]  (make results-check)
 Prints one line per difference and exits 1 if there is any; the command that remakes a file is in its
 `command` field and in benchmarks/results/README.md.
 """
@@ -84,6 +84,7 @@ def compare_plan_accuracy(committed: dict, fresh: dict) -> list[str]:
 CHECKS = {
     "speed_prediction": (["benchmarks/speed_prediction.py"], compare_speed_prediction),
     "plan_accuracy": (["benchmarks/plan_accuracy.py"], compare_plan_accuracy),
+    "power_limit": (["benchmarks/power_limit.py"], compare_speed_prediction),     # computed, so exact
 }
 
 
