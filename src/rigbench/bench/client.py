@@ -74,52 +74,67 @@ def _content(delta: dict) -> bool:
 
 
 async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None) -> None:
+    # one await per read from the socket (not one per line): what arrived together is stamped together
+    buf = b""
     while True:
-        line = await r.content.readline()
+        data = await r.content.readany()
         now = time.monotonic()
-        if not line:
+        if data:
+            *lines, buf = (buf + data).split(b"\n")
+        else:   # end of stream: a last line without its newline still counts
+            lines, buf = [buf], b""
+        for line in lines:
+            if _event(line, now, res, probe_key):
+                return
+        if not data:
             res.error = "stream ended without [DONE]"
             return
-        line = line.strip()
-        if not line or line.startswith(b":"):
-            continue
-        if not line.startswith(b"data:"):
-            if line.startswith((b"event:", b"id:", b"retry:")):
-                continue
-            res.error = f"malformed SSE line: {line[:80]!r}"
-            return
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            res.e2e = now - res.start
-            if res.output_tokens is None:
-                res.error = "no usage in the stream (server did not report token counts)"
-            return
-        try:
-            event = orjson.loads(data)  # a few microseconds less per chunk than json, at 20k chunks/s
-        except orjson.JSONDecodeError:
-            res.error = f"malformed SSE data: {data[:80]!r}"
-            return
-        if "error" in event:
-            res.error = f"server error: {str(event['error'])[:200]}"
-            return
-        for choice in event.get("choices") or []:
-            if _content(choice.get("delta") or {}) or choice.get("text"):
-                if res.ttft is None:
-                    res.ttft = now - res.start
-                res.chunk_times.append(now)
-                if probe_key:
-                    res.probe.append(event.get(probe_key, 0.0))
-                    res.probe_arrival = res.probe_arrival or event.get("rigbench_arrival")
-        usage = event.get("usage")
-        if usage:
-            res.prompt_tokens = usage.get("prompt_tokens")
-            res.output_tokens = usage.get("completion_tokens")
-            details = usage.get("prompt_tokens_details") or {}
-            res.cached_tokens = details.get("cached_tokens")
-        if "timings" in event:
-            res.server_timings = event["timings"]
-            if res.cached_tokens is None and "cache_n" in event["timings"]:
-                res.cached_tokens = event["timings"]["cache_n"]
+
+
+def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -> bool:
+    """Take one SSE line received at `now` into `res`; True when the stream is over ([DONE] or an error)."""
+    line = line.strip()
+    if not line or line.startswith(b":"):
+        return False
+    if not line.startswith(b"data:"):
+        if line.startswith((b"event:", b"id:", b"retry:")):
+            return False
+        res.error = f"malformed SSE line: {line[:80]!r}"
+        return True
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        res.e2e = now - res.start
+        if res.output_tokens is None:
+            res.error = "no usage in the stream (server did not report token counts)"
+        return True
+    try:
+        event = orjson.loads(data)  # a few microseconds less per chunk than json, at 20k chunks/s
+    except orjson.JSONDecodeError:
+        res.error = f"malformed SSE data: {data[:80]!r}"
+        return True
+    if "error" in event:
+        res.error = f"server error: {str(event['error'])[:200]}"
+        return True
+    for choice in event.get("choices") or []:
+        if _content(choice.get("delta") or {}) or choice.get("text"):
+            if res.ttft is None:
+                res.ttft = now - res.start
+            res.chunk_times.append(now)
+            if probe_key:
+                res.probe.append(event.get(probe_key, 0.0))
+                if res.probe_arrival is None:   # a pydantic assignment costs a microsecond: only the first
+                    res.probe_arrival = event.get("rigbench_arrival")
+    usage = event.get("usage")
+    if usage:
+        res.prompt_tokens = usage.get("prompt_tokens")
+        res.output_tokens = usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+        res.cached_tokens = details.get("cached_tokens")
+    if "timings" in event:
+        res.server_timings = event["timings"]
+        if res.cached_tokens is None and "cache_n" in event["timings"]:
+            res.cached_tokens = event["timings"]["cache_n"]
+    return False
 
 
 async def stream(session: aiohttp.ClientSession, url: str, payload: dict, **kw) -> RequestResult:
