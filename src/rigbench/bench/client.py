@@ -73,12 +73,36 @@ def _content(delta: dict) -> bool:
                 or delta.get("tool_calls"))
 
 
-async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None) -> None:
+class _StallWatch:
+    """Cancels the request's task when nothing has been read for `limit` seconds. It wakes once per `limit`, and
+    each read only notes its time, where a socket-read timeout would move a timer on every chunk."""
+
+    __slots__ = ("limit", "last", "fired", "task", "handle")
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.last, self.fired = limit, time.monotonic(), False
+        self.task = asyncio.current_task()
+        self.handle = asyncio.get_running_loop().call_later(limit, self._check)
+
+    def _check(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle >= self.limit:
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = asyncio.get_running_loop().call_later(self.limit - idle, self._check)
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+
+async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None,
+                       watch: _StallWatch) -> None:
     # one await per read from the socket (not one per line): what arrived together is stamped together
     buf = b""
     while True:
         data = await r.content.readany()
-        now = time.monotonic()
+        watch.last = now = time.monotonic()
         if data:
             *lines, buf = (buf + data).split(b"\n")
         else:   # end of stream: a last line without its newline still counts
@@ -156,12 +180,13 @@ async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, 
     res = RequestResult(scenario=scenario, index=index)
     res.start = time.monotonic()
     sent = SimpleNamespace(sent=None)
+    watch = _StallWatch(stall_timeout)
     try:
-        # one timer for the whole request and aiohttp's socket-read timeout for stalls: no per-chunk timers
+        # one timer for the whole request and one lazy stall watch: no timer moved per chunk (aiohttp's
+        # socket-read timeout re-arms one on every read, a few microseconds a chunk at 20k chunks/s)
         async with asyncio.timeout(timeout):
             async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"},
-                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                                  sock_read=stall_timeout),
+                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                                     trace_request_ctx=sent) as r:
                 if sent.sent is not None:  # sessions made by bench.load.session() trace the send
                     res.start = sent.sent
@@ -170,14 +195,17 @@ async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, 
                     text = (await r.text())[:200].replace("\n", " ")
                     res.error = f"HTTP {r.status}: {text}"
                     return res
-                await _read_events(r, res, probe_key)
-    except aiohttp.ServerTimeoutError:
-        res.error = f"stall: no data for {stall_timeout:.0f} s"
+                await _read_events(r, res, probe_key, watch)
     except TimeoutError:
         res.error = f"timeout: no end of stream within {timeout:.0f} s"
     except (aiohttp.ClientError, ConnectionError, OSError) as e:
         res.error = f"connection: {type(e).__name__}: {str(e)[:160]}"
     except asyncio.CancelledError:
+        if watch.fired and watch.task.uncancel() == 0:   # our own watch, not a caller's cancel
+            res.error = f"stall: no data for {stall_timeout:.0f} s"
+            return res
         res.error = "cancelled"
         raise
+    finally:
+        watch.close()
     return res
