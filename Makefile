@@ -54,7 +54,7 @@ results-check: install
 	$(BIN)/python benchmarks/results_check.py
 
 test: install lint docs pg-server results-check
-	$(BIN)/pytest -q -rs --durations=10
+	$(BIN)/pytest -q -rs --durations=25
 
 clean:
 	rm -rf $(VENV) .rigbench .pytest_cache site

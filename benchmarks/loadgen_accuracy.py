@@ -34,12 +34,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
-from rigbench.bench.load import run, run_load
-from rigbench.engines.process import free_port
+import psutil
 
 from provenance import command
-
+from rigbench.bench.load import run, run_load
+from rigbench.engines.process import free_port
 
 
 def cpu_model() -> str:
@@ -67,11 +66,16 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 
 def level(url: str, streams: int, tokens: int, interval_ms: float, ttft_ms: float, rounds: int,
-          ramp_s: float) -> dict:
+          ramp_s: float, server_pid: int | None = None) -> dict:
     payload = {"model": "ok", "prompt": "x", "max_tokens": tokens, "interval_ms": interval_ms, "ttft_ms": ttft_ms}
+    server = psutil.Process(server_pid) if server_pid else None
+    server_cpu, client_cpu = sum(server.cpu_times()[:2]) if server else 0.0, time.process_time()
     lr = run(run_load(url + "/v1/completions", lambda i: payload, concurrency=streams,
                               requests=streams * rounds, probe_key="rigbench_t", time_limit=600,
                               warmup=1, ramp_s=ramp_s))
+    # what each side spent per streamed token (user + system CPU; the client's includes the sampler thread)
+    server_cpu = sum(server.cpu_times()[:2]) - server_cpu if server else None
+    client_cpu = time.process_time() - client_cpu
     ok = [r for r in lr.results if r.ok]
     ttft_err, itl_err, dispatch = [], [], []
     for r in ok:
@@ -91,7 +95,9 @@ def level(url: str, streams: int, tokens: int, interval_ms: float, ttft_ms: floa
             "itl_err_ms_p50": round(float(np.percentile(ia, 50)), 3),
             "itl_err_ms_p99": round(float(np.percentile(ia, 99)), 3),
             "server_dispatch_ms_p50": round(float(np.percentile(dispatch, 50)), 3),
-            "server_dispatch_ms_p99": round(float(np.percentile(dispatch, 99)), 3)}
+            "server_dispatch_ms_p99": round(float(np.percentile(dispatch, 99)), 3),
+            "server_cpu_us_per_token": round(server_cpu / tokens_total * 1e6, 1) if server else None,
+            "client_cpu_us_per_token": round(client_cpu / tokens_total * 1e6, 1)}
 
 
 def guidellm_level(binary: str, tokenizer: str, url: str, streams: int, tokens: int, rounds: int) -> dict:
@@ -168,7 +174,7 @@ def main() -> int:
         sampler = Sampler(pids=[proc.pid]).start()
     t_sampled = time.monotonic()
     try:
-        rows = [level(url, n, a.tokens, a.interval_ms, a.ttft_ms, a.rounds, a.ramp_s)
+        rows = [level(url, n, a.tokens, a.interval_ms, a.ttft_ms, a.rounds, a.ramp_s, proc.pid)
                 for n in map(int, a.levels.split(","))]
         if a.guidellm:
             side = compare_guidellm(a.guidellm, a.guidellm_tokenizer, url,
@@ -190,10 +196,12 @@ def main() -> int:
               f"({sampling['sampler_share_of_one_cpu']:.2%} of one CPU)")
     else:
         print("sampler off (--no-sampling)")
-    print(f"{'streams':>7} {'tokens/s':>10} {'TTFT err p50':>13} {'p99':>8} {'ITL err p50':>12} {'p99':>8}  (ms)")
+    print(f"{'streams':>7} {'tokens/s':>10} {'TTFT err p50':>13} {'p99':>8} {'ITL err p50':>12} {'p99':>8}  (ms)"
+          f"  CPU us/token: server  client")
     for r in rows:
         print(f"{r['streams']:>7} {r['tokens_per_s']:>10,.0f} {r['ttft_err_ms_p50']:>13.3f} "
-              f"{r['ttft_err_ms_p99']:>8.3f} {r['itl_err_ms_p50']:>12.3f} {r['itl_err_ms_p99']:>8.3f}")
+              f"{r['ttft_err_ms_p99']:>8.3f} {r['itl_err_ms_p50']:>12.3f} {r['itl_err_ms_p99']:>8.3f}"
+              f"  {r['server_cpu_us_per_token']:>20} {r['client_cpu_us_per_token']:>7}")
     ok = all(r["ttft_err_ms_p50"] < 1 and r["itl_err_ms_p50"] < 1 and r["ttft_err_ms_p99"] < 5
              and r["itl_err_ms_p99"] < 5 for r in rows) and max(r["tokens_per_s"] for r in rows) >= 20000
     others = {"vllm": bool(shutil.which("vllm")), "guidellm": bool(a.guidellm or shutil.which("guidellm"))}

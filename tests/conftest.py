@@ -52,6 +52,38 @@ def live_model(llama_server, qwen_gguf, tmp_path_factory):
         server.stop()
 
 
+def truncated_gguf(src: Path, dst: Path, layers: int) -> Path:
+    """`src` cut to its first `layers` blocks: the same tokenizer, chat template, embeddings and tensor types, so
+    an engine serves it like the original, about as many times faster as layers were dropped. Its replies are not
+    the original model's; a test that needs only traffic (requests, token counts, timings) uses it."""
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    r = GGUFReader(str(src))
+    arch = r.fields["general.architecture"].contents()
+    w = GGUFWriter(str(dst), arch)
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        value = layers if key == f"{arch}.block_count" else f.contents()
+        sub = f.types[1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, f.types[0], sub)
+    for t in r.tensors:
+        if t.name.startswith("blk.") and int(t.name.split(".")[1]) >= layers:
+            continue
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.fixture(scope="session")
+def fast_twin(qwen_gguf, tmp_path_factory) -> Path:
+    """The packaged model cut to 2 of its 24 blocks (prefill about 10x faster on a CPU), for tests of traffic."""
+    return truncated_gguf(qwen_gguf, tmp_path_factory.mktemp("fast-twin") / "qwen-2-blocks.gguf", 2)
+
+
 def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int, int]]) -> Path:
     """A small llama-architecture GGUF: `hparams` as GGUFWriter.add_<name>(value), zero-filled f32 tensors."""
     import numpy as np
@@ -205,3 +237,28 @@ def fakeserver(*args: str):
     finally:
         proc.kill()
         proc.wait()
+
+
+# ---- a test slower than a minute says why in its docstring -------------------------------------------------------
+
+SLOW_S = 60.0
+_SLOW: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > SLOW_S:
+        _SLOW.append((report.duration, report.nodeid))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    config._rigbench_docs = {item.nodeid: (getattr(item.obj, "__doc__", None) or "") for item in items}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Names every test over a minute whose docstring gives no reason ("slow by nature ...") for it."""
+    docs = getattr(config, "_rigbench_docs", {})
+    unexplained = [(d, n) for d, n in sorted(_SLOW, reverse=True) if "slow" not in docs.get(n, "").lower()]
+    if unexplained:
+        terminalreporter.write_sep("=", f"over {SLOW_S:.0f} s without a reason in the docstring")
+        for d, n in unexplained:
+            terminalreporter.write_line(f"{d:7.1f}s {n}")

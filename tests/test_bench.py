@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -66,6 +67,51 @@ def test_stall_is_an_error_not_a_hang(fake):
 def test_tokens_come_from_usage_not_chunks(fake):
     lr = _load(fake[0], "ok", n=3)
     assert all(r.ok and r.output_tokens == 8 and len(r.chunk_times) == 8 for r in lr.results)
+
+
+def _raw(url: str, version: str, body: bytes, read_all: bool = True) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(f"POST /v1/completions HTTP/{version}\r\nHost: x\r\nConnection: close\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        out = b""
+        while read_all and (data := c.recv(65536)):
+            out += data
+        return out
+
+
+def test_fake_server_frames_its_stream_for_http_1_0_and_1_1(fake):
+    # the server writes token chunks to the connection itself: HTTP/1.1 gets chunked framing, HTTP/1.0 a plain body
+    body = json.dumps({"max_tokens": 3, "interval_ms": 2, "ttft_ms": 1}).encode()
+    head, raw = _raw(fake[0], "1.1", body).split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head
+    payload, rest = b"", raw
+    while True:
+        size, rest = rest.split(b"\r\n", 1)
+        n = int(size, 16)
+        payload, rest = payload + rest[:n], rest[n + 2:]
+        if n == 0:
+            break
+    assert rest == b""
+    head, plain = _raw(fake[0], "1.0", body).split(b"\r\n\r\n", 1)
+    assert b"chunked" not in head
+    for p in (payload, plain):
+        events = [e.removeprefix(b"data: ") for e in p.split(b"\n\n") if e]
+        assert [json.loads(e)["choices"][0]["text"] for e in events[:3]] == ["t0 ", "t1 ", "t2 "]
+        assert events[3:] == [b'{"choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 3}}', b"[DONE]"]
+
+
+def test_fake_server_keeps_each_stream_on_schedule_beside_others(fake):
+    # 40 streams share the server's one timer, and one client hangs up mid-stream: every other stream gets its
+    # tokens in order, `interval_ms` apart by the server's own stamps, and the server keeps serving
+    _raw(fake[0], "1.1", json.dumps({"max_tokens": 500, "interval_ms": 5}).encode(), read_all=False)
+    payload = {"model": "ok", "prompt": "hi", "max_tokens": 30, "interval_ms": 20, "ttft_ms": 10}
+    lr = run(run_load(fake[0] + "/v1/completions", lambda i: payload, concurrency=40, requests=40,
+                      probe_key="rigbench_t"))
+    assert all(r.ok and len(r.probe) == 30 for r in lr.results)
+    for r in lr.results:
+        gaps = [b - a for a, b in zip(r.probe, r.probe[1:], strict=False)]
+        assert 0.010 < sum(gaps) / len(gaps) < 0.030 and r.probe[0] - r.probe_arrival > 0.005
 
 
 def test_server_death_mid_run_keeps_finished_requests(fake):

@@ -173,3 +173,44 @@ def test_vllm_max_model_len_larger_than_kv_cache():
     p = memory.plan(model.from_catalog("qwen2.5-coder-32b"), hardware.load("rtx-a6000"),
                     parse_command("vllm serve m --quantization awq_marlin --max-model-len 1000000"))
     assert not p.fits and "refuses to start" in p.reason and p.suggestion.startswith("--max-model-len")
+
+
+def test_compute_buffer_against_logged_figures_up_to_ubatch_4096():
+    """llama-server's own "compute buffer size" for u-batch 512-4096 (benchmarks/compute_buffer_ub.py) and the
+    CUDA0 buffer llama-bench logged on the GPU at -ub 2048 (its n_batch outputs of logits)."""
+    import json
+    from pathlib import Path
+
+    from rigbench.model import from_catalog
+
+    res = json.loads((Path(__file__).parents[1] / "benchmarks/results/compute_buffer_ub.json").read_text())
+    rows = {(r["ubatch"], r["flash_attn"]): r for r in res["rows"]}
+    assert (4096, "on") in rows and (4096, "off") in rows
+    for r in rows.values():
+        assert abs(r["predicted_mib"] / r["logged_mib"] - 1) < 0.05, r
+    g = res["gpu_logged"]
+    pred = memory.llama_compute_bytes(from_catalog(g["model"]), g["ubatch"], g["n_ctx"], g["flash_attn"],
+                                      g["n_outputs"], True)
+    assert abs(pred / g["logged_bytes"] - 1) < 0.05
+    # the logits and a layer's tensors are never alive together: counting both would be over by more than the tolerance
+    spec = from_catalog(g["model"])
+    layer_only = memory.llama_compute_bytes(spec, g["ubatch"], g["n_ctx"], True, 1, False)
+    assert layer_only + spec.vocab * g["n_outputs"] * 4 > 1.08 * g["logged_bytes"]
+
+
+def test_cuda_pool_grows_with_the_ubatch_and_a_quantised_kv_cache():
+    from rigbench.engines.options import parse_llama_args
+    from rigbench.model import from_catalog
+
+    spec = from_catalog("qwen3.6-35b-a3b")
+    small = memory.llama_cuda_pool_bytes(spec, 512, 40960, True, "f16", "f16")
+    big = memory.llama_cuda_pool_bytes(spec, 4096, 40960, True, "f16", "f16")
+    # MMQ's q8_1 copy of every token once per chosen expert: 4096 x 8 x 2048 x 36/32 bytes
+    assert big == 4096 * 8 * int(2048 * 36 / 32 + 8) and big == 8 * small
+    q8 = memory.llama_cuda_pool_bytes(spec, 512, 40960, True, "q8_0", "q8_0")
+    assert q8 == 40960 * spec.kv_heads * spec.head_dim * 2 * 2 > small
+    rig = hardware.load("h200").with_vram(16)
+    p = memory.plan(spec, rig, parse_llama_args(["-c", "40960", "-ngl", "999", "--n-cpu-moe", "14", "-ub", "4096",
+                                                  "-b", "4096"]), "Q4_K_M")
+    gpu = p.devices[0]
+    assert gpu.other_bytes >= big + memory._llama_rules()["cuda_context_bytes"]

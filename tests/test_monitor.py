@@ -223,7 +223,8 @@ def _bench(url: str, db: str) -> dict:
 def test_a_cpu_hog_marks_the_figures_disturbed_and_the_verdict_inconclusive(llama_server, qwen_gguf, tmp_path):
     """The speed suite against the embedded model twice: quiet (holding the machine's CPU lock, retried while others
     were at work), then beside CPU hogs this test starts. The second run's figures are marked, the verdict between
-    the two is inconclusive, the quiet run has no marks."""
+    the two is inconclusive, the quiet run has no marks. Slow by nature (about 3.5 minutes on 2 cores): the speed
+    suite runs in full twice, the second time at a third of the machine."""
     from rigbench.engines import llamacpp
     from rigbench.engines.launch import embedded_launch
 

@@ -4,8 +4,10 @@ against the embedded model in a real llama-server. Every request they make is re
 run's token sums equal llama-server's own counters exactly; then everything downstream (show, whatif, report,
 advise --run, compare) works on those runs.
 
-Slow by nature: Claude Code's first request is over 11,000 tokens (system prompt and tool definitions), which a
-0.5B model prefills in about 3.5 minutes on two CPU cores; one turn of it is allowed."""
+The engine serves the embedded model cut to 2 of its 24 blocks (tests/conftest.py `fast_twin`): the same tokenizer
+and chat template, so every request and token count is what the full model would get, but Claude Code's first
+request (over 11,000 tokens of system prompt and tool definitions) prefills in seconds instead of 3.5 minutes on
+two CPU cores. Its replies are noise, so the agents stop early; what is tested here is the traffic, not the work."""
 
 from __future__ import annotations
 
@@ -29,13 +31,16 @@ COUNTERS = ("prompt_tokens_total", "prompt_tokens_cached_total", "tokens_predict
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    """The embedded model with room for Claude Code's first request; one slot, so the counters are this test's."""
+def engine(tmp_path_factory, fast_twin, llama_server):
+    """The embedded model's fast twin with room for Claude Code's first request; one slot, so the counters are this
+    test's; no reply longer than 160 tokens (`-n` caps what a request asks: a model of noise rarely ends on its own)."""
     from rigbench.engines import llamacpp
-    from rigbench.engines.launch import embedded_launch
+    from rigbench.engines.launch import EMBEDDED_NAME
+    from rigbench.engines.options import parse_llama_args
 
     log = tmp_path_factory.mktemp("engine") / "llama-server.log"
-    server = llamacpp.start(embedded_launch(32768), log, timeout=180)
+    o = parse_llama_args(["-m", str(fast_twin), "-c", "32768", "-np", "1", "--jinja", "-n", "160"])
+    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias=EMBEDDED_NAME), log, timeout=180)
     try:
         yield server.url
     finally:
@@ -60,8 +65,7 @@ def _eval(run_cli, engine: str, db: str, agent: str, steps: int, *extra: str) ->
     before = _counters(engine)
     d = json.loads(run_cli("eval", "--url", engine, "--model", "qwen2.5-coder-0.5b", "--agent", agent,
                            "--max-steps", str(steps), "--task", "csv-to-json", "--db", db, "--json",
-                           "--time-limit", "1500", *extra,   # (a busy 2-core machine prefills at ~15 tok/s)
-                           timeout=2400).stdout)
+                           "--time-limit", "600", *extra, timeout=900).stdout)
     after = _counters(engine)
     RUNS[agent] = d["run"]
     turns = [e["data"] for e in store.task_events(store.connect(db), d["run"]) if e["kind"] == "turn"]

@@ -51,7 +51,8 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    """One real experiment in its own store: (db url, experiment id)."""
+    """One real experiment in its own store: (db url, experiment id). Slow by nature (about 2 minutes on 2 cores):
+    two llama-servers benched with repeats and a starter task each in the sandbox."""
     from tests.conftest import llama_bin
 
     if llama_bin() is None:

@@ -320,6 +320,8 @@ def _small_rig(tmp_path: Path, qwen_gguf: Path) -> Path:
 
 @pytest.mark.llama
 def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_gguf, llama_server):
+    """Slow by nature (about 2 minutes on 2 cores): the router starts, stops and restarts real llama-servers as it
+    swaps the two planned upstreams that do not fit together."""
     from rigbench.route.upstreams import Upstreams
 
     rig = _small_rig(tmp_path, qwen_gguf)

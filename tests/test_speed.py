@@ -305,3 +305,35 @@ def test_gated_deltanet_scan_runs_on_one_sm_per_value_head():
     # per busy SM an H100 and a 3090 scan alike, so the 3090 is not 1.9x slower as their FP32 peaks would say
     ratio = speed._llama_scan_seconds(spec, rtx3090, 1000) / speed._llama_scan_seconds(spec, h100, 1000)
     assert ratio == pytest.approx((67 / 132) / (35.6 / 82), rel=1e-3) and ratio < 1.2
+
+
+def test_mmapped_experts_cross_the_link_in_small_copies():
+    """Expert tensors from pageable memory are copied a run of used experts at a time (a few MiB): the rig's
+    small-copy pageable rate, not the 256 MiB one; pinned copies are unchanged."""
+    spec = from_catalog("qwen3.6-35b-a3b")
+    rig = hardware.load("h200").with_vram(16)
+    assert rig.pageable_small_gbs > rig.pageable_gbs
+    mapped = plan(spec, rig, parse_command("llama-server -c 40960 -np 1 -ngl 99 --n-cpu-moe 13"), "Q4_K_M")
+    pinned = plan(spec, rig, parse_command("llama-server -c 40960 -np 1 -ngl 99 --n-cpu-moe 13 --no-mmap"), "Q4_K_M")
+    assert not mapped.host_pinned and pinned.host_pinned
+    pm = speed.prefill_parts(mapped, spec, rig, 8192)["pcie"]
+    pp = speed.prefill_parts(pinned, spec, rig, 8192)["pcie"]
+    assert pm / pp == pytest.approx(rig.link_gbs / rig.pageable_small_gbs, rel=0.05)
+
+
+def test_decode_runs_the_attention_of_layers_in_ram_on_the_cpu():
+    spec = from_catalog("qwen3.6-27b")
+    rig = hardware.load("h200").with_vram(12)
+    p = plan(spec, rig, parse_command("llama-server -c 40960 -np 1 -ngl 37"), "Q4_K_M")
+    cpu = next(d for d in p.devices if d.kind == "cpu")
+    assert cpu.kv_cache_bytes > 0
+    _, short = speed.decode_parts(p, spec, rig, 8192)
+    _, long = speed.decode_parts(p, spec, rig, 35840)
+    share = cpu.kv_cache_bytes / p.kv_cache_bytes
+    extra = speed._attention_flops(spec, 1, 35840 - 8192) * share
+    rate = rig.cores * speed.constants()["cpu_attn_gflops"] * 1e9
+    assert long["cpu_compute"] - short["cpu_compute"] == pytest.approx(extra / rate, rel=1e-3)
+    # in a prompt that attention runs on the GPU, with the CPU layers' KV cells copied over each u-batch
+    cold = speed.prefill_parts(p, spec, rig, 3072, 0)["pcie"]
+    warm = speed.prefill_parts(p, spec, rig, 3072, 32768)["pcie"]
+    assert warm > cold

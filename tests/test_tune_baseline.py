@@ -92,3 +92,22 @@ def test_advise_carries_per_quant_loss_as_a_sourced_range_or_unknown():
     q4, q8 = advise.quant_loss("Q4_K_M"), advise.quant_loss("Q8_0")
     assert q4["kld"][0] > q8["kld"][1] and "llama.cpp" in q4["source"] and q4["task_effect"] == "unknown"
     assert advise.quant_loss("awq")["divergence"].startswith("unknown")
+
+
+def test_pick_fits_the_budget_with_the_ubatch_buffers_counted():
+    """The pick's GPU total (compute buffer at its u-batch, the CUDA pool, the context) leaves tune's margin;
+    the u-batch 4096 line that ran out of memory on the H200 at 16 GiB free (experts of 13 layers and a half in
+    RAM, 516 MiB predicted spare before the CUDA pool was counted) is no longer one tune would keep."""
+    from rigbench.engines.options import parse_llama_args
+    from rigbench.plan import memory
+
+    spec = from_catalog(MOE)
+    for vram in (16, 12):
+        r = _tune(vram)
+        assert r.pick.vram_bytes + 512 * memory.MIB <= vram * 2**30
+        p = memory.plan(spec, hardware.load("h200").with_vram(vram), parse_command(r.pick.args), "Q4_K_M")
+        assert p.devices[0].total == r.pick.vram_bytes and p.devices[0].other_bytes > 350 * memory.MIB
+    oom = ["-c", "40960", "-np", "1", "-ngl", "999", "--n-cpu-moe", "13", "-ot", r"blk\.13\.ffn_(up|gate)_exps=CPU",
+           "-b", "4096", "-ub", "4096", "--fit", "off", "--load-mode", "none"]
+    p = memory.plan(spec, hardware.load("h200").with_vram(16), parse_llama_args(oom), "Q4_K_M")
+    assert not memory.fits_with_margin(p, 512 * memory.MIB)

@@ -223,11 +223,16 @@ def graph_nodes() -> str:
 
 def loadgen() -> str:
     f = "loadgen_accuracy.json"
-    levels = _get(_load(f), "levels", file=f)
+    d = _load(f)
+    levels = _get(d, "levels", file=f)
     out = [[v["streams"], _num(v["tokens_per_s"]), v["ttft_err_ms_p50"], v["ttft_err_ms_p99"], v["itl_err_ms_p50"],
-            v["itl_err_ms_p99"]] for v in levels.values()]
-    head = ["streams", "tokens/s", "TTFT error p50 ms", "p99", "ITL error p50 ms", "p99"]
-    return _table(head, out) + _source(f)
+            v["itl_err_ms_p99"], v["server_cpu_us_per_token"], v["client_cpu_us_per_token"]] for v in levels.values()]
+    head = ["streams", "tokens/s", "TTFT error p50 ms", "p99", "ITL error p50 ms", "p99", "server CPU µs/token",
+            "client CPU µs/token"]
+    seen = _get(d, "sampling", file=f) or {}
+    note = (f"\n\nTargets (p50 < 1 ms, p99 < 5 ms, ≥ 20,000 tokens/s) met: {'yes' if d['targets_met'] else 'no'}"
+            + (f"; other processes used {seen['others_cpu']:.0%} of the CPU during the run" if seen else "") + ".")
+    return _table(head, out) + note + _source(f)
 
 
 def router_overhead() -> str:

@@ -146,6 +146,9 @@ class Rig(BaseModel):
     ram_bandwidth_gbs: float
     link_gbs: float = 25.0              # host-to-GPU copies from pinned memory
     link_pageable_gbs: float = 0.0      # from pageable memory (mmap'd weights); 0 = 0.8 x link_gbs
+    # from pageable memory in copies of a few MiB (4-32 MiB in benchmarks/gpu/host_link.py): the size llama.cpp
+    # copies a CPU-held expert tensor in, one run of consecutive used experts at a time; 0 = link_pageable_gbs
+    link_pageable_small_gbs: float = 0.0
     peer_gbs: float = 0.0               # GPU to GPU, what tensor-parallel all-reduces cross; 0 = link_gbs
     # writing a sequence's state into fresh host memory (llama-server's context checkpoints and RAM prompt
     # cache: page faults, zero-fill, copy); 0 = speed.yaml `state_copy_gbs` (benchmarks/state_copy.py)
@@ -156,6 +159,10 @@ class Rig(BaseModel):
     @property
     def pageable_gbs(self) -> float:
         return self.link_pageable_gbs or 0.8 * self.link_gbs
+
+    @property
+    def pageable_small_gbs(self) -> float:
+        return self.link_pageable_small_gbs or self.pageable_gbs
 
     @property
     def collective_gbs(self) -> float:
@@ -233,6 +240,7 @@ def _build(name: str, e: dict) -> Rig:
     link_gbs = e.get("link_gbs", link["bandwidth_gbs"])
     return Rig(name=name, gpus=gpus, ram_bytes=ram, ram_bandwidth_gbs=e.get("ram_bandwidth_gbs", mem["bandwidth_gbs"]),
                link_gbs=link_gbs, link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
+               link_pageable_small_gbs=e.get("link_pageable_small_gbs", 0.0),
                peer_gbs=_peer_gbs(e, gpus, link_gbs), state_copy_gbs=e.get("state_copy_gbs", 0.0),
                cores=e.get("cores", 8), source=e.get("source", ""))
 

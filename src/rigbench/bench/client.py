@@ -73,53 +73,92 @@ def _content(delta: dict) -> bool:
                 or delta.get("tool_calls"))
 
 
-async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None) -> None:
+class _StallWatch:
+    """Cancels the request's task when nothing has been read for `limit` seconds. It wakes once per `limit`, and
+    each read only notes its time, where a socket-read timeout would move a timer on every chunk."""
+
+    __slots__ = ("limit", "last", "fired", "task", "handle")
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.last, self.fired = limit, time.monotonic(), False
+        self.task = asyncio.current_task()
+        self.handle = asyncio.get_running_loop().call_later(limit, self._check)
+
+    def _check(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle >= self.limit:
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = asyncio.get_running_loop().call_later(self.limit - idle, self._check)
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+
+async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None,
+                       watch: _StallWatch) -> None:
+    # one await per read from the socket (not one per line): what arrived together is stamped together
+    buf = b""
     while True:
-        line = await r.content.readline()
-        now = time.monotonic()
-        if not line:
+        data = await r.content.readany()
+        watch.last = now = time.monotonic()
+        if data:
+            *lines, buf = (buf + data).split(b"\n")
+        else:   # end of stream: a last line without its newline still counts
+            lines, buf = [buf], b""
+        for line in lines:
+            if _event(line, now, res, probe_key):
+                return
+        if not data:
             res.error = "stream ended without [DONE]"
             return
-        line = line.strip()
-        if not line or line.startswith(b":"):
-            continue
-        if not line.startswith(b"data:"):
-            if line.startswith((b"event:", b"id:", b"retry:")):
-                continue
-            res.error = f"malformed SSE line: {line[:80]!r}"
-            return
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            res.e2e = now - res.start
-            if res.output_tokens is None:
-                res.error = "no usage in the stream (server did not report token counts)"
-            return
-        try:
-            event = orjson.loads(data)  # a few microseconds less per chunk than json, at 20k chunks/s
-        except orjson.JSONDecodeError:
-            res.error = f"malformed SSE data: {data[:80]!r}"
-            return
-        if "error" in event:
-            res.error = f"server error: {str(event['error'])[:200]}"
-            return
-        for choice in event.get("choices") or []:
-            if _content(choice.get("delta") or {}) or choice.get("text"):
-                if res.ttft is None:
-                    res.ttft = now - res.start
-                res.chunk_times.append(now)
-                if probe_key:
-                    res.probe.append(event.get(probe_key, 0.0))
-                    res.probe_arrival = res.probe_arrival or event.get("rigbench_arrival")
-        usage = event.get("usage")
-        if usage:
-            res.prompt_tokens = usage.get("prompt_tokens")
-            res.output_tokens = usage.get("completion_tokens")
-            details = usage.get("prompt_tokens_details") or {}
-            res.cached_tokens = details.get("cached_tokens")
-        if "timings" in event:
-            res.server_timings = event["timings"]
-            if res.cached_tokens is None and "cache_n" in event["timings"]:
-                res.cached_tokens = event["timings"]["cache_n"]
+
+
+def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -> bool:
+    """Take one SSE line received at `now` into `res`; True when the stream is over ([DONE] or an error)."""
+    line = line.strip()
+    if not line or line.startswith(b":"):
+        return False
+    if not line.startswith(b"data:"):
+        if line.startswith((b"event:", b"id:", b"retry:")):
+            return False
+        res.error = f"malformed SSE line: {line[:80]!r}"
+        return True
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        res.e2e = now - res.start
+        if res.output_tokens is None:
+            res.error = "no usage in the stream (server did not report token counts)"
+        return True
+    try:
+        event = orjson.loads(data)  # a few microseconds less per chunk than json, at 20k chunks/s
+    except orjson.JSONDecodeError:
+        res.error = f"malformed SSE data: {data[:80]!r}"
+        return True
+    if "error" in event:
+        res.error = f"server error: {str(event['error'])[:200]}"
+        return True
+    for choice in event.get("choices") or []:
+        if _content(choice.get("delta") or {}) or choice.get("text"):
+            if res.ttft is None:
+                res.ttft = now - res.start
+            res.chunk_times.append(now)
+            if probe_key:
+                res.probe.append(event.get(probe_key, 0.0))
+                if res.probe_arrival is None:   # a pydantic assignment costs a microsecond: only the first
+                    res.probe_arrival = event.get("rigbench_arrival")
+    usage = event.get("usage")
+    if usage:
+        res.prompt_tokens = usage.get("prompt_tokens")
+        res.output_tokens = usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+        res.cached_tokens = details.get("cached_tokens")
+    if "timings" in event:
+        res.server_timings = event["timings"]
+        if res.cached_tokens is None and "cache_n" in event["timings"]:
+            res.cached_tokens = event["timings"]["cache_n"]
+    return False
 
 
 async def stream(session: aiohttp.ClientSession, url: str, payload: dict, **kw) -> RequestResult:
@@ -141,12 +180,13 @@ async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, 
     res = RequestResult(scenario=scenario, index=index)
     res.start = time.monotonic()
     sent = SimpleNamespace(sent=None)
+    watch = _StallWatch(stall_timeout)
     try:
-        # one timer for the whole request and aiohttp's socket-read timeout for stalls: no per-chunk timers
+        # one timer for the whole request and one lazy stall watch: no timer moved per chunk (aiohttp's
+        # socket-read timeout re-arms one on every read, a few microseconds a chunk at 20k chunks/s)
         async with asyncio.timeout(timeout):
             async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"},
-                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10,
-                                                                  sock_read=stall_timeout),
+                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                                     trace_request_ctx=sent) as r:
                 if sent.sent is not None:  # sessions made by bench.load.session() trace the send
                     res.start = sent.sent
@@ -155,14 +195,17 @@ async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, 
                     text = (await r.text())[:200].replace("\n", " ")
                     res.error = f"HTTP {r.status}: {text}"
                     return res
-                await _read_events(r, res, probe_key)
-    except aiohttp.ServerTimeoutError:
-        res.error = f"stall: no data for {stall_timeout:.0f} s"
+                await _read_events(r, res, probe_key, watch)
     except TimeoutError:
         res.error = f"timeout: no end of stream within {timeout:.0f} s"
     except (aiohttp.ClientError, ConnectionError, OSError) as e:
         res.error = f"connection: {type(e).__name__}: {str(e)[:160]}"
     except asyncio.CancelledError:
+        if watch.fired and watch.task.uncancel() == 0:   # our own watch, not a caller's cancel
+            res.error = f"stall: no data for {stall_timeout:.0f} s"
+            return res
         res.error = "cancelled"
         raise
+    finally:
+        watch.close()
     return res

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
 import json
+import math
 import os
 import time
 
@@ -67,21 +70,100 @@ async def completions(request: web.Request) -> web.StreamResponse:
         while time.monotonic() + keepalive < start:               # as llama-server sends every 30 s
             await asyncio.sleep(keepalive)
             await resp.write(b":\n\n")
-    for i in range(n):
-        due = start + i * interval
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if mode in ("malformed", "stall", "noend") and i == 3:
-            if mode == "malformed":
-                await resp.write(b"data: {this is not json\n\n")
-            elif mode == "stall":
-                await asyncio.sleep(3600)
-            return resp
-        await resp.write(_chunk(i, time.monotonic(), arrival if i == 0 else None, i == n - 1))
+    faulty = mode in ("malformed", "stall", "noend") and n > 3   # the fault comes after 3 tokens
     usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": n}
-    await resp.write(b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n")
+    tail = b"" if faulty else b"data: " + json.dumps({"choices": [], "usage": usage}).encode() + b"\n\ndata: [DONE]\n\n"
+    chunked = resp.headers.get("Transfer-Encoding") == "chunked"   # HTTP/1.1; HTTP/1.0 ends at close
+    s = _Stream(request.transport, chunked, arrival, start, interval, min(n, 3) if faulty else n, n, tail)
+    if s.stop:
+        await request.app[TICKER].run(s)
+    else:
+        await resp.write(tail)
+    if faulty and mode == "malformed":
+        await resp.write(b"data: {this is not json\n\n")
+    elif faulty and mode == "stall":
+        await asyncio.sleep(3600)
     return resp
+
+
+class _Stream:
+    """One response's token schedule: the ticker writes its chunks straight to the connection."""
+
+    __slots__ = ("transport", "chunked", "arrival", "start", "interval", "stop", "n", "tail", "i", "done")
+
+    def __init__(self, transport, chunked: bool, arrival: float, start: float, interval: float, stop: int, n: int,
+                 tail: bytes) -> None:
+        self.transport, self.chunked, self.arrival, self.start, self.interval = (transport, chunked, arrival, start,
+                                                                                 interval)
+        self.stop, self.n, self.tail, self.i = stop, n, tail, 0
+        self.done: asyncio.Future | None = None
+
+    def send(self) -> float | None:
+        """Write chunk i, stamped now; the next chunk's due time, or None when this stream is finished."""
+        t = self.transport
+        if t is None or t.is_closing() or self.i >= self.stop:   # finished, or the client went away
+            return None
+        i = self.i
+        data = _chunk(i, time.monotonic(), self.arrival if i == 0 else None, i == self.n - 1)
+        self.i = i = i + 1
+        if i == self.stop:
+            data += self.tail
+        # HTTP/1.1 responses without a length are chunked (aiohttp frames the headers and the end; the body is ours)
+        t.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        return self.start + i * self.interval if i < self.stop else None
+
+
+class _Ticker:
+    """One timer per event loop writes every stream's due chunks in one pass, so a chunk costs a heap entry and a
+    socket write rather than a sleeping task, a timer and an awaited write: the server is a fixture, and the CPU it
+    does not use is the client's, the thing measured. Most of what is left per chunk is the kernel's send."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, _Stream]] = []
+        self.seq = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.wake = math.inf
+
+    async def run(self, s: _Stream) -> None:
+        s.done = asyncio.get_running_loop().create_future()
+        self._add(s.start, s)
+        try:
+            await s.done
+        finally:
+            s.stop = s.i   # cancelled (client gone): the ticker drops it at its next due time
+
+    def _add(self, due: float, s: _Stream) -> None:
+        heapq.heappush(self.heap, (due, next(self.seq), s))
+        if due < self.wake:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self.timer:
+            self.timer.cancel()
+        self.wake = due
+        self.timer = asyncio.get_running_loop().call_later(max(0.0, due - time.monotonic()), self._tick)
+
+    def _tick(self) -> None:
+        self.timer, self.wake = None, math.inf
+        heap = self.heap
+        # the loop's timers are 1 ms coarse (libuv): what falls due within half of that goes out in this pass
+        horizon = time.monotonic() + 0.0005
+        later = []   # one chunk per stream per pass: a stream that fell behind catches up over the next passes,
+        while heap and heap[0][0] <= horizon:   # and new requests are read in between
+            s = heapq.heappop(heap)[2]
+            try:
+                due = s.send()
+            except (OSError, RuntimeError):   # a write to a connection just reset: that stream ends, the rest go on
+                due = None
+            if due is None:
+                if s.done and not s.done.done():
+                    s.done.set_result(None)
+            else:
+                later.append((due, next(self.seq), s))
+        for e in later:
+            heapq.heappush(heap, e)
+        if heap:
+            self._arm(heap[0][0])
 
 
 def _prompt_tokens(body: dict) -> int:
@@ -92,8 +174,16 @@ async def models(_request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model", "owned_by": "fake"}]})
 
 
+TICKER = web.AppKey("ticker", _Ticker)
+
+
 def app() -> web.Application:
     a = web.Application()
+
+    async def start_ticker(a: web.Application) -> None:
+        a[TICKER] = _Ticker()
+
+    a.on_startup.append(start_ticker)
     a.router.add_post("/v1/completions", completions)
     a.router.add_post("/v1/chat/completions", completions)
     a.router.add_get("/v1/models", models)

