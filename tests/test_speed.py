@@ -257,6 +257,8 @@ def test_cli_tune_budget_too_small_exits_non_zero(run_cli):
 
 
 def test_cli_tune_measure_runs_llama_server(run_cli, qwen_gguf, llama_server):
+    """Slow by nature (over a minute on 2 cores): tune --measure starts llama-server for each of its top picks and
+    times a real turn on each."""
     res = run_cli("tune", str(qwen_gguf), "--rig", "cpu", "--ctx", "4096", "--turn", "512,16", "--top", "2",
                   "--measure", "--json", timeout=600)
     d = json.loads(res.stdout)
