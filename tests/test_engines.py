@@ -185,9 +185,9 @@ def test_sglang_and_ollama_launch_specs():
 
 
 def test_synth_router_skew_is_written_and_read_back(synth_35b, tmp_path):
-    """The twin records how its router spreads tokens; its router rows carry the per-expert scales. (Its time, about
-    a minute and a half on 2 cores, is the module's scaled-down 35B-A3B twin being written: random weights at real
-    shapes, quantised in Python.)"""
+    """The twin records how its router spreads tokens; its router rows carry the per-expert scales. (Slow by nature,
+    about a minute and a half on 2 cores: the module's scaled-down 35B-A3B twin, random weights at real shapes
+    quantised in Python, is written first.)"""
     from gguf import GGUFReader
 
     from rigbench.plan import routing

@@ -375,6 +375,8 @@ def test_planned_upstreams_that_do_not_fit_together_are_swapped(tmp_path, qwen_g
 
 @pytest.mark.llama
 def test_eval_through_the_router_stores_its_routing_decisions(tmp_path, qwen_gguf, llama_server, run_cli):
+    """Slow by nature (about a minute on 2 cores): a real eval whose agent talks to the router, which starts its
+    llama-server upstreams from their plans."""
     db = f"sqlite:///{tmp_path / 'e.db'}"
     port = free_port()
     c = tmp_path / "route.yaml"
