@@ -228,16 +228,17 @@ def _device_of_layers(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, ngl: int) -
     return out
 
 
-def _overrides(o: LlamaCppOptions) -> list[tuple[re.Pattern, str]]:
+def _overrides(o: LlamaCppOptions) -> tuple[tuple[str, str], ...]:
+    """The -ot (pattern, buffer) pairs in llama.cpp's order, --cpu-moe and --n-cpu-moe's included."""
     rules = _llama_rules()
-    pats = [(re.compile(p), b) for p, b in o.overrides]
+    pats = [(p, b) for p, b in o.overrides]
     if o.cpu_moe:
-        pats.append((re.compile(rules["exps_regex"]), "CPU"))
+        pats.append((rules["exps_regex"], "CPU"))
     if o.n_cpu_moe:
         # common.h llm_add_n_cpu_ffn_overrides: one "blk\.i<regex>" per layer i < N
         for i in range(o.n_cpu_moe):
-            pats.append((re.compile(rf"blk\.{i}{rules['exps_regex']}"), "CPU"))
-    return pats
+            pats.append((rf"blk\.{i}{rules['exps_regex']}", "CPU"))
+    return tuple(pats)
 
 
 class _Columns(NamedTuple):
@@ -295,15 +296,22 @@ def _table_columns(spec: ModelSpec, rows: tuple[Tensor, ...], tied_output: bool)
 
 @functools.lru_cache(maxsize=256)
 def _override_table(patterns: tuple[tuple[str, str], ...], names: tuple[str, ...],
-                    n_gpus: int) -> tuple[int | None, ...]:
-    """Per tensor, the device its first matching -ot pattern sends it to (None: no pattern matched, or the buffer
-    is not one this rig has): llama.cpp tries the overrides in order and stops at the first match."""
+                    n_gpus: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Which tensors an -ot pattern sends to a device, and that device (read-only arrays over `names`); None when
+    no tensor is sent anywhere. llama.cpp tries the overrides in order and stops at the first match; a match whose
+    buffer this rig lacks leaves the tensor where it was."""
     compiled = [(re.compile(p), b) for p, b in patterns]
-    out: list[int | None] = []
-    for name in names:
+    forced = np.zeros(len(names), dtype=bool)
+    device = np.zeros(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
         buf = next((b for p, b in compiled if p.search(name)), None)
-        out.append(None if buf is None else _buffer_device(buf, n_gpus))
-    return tuple(out)
+        bd = None if buf is None else _buffer_device(buf, n_gpus)
+        if bd is not None:
+            forced[i], device[i] = True, bd
+    if not forced.any():
+        return None
+    forced.flags.writeable = device.flags.writeable = False
+    return forced, device
 
 
 def _buffer_device(buf: str, n_gpus: int) -> int | None:
@@ -408,12 +416,12 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     names = [d.name for d in devs] + [cpu.name]
     tied_output = not any(t.group == "output" and t.name.startswith("output.weight") for t in rows)
     c = _columns(spec, rows, tied_output)
-    forced = _override_table(tuple((p.pattern, b) for p, b in overrides), c.names, len(rig.gpus))
+    forced = _override_table(overrides, c.names, len(rig.gpus))
     in_layer = (c.layer >= 0) & (c.layer < spec.layers)
     d = np.where(in_layer, np.asarray(slot_dev)[np.clip(c.layer, 0, spec.layers)], out_dev)
     d = np.where(c.token_embd, -1, d)   # llama.cpp keeps the input layer on the CPU
-    if any(f is not None for f in forced):
-        d = np.where([f is not None for f in forced], [-2 if f is None else f for f in forced], d)
+    if forced is not None:
+        d = np.where(forced[0], forced[1], d)
     at = np.where(d < 0, n_dev, d)
     rd = np.where(c.tied_embd, n_dev if out_dev < 0 else out_dev, at)
 
