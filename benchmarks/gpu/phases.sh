@@ -10,7 +10,7 @@
 #           (`whatif run`, the next call on the warm machine) replay the recorded CPU run on them
 #   tune    a fresh or warm machine: build llama.cpp and write the 35B-A3B and 27B twins unless they are there, then
 #           tune_vs_baselines.py measures the configurations not measured yet, stopping before the call's limit
-#           (CODE: where rigbench's tree is, when it travels in a carried folder)
+#           (CODE: where rigbench's tree is, when it travels in a carried folder; names: which, in that order)
 #   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
 #           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
@@ -71,7 +71,7 @@ tune)
   fi
   DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), 16 cores, 128 GiB (lent GPU machine)" \
     DEADLINE=$(( ${LIMIT:-570} - SECONDS )) python3 $CODE/benchmarks/gpu/tune_vs_baselines.py measure \
-    $CODE/benchmarks/gpu/tune_configs.json 2>&1 | tee "$OUT/measure.txt"
+    $CODE/benchmarks/gpu/tune_configs.json "$@" 2>&1 | tee "$OUT/measure.txt"
   keep ;;
 whatif)
   # benchmarks/whatif_accuracy.py --gpu: `whatif` builds and writes the twins (one call), `whatif run` measures

@@ -196,8 +196,11 @@ def measure_all(configs_path: Path, names: list[str]) -> None:
     deadline = float(os.environ.get("DEADLINE", 1e9))
     start = time.monotonic()
     # the comparisons that matter first: the pick and the hand-tuned line of every model and budget
+    # (named configurations go in the order named)
     order = {"pick": 0, "hand": 1, "nommap": 2, "fit": 3, "cpumoe": 4}
-    for c in sorted(configs, key=lambda c: order.get(c["kind"], 9)):
+    key = (lambda c: names.index(c["name"]) if c["name"] in names else 99) if names else \
+        (lambda c: order.get(c["kind"], 9))
+    for c in sorted(configs, key=key):
         if (names and c["name"] not in names) or c["name"] in done or c.get("same_as"):
             continue
         left = deadline - (time.monotonic() - start)
