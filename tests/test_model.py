@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rigbench import model, quant
+from rigbench import gguf_header, model, quant
 from rigbench.errors import ModelFileError, UnknownModelError
 from tests.conftest import write_gguf
 
@@ -97,15 +97,63 @@ def test_real_gguf_tensor_table_equals_the_catalog_shape(qwen_gguf):
 
 
 def test_real_gguf_bytes_are_exact(qwen_gguf):
-    from gguf import GGUFReader
-
+    """Every tensor's size from its shape and type fills the file exactly: each one's bytes plus the alignment
+    padding reach the next tensor's offset as the converter wrote it, and the last one ends the file."""
     s = model.load(str(qwen_gguf))
     for t in s.tensors:
         assert t.nbytes == quant.tensor_bytes(t.shape, t.type), t.name
-    r = GGUFReader(qwen_gguf)
-    end = max(t.data_offset + t.n_bytes for t in r.tensors)
-    padding = sum((-t.n_bytes) % 32 for t in sorted(r.tensors, key=lambda t: t.data_offset)[:-1])
-    assert sum(t.nbytes for t in s.tensors) == end - r.data_offset - padding
+    h = gguf_header.read(qwen_gguf)
+    size = {t.name: t.nbytes for t in s.tensors}
+    laid = sorted(h.tensors, key=lambda t: t.data_offset)
+    assert laid[0].data_offset == h.data_offset
+    for a, b in zip(laid, laid[1:], strict=False):
+        pad = (-size[a.name]) % h.alignment
+        assert a.data_offset + size[a.name] + pad == b.data_offset, a.name
+    assert laid[-1].data_offset + size[laid[-1].name] == qwen_gguf.stat().st_size
+    assert sum(size.values()) + sum((-size[t.name]) % h.alignment for t in laid[:-1]) \
+        == qwen_gguf.stat().st_size - h.data_offset
+
+
+def test_header_reader_agrees_with_the_gguf_package(tmp_path):
+    """rigbench's GGUF header reader against gguf-py's GGUFReader (the reference, slow on a real vocabulary) on a
+    file with every value type, arrays, an array of arrays, a non-default alignment and quantised tensors;
+    written big-endian too."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
+
+    for endian in (GGUFEndian.LITTLE, GGUFEndian.BIG):
+        path = tmp_path / f"all-{endian.name}.gguf"
+        w = GGUFWriter(str(path), "llama", endianess=endian)
+        w.add_uint32("general.alignment", 64)
+        w.add_block_count(2)
+        w.add_string("tokenizer.ggml.model", "gpt2")
+        w.add_token_list(["a", "é", "<|x|>", ""])
+        w.add_token_types([1, 1, 3, 5])
+        w.add_array("t.floats", [0.5, -2.0])
+        w.add_array("t.bools", [True, False, True])
+        w.add_array("t.nested", [[1, 2], [3]])
+        for name, t in (("u8", GGUFValueType.UINT8), ("i8", GGUFValueType.INT8), ("u16", GGUFValueType.UINT16),
+                        ("i16", GGUFValueType.INT16), ("i32", GGUFValueType.INT32), ("u64", GGUFValueType.UINT64),
+                        ("i64", GGUFValueType.INT64), ("f64", GGUFValueType.FLOAT64), ("b", GGUFValueType.BOOL)):
+            w.add_key_value(f"t.{name}", 1 if t != GGUFValueType.BOOL else True, t)
+        w.add_tensor("token_embd.weight", np.ones((4, 64), dtype=np.float16))
+        w.add_tensor("blk.0.attn_q.weight", np.zeros((2, 34), dtype=np.uint8),
+                     raw_dtype=GGMLQuantizationType.Q8_0)
+        w.add_tensor("blk.1.ffn_up.weight", np.zeros((3, 5), dtype=np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        ours, ref = gguf_header.read(path), GGUFReader(path)
+        assert ours.data_offset == ref.data_offset and ours.alignment == 64
+        ref_fields = {k: f for k, f in ref.fields.items() if not k.startswith("GGUF.")}
+        assert list(ours.fields) == list(ref_fields)
+        for k, f in ref_fields.items():   # (GGUFReader flattens an array of arrays)
+            assert ours.fields[k].type == f.types[0], k
+            assert ours.get(k) == (f.contents() if k != "t.nested" else [[1, 2], [3]]), k
+        assert [(t.name, t.shape, t.tensor_type, t.n_bytes, t.data_offset) for t in ours.tensors] == \
+            [(t.name, tuple(int(x) for x in t.shape), t.tensor_type, int(t.n_bytes), int(t.data_offset))
+             for t in ref.tensors]
 
 
 def _tiny_gguf(path: Path) -> Path:
