@@ -16,10 +16,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
-from rigbench import packaged
+from rigbench import gguf_header, packaged
 from rigbench.errors import ModelFileError, RigbenchError
 from rigbench.model import LINEAR, ModelSpec, layer_period
 from rigbench.model import scale_down as scale_down  # its home is model; callers of synth.scale_down keep working
@@ -52,43 +52,40 @@ class SynthError(RigbenchError):
     pass
 
 
-def _vocab_source() -> GGUFReader:
+def _vocab_source() -> gguf_header.Header:
     """qwen2 BPE vocabulary: RIGBENCH_VOCAB_GGUF (e.g. llama.cpp's models/ggml-vocab-qwen2.gguf), else the
     packaged Qwen2.5-Coder GGUF."""
     explicit = os.environ.get("RIGBENCH_VOCAB_GGUF")
     if explicit:
-        return GGUFReader(explicit)
+        return gguf_header.read(explicit)
     try:
-        return GGUFReader(packaged.qwen_coder_05b())
+        return gguf_header.read(packaged.qwen_coder_05b())
     except ModelFileError as e:
         raise SynthError(f"synth needs a real vocabulary: {e}") from None
 
 
 def _add_tokenizer(w: GGUFWriter, n_vocab: int) -> None:
     r = _vocab_source()
-    tokens = [bytes(r.fields["tokenizer.ggml.tokens"].parts[i]).decode("utf-8", "replace")
-              for i in r.fields["tokenizer.ggml.tokens"].data]
-    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    tokens = list(r.get("tokenizer.ggml.tokens"))
+    types = list(r.get("tokenizer.ggml.token_type"))
     if n_vocab < len(tokens):
         raise SynthError(f"vocabulary of {n_vocab} is smaller than the qwen2 vocabulary ({len(tokens)}) it is built on")
     pad = n_vocab - len(tokens)
     tokens += [f"<|synth_unused_{i}|>" for i in range(pad)]
     types += [5] * pad  # llama_token_type UNUSED
-    merges = [bytes(r.fields["tokenizer.ggml.merges"].parts[i]).decode("utf-8", "replace")
-              for i in r.fields["tokenizer.ggml.merges"].data]
-    w.add_tokenizer_model(r.fields["tokenizer.ggml.model"].contents())
-    w.add_tokenizer_pre(r.fields["tokenizer.ggml.pre"].contents())
+    w.add_tokenizer_model(r.get("tokenizer.ggml.model"))
+    w.add_tokenizer_pre(r.get("tokenizer.ggml.pre"))
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(merges)
+    w.add_token_merges(r.get("tokenizer.ggml.merges"))
     for key, fn in (("tokenizer.ggml.eos_token_id", w.add_eos_token_id),
                     ("tokenizer.ggml.bos_token_id", w.add_bos_token_id),
                     ("tokenizer.ggml.padding_token_id", w.add_pad_token_id)):
         if key in r.fields:
-            fn(int(r.fields[key].contents()))
+            fn(int(r.get(key)))
     w.add_add_bos_token(False)
     if "tokenizer.chat_template" in r.fields:
-        w.add_chat_template(r.fields["tokenizer.chat_template"].contents())
+        w.add_chat_template(r.get("tokenizer.chat_template"))
 
 
 def _add_hparams(w: GGUFWriter, spec: ModelSpec) -> None:
