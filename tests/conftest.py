@@ -88,6 +88,23 @@ def fast_twin(qwen_gguf, tmp_path_factory) -> Path:
     return truncated_gguf(qwen_gguf, tmp_path_factory.mktemp("fast-twin") / "qwen-2-blocks.gguf", 2)
 
 
+@pytest.fixture(scope="session")
+def twin_model(llama_server, fast_twin, tmp_path_factory):
+    """One llama-server on `fast_twin` for the whole test session, for the tests that need a live engine's traffic,
+    speeds and own timings but not sensible replies (prefill about 10x, decode about 3x the packaged model's):
+    `-c 16384 -np 2 --jinja`, like `live_model`."""
+    from rigbench.engines import llamacpp
+    from rigbench.engines.options import parse_llama_args
+
+    o = parse_llama_args(["-m", str(fast_twin), "-c", "16384", "-np", "2", "--jinja"])
+    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="qwen-2-blocks"),
+                            tmp_path_factory.mktemp("twin-model") / "llama-server.log", timeout=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int, int]]) -> Path:
     """A small llama-architecture GGUF: `hparams` as GGUFWriter.add_<name>(value), zero-filled f32 tensors."""
     import numpy as np

@@ -170,9 +170,11 @@ def test_ctrl_c_keeps_what_is_done(fake, tmp_path):
     assert proc.returncode == 130
 
 
-def test_suite_against_llama_server(live_model, tmp_path):
+def test_suite_against_llama_server(twin_model, tmp_path):
+    """The suite against llama-server on the packaged model cut to 2 blocks (its speeds and own timings are real,
+    its words are not read), checked against the server's own account of the same requests."""
     db = f"sqlite:///{tmp_path}/s.db"
-    p = _cli("bench", "--url", live_model.url, "--quick", "--scenarios", "short_ttft,decode,concurrency,agent_loop",
+    p = _cli("bench", "--url", twin_model.url, "--quick", "--scenarios", "short_ttft,decode,concurrency,agent_loop",
              "--sweep", "1,2", "--db", db, "--json", "--csv", str(tmp_path / "b.csv"))
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
