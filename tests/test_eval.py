@@ -177,10 +177,11 @@ def test_recovers_qwen_xml_json_and_fenced_calls_from_content():
 @needs_bwrap
 def test_eval_with_a_live_model_stores_the_whole_trace(tmp_path, live_model, run_cli):
     """A multi-turn task and a single-turn one on the session's llama-server (the embedded model's own start and
-    stop are test_lifetime's): two steps of 192 tokens at most keep it near a minute on two cores."""
+    stop are test_lifetime's): two steps of 96 tokens at most (192 for the single-turn answer) keep it near half a
+    minute on two cores."""
     db = f"sqlite:///{tmp_path / 'e.db'}"
     res = run_cli("eval", "--url", live_model.url, "--task", "fix-failing-test", "--task", "gauntlet-train-bird",
-                  "--time-limit", "90", "--max-steps", "2", "--max-response-tokens", "192", "--db", db, "--json",
+                  "--time-limit", "90", "--max-steps", "2", "--max-response-tokens", "96", "--db", db, "--json",
                   timeout=600)
     d = json.loads(res.stdout)
     assert [t["task"] for t in d["tasks"]] == ["fix-failing-test", "gauntlet-train-bird"]
