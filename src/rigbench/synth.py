@@ -14,7 +14,7 @@ import os
 import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -171,22 +171,14 @@ def _ggml_quantize_chunk():
     return fn
 
 
-_POOLS: dict[tuple[str, float, str], tuple[np.ndarray, dict]] = {}
-_POOLS_KEPT = 6
-
-
-def _cached_pool(type_name: str, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """_block_pool, kept for the same generator state: a pool is a function of the state it is drawn from, and a
-    model written again in one process (twins that differ only in their router's skew) meets the same states.
-    The generator is left where drawing the pool leaves it, so the file is the same bytes either way."""
-    key = (type_name, scale, repr(rng.bit_generator.state))
-    if key not in _POOLS:
-        pool = _block_pool(type_name, rng, scale)
-        while len(_POOLS) >= _POOLS_KEPT:
-            del _POOLS[next(iter(_POOLS))]
-        _POOLS[key] = (pool, rng.bit_generator.state)
-    pool, after = _POOLS[key]
-    rng.bit_generator.state = after
+@lru_cache(maxsize=6)
+def _pool(type_name: str, seed: int, scale: float) -> np.ndarray:
+    """The block pool of one type and scale, drawn from its own generator (seeded by the file's seed, the type and
+    the scale), so it is the same in every file of that seed and is kept for the next file: a pool costs seconds to
+    draw and quantise, and twins of one model at several router skews, or of several models, share them."""
+    rng = np.random.default_rng([seed, int(GGMLQuantizationType[type_name]), round(scale * 1000)])
+    pool = _block_pool(type_name, rng, scale)
+    pool.flags.writeable = False
     return pool
 
 
@@ -290,7 +282,7 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
             key = (t.type, _residual_scale(t.name))
             pool = pools.get(key)
             if pool is None:
-                pool = pools[key] = _cached_pool(t.type, rng, key[1])
+                pool = pools[key] = _pool(t.type, seed, key[1])
             left, pos = t.nbytes, int(rng.integers(0, len(pool) // 2))
             size = GGML_QUANT_SIZES[GGMLQuantizationType[t.type]][1]
             pos -= pos % size
