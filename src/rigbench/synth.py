@@ -171,43 +171,66 @@ def _ggml_quantize_chunk():
     return fn
 
 
-@lru_cache(maxsize=6)
-def _pool(type_name: str, seed: int, scale: float) -> np.ndarray:
-    """The block pool of one type and scale, drawn from its own generator (seeded by the file's seed, the type and
-    the scale), so it is the same in every file of that seed and is kept for the next file: a pool costs seconds to
-    draw and quantise, and twins of one model at several router skews, or of several models, share them."""
-    rng = np.random.default_rng([seed, int(GGMLQuantizationType[type_name]), round(scale * 1000)])
-    pool = _block_pool(type_name, rng, scale)
-    pool.flags.writeable = False
-    return pool
+N_PER_ROW = 4096      # weights per row of a quantised pool
 
 
-def _block_pool(type_name: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """POOL_BYTES of blocks of a quantised type.
+class _Pool:
+    """Blocks of one quantised type and scale from their own generator (seeded by the file's seed, the type and the
+    scale): the same in every file of that seed, drawn row by row only as far as a file needs (at most POOL_BYTES),
+    and kept for the next file (see _pool). Drawing and quantising a full pool costs seconds."""
 
-    Quantised from Gaussian weights by ggml itself when it can be loaded: uniformly random bits make the
-    CPU kernels measurably slower than real weights do (about 8% in tg on this machine's 2-core CPU, see
+    def __init__(self, type_name: str, seed: int, scale: float) -> None:
+        self.type_name, self.scale = type_name, scale
+        self.rng = np.random.default_rng([seed, int(GGMLQuantizationType[type_name]), round(scale * 1000)])
+        self.blocks = np.empty(0, dtype=np.uint8)
+
+    def first(self, nbytes: int) -> np.ndarray:
+        """The pool's first `nbytes`, in whole rows, or all of it."""
+        if _ggml_quantize_chunk() is None or self.type_name in _NEEDS_IMATRIX:
+            if not len(self.blocks):
+                self.blocks = _random_blocks(self.type_name, self.rng, self.scale)
+            return self.blocks
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[self.type_name]]
+        row = N_PER_ROW // block * size
+        want = min(max(1, POOL_BYTES // row), -(-nbytes // row))
+        have = len(self.blocks) // row
+        if want > have:      # the generator goes on where it stopped: rows already drawn stay as they are
+            more = _quantised_rows(self.type_name, self.rng, self.scale, want - have)
+            self.blocks = np.concatenate([self.blocks, more])
+            self.blocks.flags.writeable = False
+        return self.blocks[:want * row]
+
+
+@lru_cache(maxsize=8)
+def _pool(type_name: str, seed: int, scale: float) -> _Pool:
+    return _Pool(type_name, seed, scale)
+
+
+def _quantised_rows(type_name: str, rng: np.random.Generator, scale: float, nrows: int) -> np.ndarray:
+    """`nrows` rows of N_PER_ROW weights quantised by ggml itself: uniformly random bits make the CPU kernels
+    measurably slower than real weights do (about 8% in tg on this machine's 2-core CPU, see
     benchmarks/synth_speed.py; data-dependent power draw is the likely cause), so random blocks with sane
-    scales are only the fallback.
-    """
+    scales (_random_blocks) are only the fallback."""
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
     quantize = _ggml_quantize_chunk()
-    if quantize is not None and type_name not in _NEEDS_IMATRIX:
-        n_per_row = 4096
-        nrows = max(1, POOL_BYTES // (n_per_row // block * size))
-        src = _weights(rng, nrows * n_per_row) * np.float32(scale)
-        dst = np.empty(nrows * n_per_row // block * size, dtype=np.uint8)
-        # rows quantise independently and ctypes lets go of the GIL: the pool is quantised in parallel slices
-        # (`start` offsets both buffers), byte for byte what one call writes
-        step = -(-nrows // _QUANT_THREADS)
+    src = _weights(rng, nrows * N_PER_ROW) * np.float32(scale)
+    dst = np.empty(nrows * N_PER_ROW // block * size, dtype=np.uint8)
+    # rows quantise independently and ctypes lets go of the GIL: parallel slices (`start` offsets both buffers)
+    # write byte for byte what one call writes
+    step = -(-nrows // _QUANT_THREADS)
 
-        def rows(first: int) -> None:
-            quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, first * n_per_row,
-                     min(step, nrows - first), n_per_row, None)
+    def rows(first: int) -> None:
+        quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, first * N_PER_ROW,
+                 min(step, nrows - first), N_PER_ROW, None)
 
-        with ThreadPoolExecutor(_QUANT_THREADS) as ex:
-            list(ex.map(rows, range(0, nrows, step)))
-        return dst
+    with ThreadPoolExecutor(_QUANT_THREADS) as ex:
+        list(ex.map(rows, range(0, nrows, step)))
+    return dst
+
+
+def _random_blocks(type_name: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """POOL_BYTES of random blocks with small finite scales, where ggml's quantizer cannot be loaded."""
+    size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][1]
     n = max(1, POOL_BYTES // size)
     pool = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for off in _F16_FIELDS.get(type_name, []):
@@ -274,6 +297,10 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     f = w.fout[0]
     w.write_padding(f, f.tell())
     pools: dict[tuple[str, float], np.ndarray] = {}
+    need: dict[tuple[str, float], int] = {}     # a pool need not be longer than the largest tensor it fills
+    for t in rows:
+        key = (t.type, _residual_scale(t.name))
+        need[key] = max(need.get(key, 0), t.nbytes)
     total, done = sum(t.nbytes for t in rows), 0
     for t in rows:
         if t.type in ("F32", "F16", "BF16"):
@@ -282,7 +309,7 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
             key = (t.type, _residual_scale(t.name))
             pool = pools.get(key)
             if pool is None:
-                pool = pools[key] = _pool(t.type, seed, key[1])
+                pool = pools[key] = _pool(t.type, seed, key[1]).first(need[key])
             left, pos = t.nbytes, int(rng.integers(0, len(pool) // 2))
             size = GGML_QUANT_SIZES[GGMLQuantizationType[t.type]][1]
             pos -= pos % size
