@@ -2,7 +2,8 @@
 
 The tensor table comes from the planner (`plan.memory.weight_table`), so a synthetic file has exactly the
 bytes the planner counts; a real GGUF given as the model yields its twin, tensor for tensor. Tensor data is
-written streaming from a small pool of random blocks, so memory use does not depend on model size.
+written streaming from small pools of random blocks (one per type and scale, kept for the next file of the same
+seed), so memory use does not depend on model size.
 Tokenizer metadata comes from a real vocabulary (the packaged Qwen2.5-Coder GGUF, qwen2 BPE), padded with
 unused tokens up to the architecture's vocabulary size.
 """
