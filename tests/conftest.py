@@ -56,25 +56,21 @@ def truncated_gguf(src: Path, dst: Path, layers: int) -> Path:
     """`src` cut to its first `layers` blocks: the same tokenizer, chat template, embeddings and tensor types, so
     an engine serves it like the original, about as many times faster as layers were dropped. Its replies are not
     the original model's; a test that needs only traffic (requests, token counts, timings) uses it."""
-    import numpy as np
-    from gguf import GGML_QUANT_SIZES, GGUFWriter
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
-    from rigbench import gguf_header
-
-    h = gguf_header.read(src)
-    arch = h.get("general.architecture")
+    r = GGUFReader(str(src))
+    arch = r.fields["general.architecture"].contents()
     w = GGUFWriter(str(dst), arch)
-    for key, f in h.fields.items():
-        if key == "general.architecture":
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
             continue
-        w.add_key_value(key, layers if key == f"{arch}.block_count" else f.value, f.type, f.item_type)
-    data = np.memmap(src, dtype=np.uint8, mode="r")
-    for t in h.tensors:
+        value = layers if key == f"{arch}.block_count" else f.contents()
+        sub = f.types[1] if f.types[0] == GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, f.types[0], sub)
+    for t in r.tensors:
         if t.name.startswith("blk.") and int(t.name.split(".")[1]) >= layers:
             continue
-        block, size = GGML_QUANT_SIZES[t.tensor_type]   # bytes of a row: the writer derives the shape from them
-        rows = (*reversed(t.shape[1:]), t.shape[0] // block * size)
-        w.add_tensor(t.name, data[t.data_offset:t.data_offset + t.n_bytes].reshape(rows), raw_dtype=t.tensor_type)
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -23,7 +23,7 @@ from rigbench.checkpoint import read as read_checkpoint
 from rigbench.errors import ModelFileError, UnknownModelError
 
 if TYPE_CHECKING:
-    from rigbench import gguf_header
+    from rigbench import ggufread
 
 Group = Literal[
     "embeddings", "output", "attention", "linear_attention", "dense_ffn", "routed_experts",
@@ -489,19 +489,20 @@ def _gguf_splits(path: Path) -> list[Path]:
     return parts
 
 
-def _read_gguf_part(path: Path) -> gguf_header.Header:
-    from rigbench import gguf_header
+def _read_gguf_part(path: Path) -> ggufread.Header:
+    import struct
+
+    from rigbench import ggufread
 
     try:
         with path.open("rb") as f:
             if f.read(4) != GGUF_MAGIC:
                 raise ModelFileError(f"{path} is not a GGUF file (bad magic); pass a .gguf model or a config.json")
-        header = gguf_header.read(path)
+        header = ggufread.read(path)
     except ModelFileError:
         raise
-    except Exception as e:  # a damaged header fails in many ways
-        raise ModelFileError(
-            f"{path}: damaged or truncated GGUF ({type(e).__name__}: {e}); re-download the file") from None
+    except (ValueError, struct.error, OverflowError) as e:  # GgufFormatError is a ValueError
+        raise ModelFileError(f"{path}: damaged or truncated GGUF ({e}); re-download the file") from None
     size = path.stat().st_size
     end = max((t.data_offset + t.n_bytes for t in header.tensors), default=0)
     if end > size:
@@ -509,8 +510,8 @@ def _read_gguf_part(path: Path) -> gguf_header.Header:
     return header
 
 
-def _field(header: gguf_header.Header, key: str, default=None):
-    return header.get(key, default)
+def _field(header: ggufread.Header, key: str, default=None):
+    return header.fields.get(key, default)
 
 
 def from_gguf(path: Path) -> ModelSpec:
