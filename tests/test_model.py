@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from rigbench import gguf_file, model, quant
+from rigbench import model, quant
 from rigbench.errors import ModelFileError, UnknownModelError
 from tests.conftest import write_gguf
 
@@ -106,13 +106,6 @@ def test_real_gguf_bytes_are_exact(qwen_gguf):
     end = max(t.data_offset + t.n_bytes for t in r.tensors)
     padding = sum((-t.n_bytes) % 32 for t in sorted(r.tensors, key=lambda t: t.data_offset)[:-1])
     assert sum(t.nbytes for t in s.tensors) == end - r.data_offset - padding
-    # rigbench's own header reader (gguf_file) against gguf-py's: every key-value, every tensor's place and size
-    h = gguf_file.read(qwen_gguf)
-    assert h.fields == {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
-    assert len(h.fields["tokenizer.ggml.tokens"]) == 151936 and h.data_offset == r.data_offset
-    assert [(t.name, t.shape, t.type_name, t.offset, t.nbytes) for t in h.tensors] == [
-        (t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.data_offset), int(t.n_bytes))
-        for t in r.tensors]
 
 
 def _tiny_gguf(path: Path) -> Path:
@@ -131,12 +124,6 @@ def test_gguf_errors(tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) - 100])
     with pytest.raises(ModelFileError, match="truncated"):
-        model.load(str(cut))
-    cut.write_bytes(data[:60])                               # cut inside the key-values
-    with pytest.raises(ModelFileError, match="damaged or truncated GGUF"):
-        model.load(str(cut))
-    cut.write_bytes(data[:4] + (1).to_bytes(4, "little") + data[8:])
-    with pytest.raises(ModelFileError, match="GGUF version 1: rigbench reads versions 2 and 3"):
         model.load(str(cut))
 
 

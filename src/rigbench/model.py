@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rigbench import catalog, gguf_file
+from rigbench import catalog
 from rigbench.checkpoint import Checkpoint, is_checkpoint
 from rigbench.checkpoint import published as published_checkpoint
 from rigbench.checkpoint import read as read_checkpoint
@@ -471,6 +471,9 @@ def from_hf_config(path: Path) -> ModelSpec:
     )
 
 
+GGUF_MAGIC = b"GGUF"
+
+
 def _gguf_splits(path: Path) -> list[Path]:
     m = re.match(r"(.*)-(\d{5})-of-(\d{5})\.gguf$", path.name)
     if not m:
@@ -483,24 +486,38 @@ def _gguf_splits(path: Path) -> list[Path]:
     return parts
 
 
-def _read_gguf_part(path: Path) -> gguf_file.Header:
-    header = gguf_file.read(path)
+def _read_gguf_part(path: Path):
+    from gguf import GGUFReader
+
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != GGUF_MAGIC:
+                raise ModelFileError(f"{path} is not a GGUF file (bad magic); pass a .gguf model or a config.json")
+        reader = GGUFReader(path)
+    except ModelFileError:
+        raise
+    except Exception as e:  # the gguf reader raises many kinds on a damaged header
+        raise ModelFileError(
+            f"{path}: damaged or truncated GGUF ({type(e).__name__}: {e}); re-download the file") from None
     size = path.stat().st_size
-    end = max((t.offset + t.nbytes for t in header.tensors), default=0)
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise ModelFileError(f"{path} is truncated: tensor data needs {end} bytes, file has {size}; re-download it")
-    return header
+    return reader
 
 
-def _field(header: gguf_file.Header, key: str, default=None):
-    v = header.fields.get(key)
-    return default if v is None else v
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    v = f.contents()
+    return v
 
 
 def from_gguf(path: Path) -> ModelSpec:
     parts = _gguf_splits(path)
-    headers = [_read_gguf_part(p) for p in parts]
-    r0 = headers[0]
+    readers = [_read_gguf_part(p) for p in parts]
+    r0 = readers[0]
     arch = _field(r0, "general.architecture")
     if not arch:
         raise ModelFileError(f"{path}: GGUF has no general.architecture; is it a vision projector (mmproj)?")
@@ -518,7 +535,7 @@ def from_gguf(path: Path) -> ModelSpec:
     hidden = k("embedding_length")
     head_dim = k("attention.key_length") or hidden // heads
 
-    raw = [t for h in headers for t in h.tensors]
+    raw = [t for r in readers for t in r.tensors]
     by_layer: dict[int, set[str]] = {}
     for t in raw:
         if t.name.startswith("blk."):
@@ -551,7 +568,8 @@ def from_gguf(path: Path) -> ModelSpec:
     for t in raw:
         il = int(t.name.split(".")[1]) if t.name.startswith("blk.") else None
         tensors.append(Tensor(
-            name=t.name, shape=t.shape, layer=il, type=t.type_name, nbytes=t.nbytes,
+            name=t.name, shape=tuple(int(x) for x in t.shape), layer=il, type=t.tensor_type.name,
+            nbytes=int(t.n_bytes),
             group=group_of(t.name, recurrent=il in recurrent, mtp=il is not None and il >= layers)))
     experts = k("expert_count", 0) or 0
     moe = None
