@@ -70,7 +70,7 @@ def test_models_and_rigs_json():
 
 
 def test_demo_writes_a_report(tmp_path):
-    """Slow by nature (about 5 minutes on 2 cores): `rigbench demo` is the whole main job, as `make demo` runs it:
+    """Slow by nature (about 2.5 minutes on 2 cores): `rigbench demo` is the whole main job, as `make demo` runs it:
     catalog plans, two llama-servers benched with repeats, two starter tasks each in the sandbox, the report."""
     p = run("demo", "--out-dir", str(tmp_path), timeout=900)
     assert f"report: {tmp_path / 'report.html'}" in p.stdout

@@ -105,8 +105,8 @@ def _steps(db: Path) -> list[dict]:
 
 @pytest.mark.llama
 def test_a_killed_experiment_resumes_where_it_stopped(tmp_path, llama_server, qwen_gguf):
-    """Slow by nature (about 2.5 minutes on 2 cores): a real experiment is started, killed mid-run and resumed, and
-    each candidate serves the embedded model in its own llama-server."""
+    """A real experiment is started, killed mid-run and resumed (about 10 s on 2 cores): each candidate serves the
+    embedded model in its own llama-server."""
     f = tmp_path / "exp.yaml"
     f.write_text("name: resume\nrig: detect\ncandidates:\n"
                  "  - {name: first, model: embedded, flags: -c 1024 -np 1}\n"

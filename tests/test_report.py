@@ -35,7 +35,7 @@ bench:
 eval:
   tasks: starter
   names: [fix-failing-test]
-  time_limit_s: 40
+  time_limit_s: 90
   max_steps: 2
   max_response_tokens: 96
 """
@@ -51,8 +51,8 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    """One real experiment in its own store: (db url, experiment id). Slow by nature (about 2 minutes on 2 cores):
-    two llama-servers benched with repeats and a starter task each in the sandbox."""
+    """One real experiment in its own store, made once for the module: (db url, experiment id). About 40 s on
+    2 cores: two llama-servers benched with repeats and a starter task each in the sandbox."""
     from tests.conftest import llama_bin
 
     if llama_bin() is None:
