@@ -56,21 +56,31 @@ def truncated_gguf(src: Path, dst: Path, layers: int) -> Path:
     """`src` cut to its first `layers` blocks: the same tokenizer, chat template, embeddings and tensor types, so
     an engine serves it like the original, about as many times faster as layers were dropped. Its replies are not
     the original model's; a test that needs only traffic (requests, token counts, timings) uses it."""
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    import mmap
 
-    r = GGUFReader(str(src))
-    arch = r.fields["general.architecture"].contents()
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGUFValueType, GGUFWriter
+
+    from rigbench import ggufread
+
+    h = ggufread.read(src)
+    arch = h.fields["general.architecture"]
     w = GGUFWriter(str(dst), arch)
-    for key, f in r.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
+    for key, value in h.fields.items():
+        if key == "general.architecture":
             continue
-        value = layers if key == f"{arch}.block_count" else f.contents()
-        sub = f.types[1] if f.types[0] == GGUFValueType.ARRAY else None
-        w.add_key_value(key, value, f.types[0], sub)
-    for t in r.tensors:
+        t, item = h.types[key]
+        value = layers if key == f"{arch}.block_count" else value
+        w.add_key_value(key, value, GGUFValueType(t), GGUFValueType(item) if item is not None else None)
+    with open(src, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    for t in h.tensors:
         if t.name.startswith("blk.") and int(t.name.split(".")[1]) >= layers:
             continue
-        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+        block, size = GGML_QUANT_SIZES[t.tensor_type]
+        rows = [*reversed(t.shape[1:]), t.shape[0] // block * size]       # GGUFReader's byte shape
+        data = np.frombuffer(mm, dtype=np.uint8, count=t.n_bytes, offset=t.data_offset).reshape(rows)
+        w.add_tensor(t.name, data, raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -167,6 +167,8 @@ def test_gguf_header_reads_as_gguf_py_reads_it(tmp_path):
         fields = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
         assert mine.fields == fields and list(mine.fields) == list(fields)
         assert [type(v) for v in mine.fields.values()] == [type(v) for v in fields.values()]
+        assert mine.types == {k: (int(f.types[0]), int(f.types[1]) if len(f.types) > 1 else None)
+                              for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
         assert mine.alignment == 64 and mine.data_offset == theirs.data_offset
         assert [(t.name, t.shape, t.tensor_type, t.data_offset, t.n_bytes) for t in mine.tensors] == \
             [(t.name, tuple(int(x) for x in t.shape), t.tensor_type, int(t.data_offset), int(t.n_bytes))

@@ -44,11 +44,12 @@ class Header:
     alignment: int
     data_offset: int                # where the tensor data starts
     byteorder: str                  # "<" or ">"
+    types: dict[str, tuple[int, int | None]] = None   # key -> (gguf value type, item type of an array): to write back
 
 
 class _Parser:
     def __init__(self, buf) -> None:
-        self.buf, self.pos, self.e = buf, 0, "<"
+        self.buf, self.pos, self.e, self.item = buf, 0, "<", None
 
     def take(self, n: int) -> bytes:
         end = self.pos + n
@@ -74,10 +75,13 @@ class _Parser:
             it, n = self.scalar("I"), self.scalar("Q")
             if it in _SCALAR:
                 dtype = np.dtype(self.e + _SCALAR[it])
-                return np.frombuffer(self.take(n * dtype.itemsize), dtype=dtype).tolist()
-            if it == _STRING:
-                return self.strings(n)
-            return [self.value(it) for _ in range(n)]
+                out = np.frombuffer(self.take(n * dtype.itemsize), dtype=dtype).tolist()
+            elif it == _STRING:
+                out = self.strings(n)
+            else:
+                out = [self.value(it) for _ in range(n)]
+            self.item = it              # after any nested array: the outer array's item type
+            return out
         raise GgufFormatError(f"value type {t} unknown")
 
     def strings(self, n: int) -> list[str]:
@@ -112,11 +116,14 @@ def parse(buf) -> Header:
         raise GgufFormatError(f"version {version} is too old (v2 or later)")
     n_tensors, n_kv = p.scalar("Q"), p.scalar("Q")
     fields: dict[str, Any] = {}
+    types: dict[str, tuple[int, int | None]] = {}
     for _ in range(n_kv):
         key = p.string()
         if key in fields:
             raise GgufFormatError(f"key {key!r} appears twice")
-        fields[key] = p.value(p.scalar("I"))
+        t = p.scalar("I")
+        fields[key] = p.value(t)
+        types[key] = (t, p.item if t == _ARRAY else None)
     alignment = fields.get("general.alignment", DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise GgufFormatError(f"alignment {alignment!r} is not a power of two")
@@ -140,7 +147,7 @@ def parse(buf) -> Header:
         tensors.append((name, shape, tensor_type, offset, n * size // block))
     data_offset = -(-p.pos // alignment) * alignment
     return Header(fields, [TensorInfo(name, shape, tt, data_offset + off, nb) for name, shape, tt, off, nb in tensors],
-                  alignment, data_offset, p.e)
+                  alignment, data_offset, p.e, types)
 
 
 def read(path: str | Path) -> Header:
