@@ -10,7 +10,8 @@
 #           (`whatif run`, the next call on the warm machine) replay the recorded CPU run on them
 #   tune    a fresh or warm machine: build llama.cpp and write the 35B-A3B and 27B twins unless they are there, then
 #           tune_vs_baselines.py measures the configurations not measured yet, stopping before the call's limit
-#           (CODE: where rigbench's tree is, when it travels in a carried folder; names: which, in that order)
+#           (CODE: where rigbench's tree is, when it travels in a carried folder; names: which, in that order;
+#           TWINS=35b writes only the 35B-A3B twin, TARGETS=llama-server builds only the server)
 #   quantk  a fresh machine: build, write the held-out Qwen3-Coder-30B-A3B twin twice with the fixed synth
 #           (experts in Q4_K and in MXFP4), llama-bench both whole on the GPU (MXFP4 experts against Q4_K)
 # SKEW: the realistic twin's router skew (catalog speed.yaml routing.skew).
@@ -62,9 +63,9 @@ tune)
     export RIGBENCH_VOCAB_GGUF=.device/src/llama.cpp/models/ggml-vocab-qwen35.gguf
     ( t0=$SECONDS; python3 -m rigbench synth qwen3.6-35b-a3b --quant Q4_K_M --router-skew "$SKEW" -o $REAL --json \
       >> "$OUT/synth.json" 2>&1; echo "synth 35b rc=$? $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
-    ( t0=$SECONDS; python3 -m rigbench synth qwen3.6-27b --quant Q4_K_M -o $M/q27b.gguf --json \
-      >> "$OUT/synth.json" 2>&1; echo "synth 27b rc=$? $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
-    cmake --build build -j16 --target llama-server llama-bench >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
+    [ "${TWINS:-35b 27b}" = 35b ] || ( t0=$SECONDS; python3 -m rigbench synth qwen3.6-27b --quant Q4_K_M \
+      -o $M/q27b.gguf --json >> "$OUT/synth.json" 2>&1; echo "synth 27b rc=$? $((SECONDS - t0)) s" >> "$OUT/env.txt" ) &
+    cmake --build build -j16 --target ${TARGETS:-llama-server llama-bench} >> "$OUT/build.log" 2>&1 || tail -30 "$OUT/build.log"
     echo "build at $SECONDS s" >> "$OUT/env.txt"
     wait
     ls -la build/bin/llama-server $M >> "$OUT/env.txt"

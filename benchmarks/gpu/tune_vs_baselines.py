@@ -230,14 +230,22 @@ def measure_all(configs_path: Path, names: list[str]) -> None:
 
 def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
     configs = {c["name"]: c for c in json.loads(configs_path.read_text())}
+    # the newest good record of each configuration (records carry the day of their run: "run"); every run's
+    # measured gains are kept beside the newest for the checks
     recs: dict[str, dict] = {}
+    history: dict[str, list[dict]] = {}
     for f in records:
         for line in f.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
+                if r["name"] in configs and r["args"] != configs[r["name"]]["args"]:
+                    continue                      # an earlier pick under the same name: not this configuration
                 if "error" not in r or r["name"] not in recs:
                     recs[r["name"]] = r
+                if "error" not in r and "turn_s" in (r.get("short") or {}):
+                    history.setdefault(r["name"], []).append(r)
     rows, errors = [], []
+    by_run: dict[str, list[float]] = {}
     for name, c in configs.items():
         r = recs.get(c.get("same_as") or name)
         failed = r is not None and "turn_s" not in (r.get("short") or {})
@@ -247,7 +255,8 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                          "predicted": c["predicted"]})
             continue
         row = {"name": name, "kind": c["kind"], "model": c["model"], "budget_gib": c["budget_gib"],
-               "args": c["args"], "same_as": c.get("same_as"), "note": c.get("note")}
+               "args": c["args"], "same_as": c.get("same_as"), "note": c.get("note"), "run": r.get("run"),
+               "views": r.get("views", "rigbench's client, llama-server's timings")}
         for t in ("short", "fill", "long"):
             m, p = r.get(t) or {}, c["predicted"][t]
             if "turn_s" not in m:
@@ -258,6 +267,7 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                 "turn_error": round(p["turn_s"] / m["turn_s"] - 1, 3),
                 "bound_ratio": round(m["turn_s"] / p["bound_s"], 2) if p["bound_s"] else None}
             errors.append(abs(row[t]["turn_error"]))
+            by_run.setdefault(r.get("run"), []).append(abs(row[t]["turn_error"]))
         if r.get("llama_bench"):
             row["llama_bench_pp_tok_s"] = r["llama_bench"]["pp_tok_s"]
         row["fill_prefill_tok_s"] = (r.get("fill") or {}).get("server_prefill_tok_s")
@@ -284,7 +294,15 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                 meas_gain = (hand[t]["measured"]["turn_s"] / pick[t]["measured"]["turn_s"]) if hand and t in hand \
                     else None
                 vs_best = best[t]["measured"]["turn_s"] / pick[t]["measured"]["turn_s"]
-                checks.append({"model": key, "budget_gib": b, "turn": t, "pick": pick["name"],
+                # the same two lines measured on another day, where both were (a gain's spread between runs)
+                earlier = {}
+                if hand:
+                    for rp in history.get(pick["name"], []):
+                        for rh in history.get(hand["name"], []):
+                            if rp.get("run") == rh.get("run") and rp.get("run") != pick.get("run"):
+                                earlier[rp["run"]] = round(rh[t]["turn_s"] / rp[t]["turn_s"], 3)
+                checks.append({"model": key, "budget_gib": b, "turn": t, "pick": pick["name"], "run": pick.get("run"),
+                               "measured_gain_other_runs": earlier,
                                "best_hand_tuned": best["name"],
                                "pick_vs_best_hand_tuned": round(vs_best, 3),
                                "not_slower_beyond_5pct": vs_best >= 0.95,
@@ -297,9 +315,12 @@ def summarize(configs_path: Path, records: list[Path], out: Path) -> None:
                "within_25pct": sum(e <= 0.25 for e in errors), "median_within_12pct":
                bool(errors) and statistics.median(errors) <= 0.12,
                "pick_never_slower_beyond_5pct": all(c["not_slower_beyond_5pct"] for c in checks) if checks else None,
-               "gains_hold": all(c["gain_holds"] is not False for c in checks) if checks else None}
-    doc = {"command": "benchmarks/gpu/phases.sh tune (benchmarks/gpu/tune_vs_baselines.py plan | measure | summarize)",
-           "device": os.environ.get("DEVICE", "NVIDIA H200, 16 cores, 128 GiB (lent GPU machine)"),
+               "gains_hold": all(c["gain_holds"] is not False for c in checks) if checks else None,
+               "by_run": {run: {"predictions": len(e), "median_abs_turn_error": round(statistics.median(e), 3),
+                                "max_abs_turn_error": round(max(e), 3)} for run, e in sorted(by_run.items())}}
+    doc = {"command": "SKEW=S OUT=DIR benchmarks/gpu/phases.sh tune, then python benchmarks/gpu/tune_vs_baselines.py "
+                      "summarize",
+           "device": os.environ.get("DEVICE", "NVIDIA H200, 16 cores, 128 GiB (GPU machine)"),
            "method": f"short: a fresh {SHORT}-token code prompt then {OUTPUT} tokens; long: {CACHED} tokens cached, "
                      f"{NEW} new, {OUTPUT} out; context {CTX}; VRAM budget made real by a ballast allocation; "
                      "views: rigbench client (TTFT, streamed tokens), llama-server timings, llama-bench (pick and "
