@@ -64,6 +64,14 @@ def test_stall_is_an_error_not_a_hang(fake):
     assert all(r.error.startswith("stall") for r in lr.results)
 
 
+def test_done_ends_a_stream_whose_body_never_ends(fake):
+    # [DONE] arrives, the body is never closed: the request is over at [DONE] (after a short grace), not a stall
+    t0 = time.monotonic()
+    lr = _load(fake[0], "donehang", n=2, stall_timeout=30.0)
+    assert time.monotonic() - t0 < 10
+    assert all(r.ok and r.output_tokens == 8 and r.e2e < 1 for r in lr.results)
+
+
 def test_tokens_come_from_usage_not_chunks(fake):
     lr = _load(fake[0], "ok", n=3)
     assert all(r.ok and r.output_tokens == 8 and len(r.chunk_times) == 8 for r in lr.results)

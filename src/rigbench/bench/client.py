@@ -117,8 +117,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.uses = 0
-        self.lost: BaseException | None = None
+        self.done: asyncio.Future | None = None     # set for each request by begin()
 
     def begin(self, stall_timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -153,8 +152,8 @@ class _Conn(asyncio.Protocol):
         return None   # close our side as well
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.closed, self.lost = True, exc
-        if hasattr(self, "done") and not self.done.done():
+        self.closed = True
+        if self.done is not None and not self.done.done():
             if self.status is not None and not self.framed:   # a body that ends when the connection does
                 self._finish()
             else:
