@@ -274,7 +274,8 @@ async def _stream_once(session: Session, url: str, payload: dict, *, scenario: s
     u = urlsplit(url)
     key = (u.scheme, u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
     target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    head = (f"POST {target} HTTP/1.1\r\nHost: {u.netloc}\r\nUser-Agent: rigbench\r\nAccept: text/event-stream\r\n"
+    host = u.netloc.rpartition("@")[2]
+    head = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rigbench\r\nAccept: text/event-stream\r\n"
             f"Accept-Encoding: identity\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{session.headers}\r\n").encode()
     res.start = monotonic()
