@@ -126,6 +126,7 @@ class _Conn(asyncio.Protocol):
         self.stamps: list[float] = []
         self.chunks: list[bytes] = []
         self.status: int | None = None
+        self.keep_alive = False
         self.framed = False                           # the body has a length or chunked framing (not "until close")
         self.complete = self.stalled = False
         self.error: str | None = None
@@ -167,6 +168,7 @@ class _Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()   # read here: llhttp resets it once the message is over
 
     def on_body(self, body: bytes) -> None:
         self.stamps.append(self.now)
@@ -199,7 +201,7 @@ class _Conn(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self.parser.should_keep_alive()
+        return self.complete and not self.closed and self.keep_alive
 
     def close(self) -> None:
         self.closed = True
