@@ -185,19 +185,18 @@ def test_sglang_and_ollama_launch_specs():
 
 
 def test_synth_router_skew_is_written_and_read_back(synth_35b, tmp_path):
-    """The twin records how its router spreads tokens; its router rows carry the per-expert scales. (Slow by nature,
-    about a minute and a half on 2 cores: the module's scaled-down 35B-A3B twin, random weights at real shapes
-    quantised in Python, is written first.)"""
-    from gguf import GGUFReader
-
+    """The twin records how its router spreads tokens; its router rows carry the per-expert scales."""
+    from rigbench import ggufread
     from rigbench.plan import routing
 
     assert model.load(str(synth_35b)).router_skew == pytest.approx(routing.default_skew())
     spec = synth.scale_down(model.from_catalog("qwen3.6-35b-a3b"), layers=4, experts=8)
     skewed = synth.write(spec, tmp_path / "skewed.gguf", "Q4_K_M", router_skew=0.8)
     assert model.load(str(skewed)).router_skew == pytest.approx(0.8)
-    gate = next(t for t in GGUFReader(str(skewed)).tensors if t.name == "blk.0.ffn_gate_inp.weight")
-    rows = np.asarray(gate.data, dtype=np.float64).reshape(8, -1)
+    gate = next(t for t in ggufread.read(skewed).tensors if t.name == "blk.0.ffn_gate_inp.weight")
+    assert gate.tensor_type.name == "F32"
+    data = np.fromfile(skewed, dtype=np.float32, count=gate.n_bytes // 4, offset=gate.data_offset)
+    rows = data.astype(np.float64).reshape(8, -1)
     norms = np.linalg.norm(rows, axis=1)
     scales = routing.expert_scales(8, 0.8, 0)
     # row norms follow the expert scales (each row is Gaussian noise times its scale)

@@ -127,6 +127,51 @@ def test_gguf_errors(tmp_path):
         model.load(str(cut))
 
 
+def test_gguf_header_reads_as_gguf_py_reads_it(tmp_path):
+    """rigbench's own header reader (ggufread) gives gguf-py's values, types and tensor table, and says when the
+    header is cut."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFEndian, GGUFReader, GGUFWriter
+
+    from rigbench import ggufread
+
+    for endian in (GGUFEndian.LITTLE, GGUFEndian.BIG):
+        path = tmp_path / f"kinds-{endian.name}.gguf"
+        w = GGUFWriter(str(path), "llama", endianess=endian)
+        w.data_alignment = 64
+        w.add_custom_alignment(64)
+        w.add_block_count(2)
+        w.add_float32("x.f32", 0.8)
+        w.add_float64("x.f64", 1 / 3)
+        w.add_bool("x.bool", True)
+        w.add_uint64("x.u64", 2**40)
+        w.add_int8("x.i8", -3)
+        w.add_string("x.str", "naïve ✓")
+        w.add_token_list(["a", "ßb", "", "<|x|>"])
+        w.add_array("x.ints", [1, -2, 3])
+        w.add_array("x.floats", [0.5, 0.25])
+        w.add_array("x.bools", [True, False])
+        w.add_tensor("token_embd.weight", np.zeros((3, 32), dtype=np.float32))
+        w.add_tensor("blk.0.attn_q.weight", np.zeros((64, 2 * 34), dtype=np.uint8), raw_dtype=GGMLQuantizationType.Q8_0)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        mine, theirs = ggufread.read(path), GGUFReader(path)
+        fields = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+        assert mine.fields == fields and list(mine.fields) == list(fields)
+        assert [type(v) for v in mine.fields.values()] == [type(v) for v in fields.values()]
+        assert mine.alignment == 64 and mine.data_offset == theirs.data_offset
+        assert [(t.name, t.shape, t.tensor_type, t.data_offset, t.n_bytes) for t in mine.tensors] == \
+            [(t.name, tuple(int(x) for x in t.shape), t.tensor_type, int(t.data_offset), int(t.n_bytes))
+             for t in theirs.tensors]
+    data = path.read_bytes()
+    with pytest.raises(ggufread.GgufFormatError, match="ends"):
+        ggufread.parse(data[:mine.data_offset - 200])
+    with pytest.raises(ggufread.GgufFormatError, match="magic"):
+        ggufread.parse(b"GGML" + data[4:])
+
+
 def test_split_gguf_needs_every_part(tmp_path):
     _tiny_gguf(tmp_path / "m-00001-of-00002.gguf")
     with pytest.raises(ModelFileError, match="missing m-00002-of-00002.gguf"):

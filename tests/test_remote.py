@@ -277,8 +277,7 @@ def _unplaced(info: dict) -> dict:
 
 
 def test_plan_tune_inspect_and_advise_take_a_remote_model(env, run_cli):
-    """Slow by nature (about 2 minutes on 2 cores): plan, tune, inspect and advise each run as their own process on
-    the remote model and on its local copy, and tune and advise search thousands of placements."""
+    """plan, tune, inspect and advise each run as their own process on the remote model and on its local copy."""
     root, url, sent = env
     local = root / "test-org" / "Tiny-MoE-GGUF" / "Tiny-MoE-Q4_K_M.gguf"
     ref = "hf://test-org/Tiny-MoE-GGUF:Q4_K_M"

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,9 @@ from rigbench.checkpoint import Checkpoint, is_checkpoint
 from rigbench.checkpoint import published as published_checkpoint
 from rigbench.checkpoint import read as read_checkpoint
 from rigbench.errors import ModelFileError, UnknownModelError
+
+if TYPE_CHECKING:
+    from rigbench import ggufread
 
 Group = Literal[
     "embeddings", "output", "attention", "linear_attention", "dense_ffn", "routed_experts",
@@ -486,32 +489,29 @@ def _gguf_splits(path: Path) -> list[Path]:
     return parts
 
 
-def _read_gguf_part(path: Path):
-    from gguf import GGUFReader
+def _read_gguf_part(path: Path) -> ggufread.Header:
+    import struct
+
+    from rigbench import ggufread
 
     try:
         with path.open("rb") as f:
             if f.read(4) != GGUF_MAGIC:
                 raise ModelFileError(f"{path} is not a GGUF file (bad magic); pass a .gguf model or a config.json")
-        reader = GGUFReader(path)
+        header = ggufread.read(path)
     except ModelFileError:
         raise
-    except Exception as e:  # the gguf reader raises many kinds on a damaged header
-        raise ModelFileError(
-            f"{path}: damaged or truncated GGUF ({type(e).__name__}: {e}); re-download the file") from None
+    except (ValueError, struct.error, OverflowError) as e:  # GgufFormatError is a ValueError
+        raise ModelFileError(f"{path}: damaged or truncated GGUF ({e}); re-download the file") from None
     size = path.stat().st_size
-    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    end = max((t.data_offset + t.n_bytes for t in header.tensors), default=0)
     if end > size:
         raise ModelFileError(f"{path} is truncated: tensor data needs {end} bytes, file has {size}; re-download it")
-    return reader
+    return header
 
 
-def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    v = f.contents()
-    return v
+def _field(header: ggufread.Header, key: str, default=None):
+    return header.fields.get(key, default)
 
 
 def from_gguf(path: Path) -> ModelSpec:

@@ -2,7 +2,8 @@
 
 The tensor table comes from the planner (`plan.memory.weight_table`), so a synthetic file has exactly the
 bytes the planner counts; a real GGUF given as the model yields its twin, tensor for tensor. Tensor data is
-written streaming from a small pool of random blocks, so memory use does not depend on model size.
+written streaming from small pools of random blocks (one per type and scale, kept for the next file of the same
+seed), so memory use does not depend on model size.
 Tokenizer metadata comes from a real vocabulary (the packaged Qwen2.5-Coder GGUF, qwen2 BPE), padded with
 unused tokens up to the architecture's vocabulary size.
 """
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 from collections.abc import Callable
-from functools import cache
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFEndian, GGUFValueType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 
-from rigbench import packaged
+from rigbench import ggufread, packaged
 from rigbench.errors import ModelFileError, RigbenchError
 from rigbench.model import LINEAR, ModelSpec, layer_period
 from rigbench.model import scale_down as scale_down  # its home is model; callers of synth.scale_down keep working
@@ -36,6 +39,7 @@ _F16_FIELDS = {
 }
 _E8M0_FIELDS = {"MXFP4": [0]}
 POOL_BYTES = 1 << 24
+_QUANT_THREADS = max(1, min(8, os.cpu_count() or 1))
 DATA_ALIGNMENT = 64
 # Projections that write into the residual stream are drawn small and the token embeddings large. A deep stack
 # of random blocks otherwise drives every token's hidden state toward the same vector (rank collapse), so deep
@@ -52,43 +56,61 @@ class SynthError(RigbenchError):
     pass
 
 
-def _vocab_source() -> GGUFReader:
+def _vocab_source() -> ggufread.Header:
     """qwen2 BPE vocabulary: RIGBENCH_VOCAB_GGUF (e.g. llama.cpp's models/ggml-vocab-qwen2.gguf), else the
     packaged Qwen2.5-Coder GGUF."""
     explicit = os.environ.get("RIGBENCH_VOCAB_GGUF")
-    if explicit:
-        return GGUFReader(explicit)
     try:
-        return GGUFReader(packaged.qwen_coder_05b())
+        return ggufread.read(explicit or packaged.qwen_coder_05b())
     except ModelFileError as e:
         raise SynthError(f"synth needs a real vocabulary: {e}") from None
+    except (OSError, ggufread.GgufFormatError) as e:
+        raise SynthError(f"synth needs a real vocabulary: {explicit or 'the packaged GGUF'}: {e}") from None
 
 
 def _add_tokenizer(w: GGUFWriter, n_vocab: int) -> None:
-    r = _vocab_source()
-    tokens = [bytes(r.fields["tokenizer.ggml.tokens"].parts[i]).decode("utf-8", "replace")
-              for i in r.fields["tokenizer.ggml.tokens"].data]
-    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    fields = _vocab_source().fields
+    tokens = list(fields["tokenizer.ggml.tokens"])
+    types = list(fields["tokenizer.ggml.token_type"])
     if n_vocab < len(tokens):
         raise SynthError(f"vocabulary of {n_vocab} is smaller than the qwen2 vocabulary ({len(tokens)}) it is built on")
     pad = n_vocab - len(tokens)
     tokens += [f"<|synth_unused_{i}|>" for i in range(pad)]
     types += [5] * pad  # llama_token_type UNUSED
-    merges = [bytes(r.fields["tokenizer.ggml.merges"].parts[i]).decode("utf-8", "replace")
-              for i in r.fields["tokenizer.ggml.merges"].data]
-    w.add_tokenizer_model(r.fields["tokenizer.ggml.model"].contents())
-    w.add_tokenizer_pre(r.fields["tokenizer.ggml.pre"].contents())
+    w.add_tokenizer_model(fields["tokenizer.ggml.model"])
+    w.add_tokenizer_pre(fields["tokenizer.ggml.pre"])
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(merges)
+    w.add_token_merges(fields["tokenizer.ggml.merges"])
     for key, fn in (("tokenizer.ggml.eos_token_id", w.add_eos_token_id),
                     ("tokenizer.ggml.bos_token_id", w.add_bos_token_id),
                     ("tokenizer.ggml.padding_token_id", w.add_pad_token_id)):
-        if key in r.fields:
-            fn(int(r.fields[key].contents()))
+        if key in fields:
+            fn(int(fields[key]))
     w.add_add_bos_token(False)
-    if "tokenizer.chat_template" in r.fields:
-        w.add_chat_template(r.fields["tokenizer.chat_template"].contents())
+    if "tokenizer.chat_template" in fields:
+        w.add_chat_template(fields["tokenizer.chat_template"])
+
+
+class _Writer(GGUFWriter):
+    """GGUFWriter with the vocabulary's arrays packed in bulk: its packer makes a few Python calls per element,
+    several seconds for a 250k-token vocabulary and its merges. The bytes are the same."""
+
+    def _pack_val(self, val, vtype, add_vtype, sub_type=None) -> bytes:
+        if vtype != GGUFValueType.ARRAY or sub_type is not None or not isinstance(val, list) or not val:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        e = "<" if self.endianess == GGUFEndian.LITTLE else ">"
+        if all(type(v) is str for v in val):
+            length = struct.Struct(e + "Q").pack
+            items = b"".join(length(len(b)) + b for b in (v.encode("utf-8") for v in val))
+            ltype = GGUFValueType.STRING
+        elif all(type(v) is int for v in val):
+            items = np.asarray(val, dtype=e + "i4").tobytes()
+            ltype = GGUFValueType.INT32
+        else:
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        head = struct.pack(f"{e}I", vtype) if add_vtype else b""
+        return head + struct.pack(f"{e}IQ", ltype, len(val)) + items
 
 
 def _add_hparams(w: GGUFWriter, spec: ModelSpec) -> None:
@@ -150,23 +172,66 @@ def _ggml_quantize_chunk():
     return fn
 
 
-def _block_pool(type_name: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """POOL_BYTES of blocks of a quantised type.
+N_PER_ROW = 4096      # weights per row of a quantised pool
 
-    Quantised from Gaussian weights by ggml itself when it can be loaded: uniformly random bits make the
-    CPU kernels measurably slower than real weights do (about 8% in tg on this machine's 2-core CPU, see
+
+class _Pool:
+    """Blocks of one quantised type and scale from their own generator (seeded by the file's seed, the type and the
+    scale): the same in every file of that seed, drawn row by row only as far as a file needs (at most POOL_BYTES),
+    and kept for the next file (see _pool). Drawing and quantising a full pool costs seconds."""
+
+    def __init__(self, type_name: str, seed: int, scale: float) -> None:
+        self.type_name, self.scale = type_name, scale
+        self.rng = np.random.default_rng([seed, int(GGMLQuantizationType[type_name]), round(scale * 1000)])
+        self.blocks = np.empty(0, dtype=np.uint8)
+
+    def first(self, nbytes: int) -> np.ndarray:
+        """The pool's first `nbytes`, in whole rows, or all of it."""
+        if _ggml_quantize_chunk() is None or self.type_name in _NEEDS_IMATRIX:
+            if not len(self.blocks):
+                self.blocks = _random_blocks(self.type_name, self.rng, self.scale)
+            return self.blocks
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[self.type_name]]
+        row = N_PER_ROW // block * size
+        want = min(max(1, POOL_BYTES // row), -(-nbytes // row))
+        have = len(self.blocks) // row
+        if want > have:      # the generator goes on where it stopped: rows already drawn stay as they are
+            more = _quantised_rows(self.type_name, self.rng, self.scale, want - have)
+            self.blocks = np.concatenate([self.blocks, more])
+            self.blocks.flags.writeable = False
+        return self.blocks[:want * row]
+
+
+@lru_cache(maxsize=8)
+def _pool(type_name: str, seed: int, scale: float) -> _Pool:
+    return _Pool(type_name, seed, scale)
+
+
+def _quantised_rows(type_name: str, rng: np.random.Generator, scale: float, nrows: int) -> np.ndarray:
+    """`nrows` rows of N_PER_ROW weights quantised by ggml itself: uniformly random bits make the CPU kernels
+    measurably slower than real weights do (about 8% in tg on this machine's 2-core CPU, see
     benchmarks/synth_speed.py; data-dependent power draw is the likely cause), so random blocks with sane
-    scales are only the fallback.
-    """
+    scales (_random_blocks) are only the fallback."""
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
     quantize = _ggml_quantize_chunk()
-    if quantize is not None and type_name not in _NEEDS_IMATRIX:
-        n_per_row = 4096
-        nrows = max(1, POOL_BYTES // (n_per_row // block * size))
-        src = _weights(rng, nrows * n_per_row) * np.float32(scale)
-        dst = np.empty(nrows * n_per_row // block * size, dtype=np.uint8)
-        quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, 0, nrows, n_per_row, None)
-        return dst
+    src = _weights(rng, nrows * N_PER_ROW) * np.float32(scale)
+    dst = np.empty(nrows * N_PER_ROW // block * size, dtype=np.uint8)
+    # rows quantise independently and ctypes lets go of the GIL: parallel slices (`start` offsets both buffers)
+    # write byte for byte what one call writes
+    step = -(-nrows // _QUANT_THREADS)
+
+    def rows(first: int) -> None:
+        quantize(int(GGMLQuantizationType[type_name]), src.ctypes.data, dst.ctypes.data, first * N_PER_ROW,
+                 min(step, nrows - first), N_PER_ROW, None)
+
+    with ThreadPoolExecutor(_QUANT_THREADS) as ex:
+        list(ex.map(rows, range(0, nrows, step)))
+    return dst
+
+
+def _random_blocks(type_name: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """POOL_BYTES of random blocks with small finite scales, where ggml's quantizer cannot be loaded."""
+    size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]][1]
     n = max(1, POOL_BYTES // size)
     pool = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
     for off in _F16_FIELDS.get(type_name, []):
@@ -212,7 +277,7 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     rng = np.random.default_rng(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    w = GGUFWriter(str(tmp), spec.arch)
+    w = _Writer(str(tmp), spec.arch)
     # 64-byte aligned tensor data: with GGUF's default 32, a tensor can start mid cache line, and the CPU
     # kernels then run several percent slower than on a converter-written file that happens to be aligned
     w.data_alignment = DATA_ALIGNMENT
@@ -233,6 +298,10 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
     f = w.fout[0]
     w.write_padding(f, f.tell())
     pools: dict[tuple[str, float], np.ndarray] = {}
+    need: dict[tuple[str, float], int] = {}     # a pool need not be longer than the largest tensor it fills
+    for t in rows:
+        key = (t.type, _residual_scale(t.name))
+        need[key] = max(need.get(key, 0), t.nbytes)
     total, done = sum(t.nbytes for t in rows), 0
     for t in rows:
         if t.type in ("F32", "F16", "BF16"):
@@ -241,13 +310,13 @@ def write(spec: ModelSpec, out: Path, quant: str | None = None, seed: int = 0,
             key = (t.type, _residual_scale(t.name))
             pool = pools.get(key)
             if pool is None:
-                pool = pools[key] = _block_pool(t.type, rng, key[1])
+                pool = pools[key] = _pool(t.type, seed, key[1]).first(need[key])
             left, pos = t.nbytes, int(rng.integers(0, len(pool) // 2))
             size = GGML_QUANT_SIZES[GGMLQuantizationType[t.type]][1]
             pos -= pos % size
             while left:
                 chunk = min(left, len(pool) - pos)
-                f.write(pool[pos:pos + chunk].tobytes())
+                f.write(pool[pos:pos + chunk])
                 left -= chunk
                 pos = 0
         w.write_padding(f, t.nbytes)

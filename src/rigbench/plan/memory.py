@@ -118,14 +118,22 @@ def weight_table(spec: ModelSpec, quant_name: str | None, include_mtp: bool) -> 
             held = (spec.tensors, tuple(t for t in spec.tensors if include_mtp or t.group != "mtp"))
             _remember(_FILE_TABLES, key, held)
         return held[1], spec.file_type or "gguf"
-    # tune and --fit plan hundreds of placements of one model: its quantised table is built once
-    return _quantised_table(spec.model_dump_json(), quant_name or "Q4_K_M", include_mtp)
+    # tune and --fit plan hundreds of placements of one model: its quantised table is built once, and found again
+    # by the spec object's identity without writing the spec out as JSON for every placement
+    key = (id(spec), quant_name or "Q4_K_M", include_mtp)
+    held = _SPEC_TABLES.get(key)
+    if held is None or held[0] is not spec:
+        held = (spec, _quantised_table(spec.model_dump_json(), quant_name or "Q4_K_M", include_mtp))
+        _remember(_SPEC_TABLES, key, held)
+    return held[1]
 
 
 # small caches keyed by the identity of a table, holding the table itself so that its id cannot be reused while
 # the entry lives
 _FILE_TABLES: dict[tuple, tuple] = {}
 _COLUMNS: dict[tuple, tuple] = {}
+_SUMS: dict[tuple, tuple] = {}
+_SPEC_TABLES: dict[tuple, tuple] = {}
 
 
 def _remember(cache: dict, key: tuple, value: tuple, size: int = 32) -> None:
@@ -203,16 +211,23 @@ def _device_of_layers(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, ngl: int) -
     llama-model.cpp load_tensors: i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0); GPU layers are split
     over devices by the cumulative tensor split (default: proportional to each device's memory).
     """
-    n = spec.layers
-    if not rig.gpus or ngl == 0:
-        return [-1] * (n + 1)
+    one = o.split_mode == "none" or len(rig.gpus) == 1
+    split = None if one else tuple(o.tensor_split or [g.vram_bytes for g in rig.gpus])
+    return list(_layer_devices(spec.layers, len(rig.gpus), ngl, o.main_gpu if one else None, split))
+
+
+@functools.lru_cache(maxsize=1024)
+def _layer_devices(n: int, n_gpus: int, ngl: int, main_gpu: int | None, split: tuple[float, ...] | None
+                   ) -> tuple[int, ...]:
+    """_device_of_layers for one shape of the question (a search asks the same few many times)."""
+    if not n_gpus or ngl == 0:
+        return (-1,) * (n + 1)
     ngl = min(ngl, n + 1) if ngl >= 0 else n + 1
     start = max(n + 1 - ngl, 0)
-    if o.split_mode == "none" or len(rig.gpus) == 1:
-        weights = [1.0 if i == o.main_gpu else 0.0 for i in range(len(rig.gpus))]
+    if split is None:
+        weights = [1.0 if i == main_gpu else 0.0 for i in range(n_gpus)]
     else:
-        weights = o.tensor_split or [g.vram_bytes for g in rig.gpus]
-        weights = (weights + [0.0] * len(rig.gpus))[:len(rig.gpus)]
+        weights = (list(split) + [0.0] * n_gpus)[:n_gpus]
     total = sum(weights)
     cum, acc = [], 0.0
     for w in weights:
@@ -225,7 +240,7 @@ def _device_of_layers(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, ngl: int) -
             continue
         frac = (il - start) / (n + 1 - start)
         out.append(next(i for i, c in enumerate(cum) if frac < c - 1e-12) if frac < cum[-1] else len(cum) - 1)
-    return out
+    return tuple(out)
 
 
 def _overrides(o: LlamaCppOptions) -> tuple[tuple[str, str], ...]:
@@ -255,6 +270,17 @@ class _Columns(NamedTuple):
     head: np.ndarray           # the output head, or the embedding matrix when the head reuses it
     token_embd: np.ndarray
     tied_embd: np.ndarray      # the embedding matrix read as the head: it counts on the output layer's device
+
+
+def _table_sums(rows: tuple[Tensor, ...]) -> tuple[bool, int, dict[str, int]]:
+    """(whether the head reuses the embedding matrix, all weight bytes, bytes by group) of a table, kept per table:
+    the same for every placement of it."""
+    held = _SUMS.get((id(rows),))
+    if held is None or held[0] is not rows:
+        tied = not any(t.group == "output" and t.name.startswith("output.weight") for t in rows)
+        held = (rows, (tied, sum(t.nbytes or 0 for t in rows), bytes_by_group(rows)))
+        _remember(_SUMS, (id(rows),), held)
+    return held[1]
 
 
 def _columns(spec: ModelSpec, rows: tuple[Tensor, ...], tied_output: bool) -> _Columns:
@@ -300,18 +326,29 @@ def _override_table(patterns: tuple[tuple[str, str], ...], names: tuple[str, ...
     """Which tensors an -ot pattern sends to a device, and that device (read-only arrays over `names`); None when
     no tensor is sent anywhere. llama.cpp tries the overrides in order and stops at the first match; a match whose
     buffer this rig lacks leaves the tensor where it was."""
-    compiled = [(re.compile(p), b) for p, b in patterns]
     forced = np.zeros(len(names), dtype=bool)
     device = np.zeros(len(names), dtype=np.int64)
-    for i, name in enumerate(names):
-        buf = next((b for p, b in compiled if p.search(name)), None)
-        bd = None if buf is None else _buffer_device(buf, n_gpus)
+    decided = np.zeros(len(names), dtype=bool)
+    for p, b in patterns:
+        first = _pattern_mask(p, names) & ~decided     # the tensors this pattern is the first match of
+        decided |= first
+        bd = _buffer_device(b, n_gpus)
         if bd is not None:
-            forced[i], device[i] = True, bd
+            forced[first], device[first] = True, bd
     if not forced.any():
         return None
     forced.flags.writeable = device.flags.writeable = False
     return forced, device
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_mask(pattern: str, names: tuple[str, ...]) -> np.ndarray:
+    """Which of `names` an -ot pattern matches (re.search, as llama.cpp's std::regex_search); kept per pattern: the
+    --n-cpu-moe N candidates of a search share all but one of their patterns."""
+    rx = re.compile(pattern)
+    mask = np.fromiter((rx.search(n) is not None for n in names), dtype=bool, count=len(names))
+    mask.flags.writeable = False
+    return mask
 
 
 def _buffer_device(buf: str, n_gpus: int) -> int | None:
@@ -414,7 +451,7 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     # of placements of one model, and a Python loop over its tensors was most of a plan's time
     n_dev = len(devs)
     names = [d.name for d in devs] + [cpu.name]
-    tied_output = not any(t.group == "output" and t.name.startswith("output.weight") for t in rows)
+    tied_output, weights_total, by_group = _table_sums(rows)
     c = _columns(spec, rows, tied_output)
     forced = _override_table(overrides, c.names, len(rig.gpus))
     in_layer = (c.layer >= 0) & (c.layer < spec.layers)
@@ -463,6 +500,8 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     if include_mtp:
         kv_layers += [(spec.layers + j, "A") for j in range(spec.mtp_layers)]
     n_embd_kv = spec.kv_heads * spec.head_dim
+    row_bytes = _kv_row_bytes(o.cache_type_k, n_embd_kv) + _kv_row_bytes(o.cache_type_v, n_embd_kv) if kv_layers else 0
+    kv_by_dev: dict[int, int] = {}      # summed here, set once: a pydantic attribute write is slow
     for il, code in kv_layers:
         cells = lay.n_ctx
         if code in (SLIDING, "C") and spec.sliding_window and not o.swa_full:
@@ -471,21 +510,26 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
             swa = pad(min(per_stream, spec.sliding_window * (lay.n_seq if lay.unified else 1) + o.ubatch),
                       rules["swa_pad"])
             cells = swa if lay.unified else swa * lay.n_seq
-        b = cells * (_kv_row_bytes(o.cache_type_k, n_embd_kv) + _kv_row_bytes(o.cache_type_v, n_embd_kv))
+        b = cells * row_bytes
         d = slot_dev[min(il, spec.layers)] if o.kv_offload else -1
-        dev(d).kv_cache_bytes += b
+        kv_by_dev[d] = kv_by_dev.get(d, 0) + b
         kv_total += b
+    for d, b in kv_by_dev.items():
+        dev(d).kv_cache_bytes += b
 
     # recurrent state: llama-memory-recurrent.cpp, max(1, n_seq_max) cells per recurrent layer
     rs_total = 0
     per_seq = recurrent_state_bytes_per_seq(spec)
     if per_seq:
         n_rec = len(spec.recurrent_layers())
+        rs_by_dev: dict[int, int] = {}
         for il in spec.recurrent_layers():
             d = slot_dev[il] if o.kv_offload else -1
             b = per_seq // n_rec * max(1, lay.n_seq)
-            dev(d).recurrent_bytes += b
+            rs_by_dev[d] = rs_by_dev.get(d, 0) + b
             rs_total += b
+        for d, b in rs_by_dev.items():
+            dev(d).recurrent_bytes += b
 
     flash = o.flash_attn != "off"
     used_gpus = {slot for slot in slot_dev if slot >= 0} | {i for i, d in enumerate(devs) if d.weights_bytes}
@@ -524,7 +568,7 @@ def plan_llamacpp(spec: ModelSpec, rig: Rig, o: LlamaCppOptions, quant_name: str
     kv_tokens = lay.n_ctx if kv_layers else 0
     return Plan(
         model=spec.name, engine="llama.cpp", rig=rig.name, quant=qname, context=lay.n_ctx, parallel=lay.n_seq,
-        weights_bytes=sum(t.nbytes or 0 for t in rows), weights_by_group=bytes_by_group(rows),
+        weights_bytes=weights_total, weights_by_group=dict(by_group),
         devices=[*devs, cpu], kv_cache_bytes=kv_total, recurrent_state_bytes=rs_total,
         compute_bytes=sum(d.compute_bytes for d in [*devs, cpu]), kv_cache_tokens=kv_tokens,
         max_concurrency=round(kv_tokens / min(lay.n_ctx, spec.context), 2) if kv_tokens else float(lay.n_seq),

@@ -9,6 +9,7 @@ then scaled by an efficiency coefficient that `calibrate()` fits per device clas
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import BaseModel, model_validator
 from rigbench import catalog
 from rigbench.errors import RigbenchError
 from rigbench.hardware import Rig
-from rigbench.model import ModelSpec
+from rigbench.model import ATTENTION_CODES, ModelSpec
 from rigbench.plan import routing
 from rigbench.plan.memory import Plan, recurrent_state_bytes_per_seq
 
@@ -179,7 +180,7 @@ def _routed_share_read(plan: Plan, spec: ModelSpec, dev, n: int) -> float:
 
 def _attention_flops(spec: ModelSpec, tokens: int, start: int) -> float:
     """QK^T and AV of `tokens` new tokens after `start` cached ones: 4 FLOPs per head dim per key."""
-    n_attn = len(spec.attention_layers())
+    n_attn = _count_codes(spec.layout, _ATTENTION)
     return 4.0 * spec.heads * spec.head_dim * n_attn * tokens * (start + tokens / 2)
 
 
@@ -187,12 +188,28 @@ def graph_nodes(spec: ModelSpec) -> int:
     """ggml graph nodes of one token through every layer, from llama.cpp's own counts per layer kind (catalog
     speed.yaml `graph_nodes`): each node is at least one kernel, so per-token overhead follows the node count,
     not the layer count (a Gated DeltaNet layer runs about twice the ops of an attention layer)."""
-    n = catalog.speed()["graph_nodes"]
-    ffn = n["moe"] + (n["shared_expert"] if spec.moe and spec.moe.shared_ffn else 0) if spec.moe else n["dense_ffn"]
-    attn = n["attention"] + (n["qk_norm"] if spec.qk_norm else 0) + (n["output_gate"] if spec.attn_output_gate else 0)
+    return _graph_nodes(tuple(catalog.speed()["graph_nodes"].items()), spec.layout, bool(spec.moe),
+                        bool(spec.moe and spec.moe.shared_ffn), spec.qk_norm, spec.attn_output_gate)
+
+
+_ATTENTION = frozenset(ATTENTION_CODES)
+
+
+@functools.lru_cache(maxsize=256)
+def _count_codes(layout: str, codes: frozenset[str]) -> int:
+    return sum(1 for c in layout if c in codes)
+
+
+@functools.lru_cache(maxsize=256)
+def _graph_nodes(counts: tuple[tuple[str, int], ...], layout: str, moe: bool, shared_expert: bool, qk_norm: bool,
+                 output_gate: bool) -> int:
+    """graph_nodes of a shape, kept: every turn of every placement a search scores asks for it."""
+    n = dict(counts)
+    ffn = n["moe"] + (n["shared_expert"] if shared_expert else 0) if moe else n["dense_ffn"]
+    attn = n["attention"] + (n["qk_norm"] if qk_norm else 0) + (n["output_gate"] if output_gate else 0)
     mixer = {"L": n["linear_attention"], "M": n["mamba"], "E": 0, "-": 0}
     total = n["model"]
-    for code in spec.layout:
+    for code in layout:
         if code in ("E", "-"):
             total += ffn if code == "E" else n["dense_ffn"]
         elif code in ("*",):

@@ -109,15 +109,23 @@ def lower_bound(plan_: Plan, spec: ModelSpec, rig: Rig, new_tokens: int, context
     return pre_s + output * step / speed.speculative_speedup(plan_, spec)
 
 
+def task_seconds(plan_: Plan, spec: ModelSpec, rig: Rig, cal: speed.Calibration,
+                 profile: speed.AgentProfile | None = None) -> float:
+    return round(speed.agent_task(plan_, spec, rig, profile, calibration=cal).total_s.value, 1)
+
+
 def score(label: str, plan_: Plan, spec: ModelSpec, rig: Rig, turn: Turn, cal: speed.Calibration,
-          note: str = "", profile: speed.AgentProfile | None = None, kv_type: str = "f16") -> Candidate:
+          note: str = "", profile: speed.AgentProfile | None = None, kv_type: str = "f16",
+          task: bool = True) -> Candidate:
+    """The candidate's predicted turn and task; `task=False` leaves task_s at 0 for the caller to fill in
+    (task_seconds) where it is shown: predicting every turn of a whole task is most of a score."""
     coef = cal.for_plan(plan_, rig)
     pre, dec = speed.agent_turn_seconds(plan_, spec, rig, coef, turn.prompt, turn.prompt, turn.output)
-    task = speed.agent_task(plan_, spec, rig, profile, calibration=cal)
     bound = lower_bound(plan_, spec, rig, turn.prompt, turn.prompt, turn.output)
     return Candidate(label=label, args=plan_.command, turn_s=round(pre + dec, 3), prefill_s=round(pre, 3),
                      decode_s=round(dec, 3), prefill_tok_s=round(turn.prompt / pre, 1),
-                     decode_tok_s=round(turn.output / dec, 1) if dec else 0.0, task_s=round(task.total_s.value, 1),
+                     decode_tok_s=round(turn.output / dec, 1) if dec else 0.0,
+                     task_s=task_seconds(plan_, spec, rig, cal, profile) if task else 0.0,
                      vram_bytes=sum(d.total for d in plan_.devices if d.kind == "gpu"), fits=plan_.fits, note=note,
                      kv_type=kv_type, bound_s=round(bound, 3), bound_ratio=round((pre + dec) / bound, 2) if bound
                      else 0.0)
@@ -201,13 +209,23 @@ def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 327
     def key(c: Candidate) -> tuple:
         return (c.task_s if profile is not None else c.turn_s, -c.decode_tok_s, c.vram_bytes)
 
+    # ranked on the turn, a candidate's task time is only shown: it is predicted for the candidates shown
+    lazy_task = profile is None
     found: list[Candidate] = []
+    plans: dict[int, Plan] = {}
     tried = 0
     for label, o in candidates(spec, rig, base, coarse, searched_kv):
         tried += 1
         p = plan_llamacpp(spec, rig, o, quant)
         if fits_with_margin(p, margin):
-            found.append(score(label, p, spec, rig, turn, cal, profile=profile, kv_type=kv_type_of(o)))
+            found.append(score(label, p, spec, rig, turn, cal, profile=profile, kv_type=kv_type_of(o),
+                               task=not lazy_task))
+            plans[id(found[-1])] = p
+
+    def shown(c: Candidate | None) -> Candidate | None:
+        if c is None or not lazy_task or id(c) not in plans:
+            return c
+        return c.model_copy(update={"task_s": task_seconds(plans[id(c)], spec, rig, cal, profile)})
     if not found:
         raise BudgetTooSmall(_too_small_message(spec, rig, base, quant, margin))
     bp = plan(spec, rig, base_opts, quant)
@@ -233,11 +251,12 @@ def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 327
     u = max(coef.decode_uncertainty, coef.prefill_uncertainty)
     return TuneResult(model=spec.name, rig=rig.name, vram_budget_bytes=rig.gpus[0].vram_bytes if rig.gpus else None,
                       context=context, turn=turn, agent=profile.name if profile else None,
-                      objective="task" if profile is not None else "turn", baseline=base_c, pick=pick,
+                      objective="task" if profile is not None else "turn", baseline=base_c, pick=shown(pick),
                       gain=round(gain, 3) if gain != float("inf") else 0.0,
                       verdict=verdict(gain, user_line, base_c, u),
-                      kv_alternative=other, kv_alternative_gain=round(gain_of(other), 3) if other and base_c.fits
-                      else None, candidates=[c for c in unique if c.kv_type in allowed][:top] or unique[:top],
+                      kv_alternative=shown(other), kv_alternative_gain=round(gain_of(other), 3) if other and base_c.fits
+                      else None, candidates=[shown(c) for c in
+                                             [c for c in unique if c.kv_type in allowed][:top] or unique[:top]],
                       baselines=base_cands, searched=tried, uncertainty=u, calibration=coef.source)
 
 
