@@ -100,23 +100,8 @@ def start_litellm(binary: Path, upstream: str, tmp: Path) -> tuple[subprocess.Po
 
 
 def stream_load(url: str, headers: dict, **kw):
-    """run_load with an auth header: the load generator posts JSON only, so the key rides in the session."""
-    from rigbench.bench import load
-
-    if not headers:
-        return run(run_load(url, **kw))
-    orig = load.session
-
-    def session(limit: int = 0):
-        s = orig(limit)
-        s.headers.update(headers)
-        return s
-
-    load.session = session
-    try:
-        return run(run_load(url, **kw))
-    finally:
-        load.session = orig
+    """run_load with the proxy's auth header, if it needs one."""
+    return run(run_load(url, headers=headers or None, **kw))
 
 
 def payload(tokens: int) -> dict:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rigbench import store
-from rigbench.bench.client import RequestResult
+from rigbench.bench.client import RequestResult, Session, stream
 from rigbench.bench.load import run, run_load
 from rigbench.bench.metrics import summarize
 from rigbench.engines.process import free_port
@@ -62,6 +62,29 @@ def test_stall_is_an_error_not_a_hang(fake):
     lr = _load(fake[0], "stall", n=2, stall_timeout=1.0)
     assert time.monotonic() - t0 < 10
     assert all(r.error.startswith("stall") for r in lr.results)
+
+
+def test_done_ends_a_stream_whose_body_never_ends(fake):
+    # [DONE] arrives, the body is never closed: the request is over at [DONE] (after a short grace), not a stall
+    t0 = time.monotonic()
+    lr = _load(fake[0], "donehang", n=2, stall_timeout=30.0)
+    assert time.monotonic() - t0 < 10
+    assert all(r.ok and r.output_tokens == 8 and r.e2e < 1 for r in lr.results)
+
+
+def test_requests_one_after_another_share_one_connection(fake):
+    payload = {"model": "ok", "prompt": "hi", "max_tokens": 3, "interval_ms": 1, "ttft_ms": 1}
+
+    async def three():
+        async with Session() as s:
+            seen = []
+            for _ in range(3):
+                r = await stream(s, fake[0] + "/v1/completions", payload)
+                seen.append((r.ok, [id(c) for conns in s.idle.values() for c in conns]))
+            return seen
+
+    seen = run(three())
+    assert all(ok for ok, _ in seen) and len(seen[0][1]) == 1 and all(ids == seen[0][1] for _, ids in seen)
 
 
 def test_tokens_come_from_usage_not_chunks(fake):

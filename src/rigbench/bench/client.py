@@ -9,10 +9,11 @@ token (reasoning tokens count); ITL is the gap between consecutive streamed chun
 from __future__ import annotations
 
 import asyncio
-import time
-from types import SimpleNamespace
+import socket
+from time import monotonic
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 import orjson
 from pydantic import BaseModel
 
@@ -56,63 +57,9 @@ class RequestResult(BaseModel):
         return None
 
 
-async def _on_sent(_session, ctx, _params) -> None:
-    # the request body has reached the socket: TTFT counts from here, not from building the request
-    if ctx.trace_request_ctx is not None:
-        ctx.trace_request_ctx.sent = time.monotonic()
-
-
-def trace_config() -> aiohttp.TraceConfig:
-    tc = aiohttp.TraceConfig()
-    tc.on_request_chunk_sent.append(_on_sent)
-    return tc
-
-
 def _content(delta: dict) -> bool:
     return bool(delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
                 or delta.get("tool_calls"))
-
-
-class _StallWatch:
-    """Cancels the request's task when nothing has been read for `limit` seconds. It wakes once per `limit`, and
-    each read only notes its time, where a socket-read timeout would move a timer on every chunk."""
-
-    __slots__ = ("limit", "last", "fired", "task", "handle")
-
-    def __init__(self, limit: float) -> None:
-        self.limit, self.last, self.fired = limit, time.monotonic(), False
-        self.task = asyncio.current_task()
-        self.handle = asyncio.get_running_loop().call_later(limit, self._check)
-
-    def _check(self) -> None:
-        idle = time.monotonic() - self.last
-        if idle >= self.limit:
-            self.fired = True
-            self.task.cancel()
-        else:
-            self.handle = asyncio.get_running_loop().call_later(self.limit - idle, self._check)
-
-    def close(self) -> None:
-        self.handle.cancel()
-
-
-async def _read_events(r: aiohttp.ClientResponse, res: RequestResult, probe_key: str | None,
-                       watch: _StallWatch) -> None:
-    # one await per read from the socket (not one per line): what arrived together is stamped together
-    buf = b""
-    while True:
-        data = await r.content.readany()
-        watch.last = now = time.monotonic()
-        if data:
-            *lines, buf = (buf + data).split(b"\n")
-        else:   # end of stream: a last line without its newline still counts
-            lines, buf = [buf], b""
-        for line in lines:
-            if _event(line, now, res, probe_key):
-                return
-        if not data:
-            res.error = "stream ended without [DONE]"
-            return
 
 
 def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -> bool:
@@ -161,51 +108,228 @@ def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -
     return False
 
 
-async def stream(session: aiohttp.ClientSession, url: str, payload: dict, **kw) -> RequestResult:
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection. Its `data_received` stamps each read from the socket and keeps the bytes; httptools
+    (llhttp, the parser behind uvicorn and aiohttp) takes the HTTP framing off. Nothing runs per chunk beyond that:
+    the request's task wakes once, when the response is over, and reads the SSE events from what was kept, each
+    with the time its bytes arrived."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.done: asyncio.Future | None = None     # set for each request by begin()
+
+    def begin(self, stall_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpResponseParser(self)
+        self.now = 0.0                                # monotonic time of the last read from the socket
+        self.stamps: list[float] = []
+        self.chunks: list[bytes] = []
+        self.status: int | None = None
+        self.keep_alive = False
+        self.framed = False                           # the body has a length or chunked framing (not "until close")
+        self.complete = self.stalled = False
+        self.error: str | None = None
+        self.done = loop.create_future()
+        self.read_any = False
+        self.stall_limit = stall_timeout
+        self.sent = monotonic()
+        self.stall = loop.call_later(stall_timeout, self._check_stall)
+        self.grace: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.now = monotonic()
+        self.read_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._finish(f"connection: bad HTTP from the server: {str(e)[:120]}")
+
+    def eof_received(self) -> None:
+        return None   # close our side as well
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        if self.done is not None and not self.done.done():
+            if self.status is not None and not self.framed:   # a body that ends when the connection does
+                self._finish()
+            else:
+                why = f"{type(exc).__name__}: {str(exc)[:120]}" if exc else "the server closed the connection"
+                self._finish(f"connection: {why} {'mid-response' if self.status else 'before answering'}")
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"transfer-encoding", b"content-length"):
+            self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()   # read here: llhttp resets it once the message is over
+
+    def on_body(self, body: bytes) -> None:
+        self.stamps.append(self.now)
+        self.chunks.append(body)
+        if body.endswith(_DONE_TAILS) and self.grace is None:   # a server that sends [DONE] and never ends the body
+            self.grace = asyncio.get_running_loop().call_later(1.0, self._finish)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._finish()
+
+    def _finish(self, error: str | None = None) -> None:
+        if not self.done.done():
+            self.error = error
+            self.done.set_result(None)
+
+    def _check_stall(self) -> None:
+        # one timer a request that wakes once per `stall_timeout`, where a socket-read timeout moves on every chunk
+        idle = monotonic() - (self.now or self.sent)
+        if idle >= self.stall_limit:
+            self.stalled = True
+            self._finish()
+        else:
+            self.stall = asyncio.get_running_loop().call_later(self.stall_limit - idle, self._check_stall)
+
+    def end(self) -> None:
+        self.stall.cancel()
+        if self.grace:
+            self.grace.cancel()
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and not self.closed and self.keep_alive
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport:
+            self.transport.abort()
+
+
+_DONE_TAILS = (b"[DONE]\n", b"[DONE]\n\n", b"[DONE]\r\n", b"[DONE]\r\n\r\n")
+
+
+class Session:
+    """Keep-alive connections to the servers a load talks to, and the headers every request carries."""
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.idle: dict[tuple[str, str, int], list[_Conn]] = {}
+
+    async def connect(self, scheme: str, host: str, port: int) -> tuple[_Conn, bool]:
+        """An idle connection to (scheme, host, port), or a new one; True when it was used before."""
+        idle = self.idle.get((scheme, host, port))
+        while idle:
+            c = idle.pop()
+            if not c.closed and not c.transport.is_closing():
+                return c, True
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(10):
+                _, c = await loop.create_connection(_Conn, host, port, ssl=scheme == "https" or None)
+        except TimeoutError:
+            raise ConnectionError(f"no connection to {host}:{port} within 10 s") from None
+        sock = c.transport.get_extra_info("socket")
+        if sock is not None:   # each request is one small write: send it now
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return c, False
+
+    def release(self, key: tuple[str, str, int], c: _Conn) -> None:
+        if c.reusable:
+            self.idle.setdefault(key, []).append(c)
+        else:
+            c.close()
+
+    async def close(self) -> None:
+        for conns in self.idle.values():
+            for c in conns:
+                c.close()
+        self.idle.clear()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+async def stream(session: Session, url: str, payload: dict, **kw) -> RequestResult:
     """POST `payload` with stream=true to `url` (a /v1/chat/completions or /v1/completions URL).
 
-    A keep-alive connection the server has closed fails before the request is sent; that one case is retried
-    once (nothing reached the server), any other failure is the result.
+    A kept-alive connection the server has closed fails before any byte comes back; that one case is retried
+    once on a new connection, any other failure is the result.
     """
-    res = await _stream_once(session, url, payload, **kw)
-    if res.status is None and res.error and res.error.startswith("connection") and "write request" in res.error:
-        res = await _stream_once(session, url, payload, **kw)
+    res, retry = await _stream_once(session, url, payload, **kw)
+    if retry:
+        res, _ = await _stream_once(session, url, payload, **kw)
     return res
 
 
-async def _stream_once(session: aiohttp.ClientSession, url: str, payload: dict, *, scenario: str = "",
-                       index: int = 0, timeout: float = 600.0, stall_timeout: float = 60.0,
-                       probe_key: str | None = None) -> RequestResult:
-    body = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+async def _stream_once(session: Session, url: str, payload: dict, *, scenario: str = "", index: int = 0,
+                       timeout: float = 600.0, stall_timeout: float = 60.0,
+                       probe_key: str | None = None) -> tuple[RequestResult, bool]:
+    body = orjson.dumps({**payload, "stream": True, "stream_options": {"include_usage": True}})
     res = RequestResult(scenario=scenario, index=index)
-    res.start = time.monotonic()
-    sent = SimpleNamespace(sent=None)
-    watch = _StallWatch(stall_timeout)
+    u = urlsplit(url)
+    key = (u.scheme, u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
+    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    host = u.netloc.rpartition("@")[2]
+    head = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: rigbench\r\nAccept: text/event-stream\r\n"
+            f"Accept-Encoding: identity\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{session.headers}\r\n").encode()
+    res.start = monotonic()
+    conn: _Conn | None = None
+    reused = False
     try:
-        # one timer for the whole request and one lazy stall watch: no timer moved per chunk (aiohttp's
-        # socket-read timeout re-arms one on every read, a few microseconds a chunk at 20k chunks/s)
-        async with asyncio.timeout(timeout):
-            async with session.post(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"},
-                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                                    trace_request_ctx=sent) as r:
-                if sent.sent is not None:  # sessions made by bench.load.session() trace the send
-                    res.start = sent.sent
-                res.status = r.status
-                if r.status != 200:
-                    text = (await r.text())[:200].replace("\n", " ")
-                    res.error = f"HTTP {r.status}: {text}"
-                    return res
-                await _read_events(r, res, probe_key, watch)
+        async with asyncio.timeout(timeout):   # one timer for the whole request
+            conn, reused = await session.connect(*key)
+            conn.begin(stall_timeout)
+            conn.transport.write(head + body)
+            # TTFT counts from here: the request has been handed to the socket (uvloop writes it at once)
+            res.start = conn.sent = monotonic()
+            try:
+                await conn.done
+            finally:
+                conn.end()
     except TimeoutError:
         res.error = f"timeout: no end of stream within {timeout:.0f} s"
-    except (aiohttp.ClientError, ConnectionError, OSError) as e:
+    except OSError as e:
         res.error = f"connection: {type(e).__name__}: {str(e)[:160]}"
     except asyncio.CancelledError:
-        if watch.fired and watch.task.uncancel() == 0:   # our own watch, not a caller's cancel
-            res.error = f"stall: no data for {stall_timeout:.0f} s"
-            return res
+        if conn:
+            conn.close()
         res.error = "cancelled"
         raise
-    finally:
-        watch.close()
-    return res
+    if conn is None or res.error:
+        if conn:
+            conn.close()
+        return res, False
+    session.release(key, conn)
+    res.status = conn.status
+    if conn.error:
+        res.error = conn.error
+        return res, reused and not conn.read_any
+    if conn.status != 200:
+        text = b"".join(conn.chunks).decode(errors="replace")[:200].replace("\n", " ")
+        res.error = f"HTTP {conn.status}: {text}"
+        return res, False
+    _read_events(conn.stamps, conn.chunks, res, probe_key)
+    if conn.stalled:
+        res.error = f"stall: no data for {stall_timeout:.0f} s"
+    return res, False
+
+
+def _read_events(stamps: list[float], chunks: list[bytes], res: RequestResult, probe_key: str | None) -> None:
+    """Take the SSE events out of the body's reads; each event's time is when the read that ended it arrived."""
+    buf = b""
+    for now, data in zip(stamps, chunks, strict=True):
+        *lines, buf = (buf + data).split(b"\n")
+        for line in lines:
+            if _event(line, now, res, probe_key):
+                return
+    # end of the body: a last line without its newline still counts
+    if not _event(buf, stamps[-1] if stamps else monotonic(), res, probe_key):
+        res.error = "stream ended without [DONE]"

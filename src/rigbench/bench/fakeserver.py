@@ -9,9 +9,10 @@ The model name picks the behaviour: `ok` (default), `http500`, `http429`, `malfo
 after 3 tokens), `stall` (3 tokens then silence), `noend` (closes without [DONE]), `text200` (HTTP 200 with a
 plain-text body, what a misconfigured proxy in front of an engine answers), `json` (one JSON chat completion
 to a streamed request, as some servers answer), `empty` (HTTP 200, an event stream with no event), `die` (the
-process exits on this request). `max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request
-fields; a proxy that drops unknown fields gets the server's defaults, `--ttft-ms` and `--interval-ms`); with
-`keepalive_ms` an SSE comment is sent that often until the first token.
+process exits on this request), `donehang` (the whole stream and [DONE], then the body is never ended).
+`max_tokens` tokens are sent `interval_ms` apart after `ttft_ms` (request fields; a proxy that drops unknown
+fields gets the server's defaults, `--ttft-ms` and `--interval-ms`); with `keepalive_ms` an SSE comment is sent
+that often until the first token.
 
 Usage: python -m rigbench.bench.fakeserver --port 8099
 """
@@ -81,7 +82,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await resp.write(tail)
     if faulty and mode == "malformed":
         await resp.write(b"data: {this is not json\n\n")
-    elif faulty and mode == "stall":
+    elif (faulty and mode == "stall") or mode == "donehang":
         await asyncio.sleep(3600)
     return resp
 

@@ -8,10 +8,9 @@ import random
 import time
 from collections.abc import Callable
 
-import aiohttp
 from pydantic import BaseModel
 
-from rigbench.bench.client import RequestResult, stream, trace_config
+from rigbench.bench.client import RequestResult, Session, stream
 
 
 def run(coro):
@@ -30,24 +29,21 @@ class LoadResult(BaseModel):
     stopped: str | None = None    # why issuing stopped early (time limit, server down, interrupted)
 
 
-def session(limit: int = 0) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=False),
-                                 auto_decompress=False, trace_configs=[trace_config()])
-
-
 async def run_load(url: str, payload: Callable[[int], dict], *, scenario: str = "", concurrency: int = 1,
                    requests: int = 1, rate: float | None = None, time_limit: float = 600.0, warmup: int = 0,
                    timeout: float = 600.0, stall_timeout: float = 60.0,
                    on_result: Callable[[RequestResult], None] | None = None, seed: int = 0,
-                   probe_key: str | None = None, ramp_s: float = 0.0) -> LoadResult:
+                   probe_key: str | None = None, ramp_s: float = 0.0,
+                   headers: dict[str, str] | None = None) -> LoadResult:
     """Send `requests` requests built by `payload(i)`; closed loop with `concurrency` workers, or open loop
     with Poisson arrivals at `rate` req/s (at most `concurrency` in flight when concurrency > 0).
-    `ramp_s` spreads the closed loop's first wave over that many seconds, as `vllm bench serve --ramp-up`."""
+    `ramp_s` spreads the closed loop's first wave over that many seconds, as `vllm bench serve --ramp-up`;
+    `headers` go with every request (an API key)."""
     results: list[RequestResult] = []
     state = {"next": 0, "conn_errors": 0, "down": False, "stopped": None}
     down_after = max(3, concurrency)
 
-    async with session() as s:
+    async with Session(headers) as s:
         for i in range(warmup):  # warm-up: compile kernels, fill caches; discarded
             await stream(s, url, payload(-1 - i), scenario="warmup", timeout=timeout, stall_timeout=stall_timeout)
         t0 = time.monotonic()
