@@ -40,12 +40,16 @@ def live_model(llama_server, qwen_gguf, tmp_path_factory):
     """One llama-server on the packaged Qwen2.5-Coder 0.5B for the whole test session, for the tests that only need
     a live model (not its start, its flags or its stop): `-c 16384 -np 2` (8192 tokens a slot, two requests at
     once) and `--jinja` (its chat template with tools). Started by the first test that asks, stopped at the end."""
+    yield from _session_server(llama_server, qwen_gguf, "qwen", tmp_path_factory.mktemp("live-model"))
+
+
+def _session_server(binary: Path, model: Path, alias: str, folder: Path):
+    """llama-server on `model` with `-c 16384 -np 2 --jinja`, yielded until the test session ends."""
     from rigbench.engines import llamacpp
     from rigbench.engines.options import parse_llama_args
 
-    o = parse_llama_args(["-m", str(qwen_gguf), "-c", "16384", "-np", "2", "--jinja"])
-    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="qwen"),
-                            tmp_path_factory.mktemp("live-model") / "llama-server.log", timeout=180)
+    o = parse_llama_args(["-m", str(model), "-c", "16384", "-np", "2", "--jinja"])
+    server = llamacpp.start(llamacpp.launch_spec(o, binary, alias=alias), folder / "llama-server.log", timeout=180)
     try:
         yield server
     finally:
@@ -99,16 +103,7 @@ def twin_model(llama_server, fast_twin, tmp_path_factory):
     """One llama-server on `fast_twin` for the whole test session, for the tests that need a live engine's traffic,
     speeds and own timings but not sensible replies (prefill about 10x, decode about 3x the packaged model's):
     `-c 16384 -np 2 --jinja`, like `live_model`."""
-    from rigbench.engines import llamacpp
-    from rigbench.engines.options import parse_llama_args
-
-    o = parse_llama_args(["-m", str(fast_twin), "-c", "16384", "-np", "2", "--jinja"])
-    server = llamacpp.start(llamacpp.launch_spec(o, llama_server, alias="qwen-2-blocks"),
-                            tmp_path_factory.mktemp("twin-model") / "llama-server.log", timeout=180)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _session_server(llama_server, fast_twin, "qwen-2-blocks", tmp_path_factory.mktemp("twin-model"))
 
 
 def write_gguf(path: Path, hparams: dict[str, int], tensors: dict[str, tuple[int, int]]) -> Path:
