@@ -210,22 +210,22 @@ def tune(spec: ModelSpec, rig: Rig, quant: str | None = None, context: int = 327
         return (c.task_s if profile is not None else c.turn_s, -c.decode_tok_s, c.vram_bytes)
 
     # ranked on the turn, a candidate's task time is only shown: it is predicted for the candidates shown
-    lazy_task = profile is None
     found: list[Candidate] = []
-    plans: dict[int, Plan] = {}
+    unscored: dict[tuple[str, ...], Plan] = {}       # command -> plan of the candidates without a task time
     tried = 0
     for label, o in candidates(spec, rig, base, coarse, searched_kv):
         tried += 1
         p = plan_llamacpp(spec, rig, o, quant)
         if fits_with_margin(p, margin):
             found.append(score(label, p, spec, rig, turn, cal, profile=profile, kv_type=kv_type_of(o),
-                               task=not lazy_task))
-            plans[id(found[-1])] = p
+                               task=profile is not None))
+            if profile is None:
+                unscored[tuple(p.command)] = p
 
     def shown(c: Candidate | None) -> Candidate | None:
-        if c is None or not lazy_task or id(c) not in plans:
-            return c
-        return c.model_copy(update={"task_s": task_seconds(plans[id(c)], spec, rig, cal, profile)})
+        p = unscored.get(tuple(c.args)) if c is not None and not c.task_s else None
+        return c if p is None else c.model_copy(update={"task_s": task_seconds(p, spec, rig, cal, profile)})
+
     if not found:
         raise BudgetTooSmall(_too_small_message(spec, rig, base, quant, margin))
     bp = plan(spec, rig, base_opts, quant)
