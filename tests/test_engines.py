@@ -256,3 +256,25 @@ def test_deep_synthetic_moe_routes_like_its_first_layer(tmp_path, llama_server):
     deep = [used[i] for i in range(16, 24)]
     assert len(used) == 24
     assert min(deep) > 0.8 * model_used, (used, model_used)
+
+
+def test_synth_writer_packs_arrays_byte_for_byte_as_gguf_py(tmp_path):
+    """synth's writer packs string and integer arrays in bulk (a private GGUFWriter method overridden): the file
+    must stay what gguf-py's own writer makes, in either byte order, nested and mixed arrays included."""
+    from gguf import GGUFEndian, GGUFWriter
+
+    def write(cls, path: Path, endianess) -> bytes:
+        w = cls(str(path), "llama", endianess=endianess)
+        w.add_token_list(["a", "é", "<|x|>", ""])
+        w.add_token_types([1, 3, 5, 1])
+        w.add_token_merges(["a b", "é x"])
+        w.add_array("test.nested", [[1, 2], [3]])
+        w.add_array("test.floats", [0.5, 1.5])
+        w.add_uint32("test.scalar", 7)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.close()
+        return path.read_bytes()
+
+    for e in (GGUFEndian.LITTLE, GGUFEndian.BIG):
+        assert write(synth._Writer, tmp_path / "mine.gguf", e) == write(GGUFWriter, tmp_path / "theirs.gguf", e)
