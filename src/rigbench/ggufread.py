@@ -44,7 +44,7 @@ class Header:
     alignment: int
     data_offset: int                # where the tensor data starts
     byteorder: str                  # "<" or ">"
-    types: dict[str, tuple[int, int | None]] = None   # key -> (gguf value type, item type of an array): to write back
+    types: dict[str, tuple[int, int | None]]   # key -> (gguf value type, item type of an array): to write back
 
 
 class _Parser:
