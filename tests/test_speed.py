@@ -333,8 +333,15 @@ def test_decode_runs_the_attention_of_layers_in_ram_on_the_cpu():
     _, long = speed.decode_parts(p, spec, rig, 35840)
     share = cpu.kv_cache_bytes / p.kv_cache_bytes
     extra = speed._attention_flops(spec, 1, 35840 - 8192) * share
-    rate = rig.cores * speed.constants()["cpu_attn_gflops"] * 1e9
+    assert rig.cpu_attn_gflops          # the lent H200 host's own rate (hardware.yaml)
+    rate = rig.cores * rig.cpu_attn_gflops * 1e9
     assert long["cpu_compute"] - short["cpu_compute"] == pytest.approx(extra / rate, rel=1e-3)
+    # a rig with no rate of its own takes speed.yaml's
+    bare = rig.model_copy(update={"cpu_attn_gflops": 0.0})
+    _, bare_short = speed.decode_parts(p, spec, bare, 8192)
+    _, bare_long = speed.decode_parts(p, spec, bare, 35840)
+    rate = rig.cores * speed.constants()["cpu_attn_gflops"] * 1e9
+    assert bare_long["cpu_compute"] - bare_short["cpu_compute"] == pytest.approx(extra / rate, rel=1e-3)
     # in a prompt that attention runs on the GPU, with the CPU layers' KV cells copied over each u-batch
     cold = speed.prefill_parts(p, spec, rig, 3072, 0)["pcie"]
     warm = speed.prefill_parts(p, spec, rig, 3072, 32768)["pcie"]

@@ -153,6 +153,9 @@ class Rig(BaseModel):
     # writing a sequence's state into fresh host memory (llama-server's context checkpoints and RAM prompt
     # cache: page faults, zero-fill, copy); 0 = speed.yaml `state_copy_gbs` (benchmarks/state_copy.py)
     state_copy_gbs: float = 0.0
+    # ggml-cpu's flash attention per core, where a decoded token's attention runs on the CPU (the layers whose KV
+    # cache is in RAM); 0 = speed.yaml `cpu_attn_gflops`
+    cpu_attn_gflops: float = 0.0
     cores: int = 8
     source: str = ""
 
@@ -242,7 +245,7 @@ def _build(name: str, e: dict) -> Rig:
                link_gbs=link_gbs, link_pageable_gbs=e.get("link_pageable_gbs", link.get("pageable_gbs", 0.0)),
                link_pageable_small_gbs=e.get("link_pageable_small_gbs", 0.0),
                peer_gbs=_peer_gbs(e, gpus, link_gbs), state_copy_gbs=e.get("state_copy_gbs", 0.0),
-               cores=e.get("cores", 8), source=e.get("source", ""))
+               cpu_attn_gflops=e.get("cpu_attn_gflops", 0.0), cores=e.get("cores", 8), source=e.get("source", ""))
 
 
 def _peer_gbs(e: dict, gpus: list[GPU], link_gbs: float) -> float:

@@ -238,7 +238,7 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
     gpus = _gpus(plan, rig)
     cpu = _cpu(plan)
     # a decoded token is a batch of one (below ggml-cuda's op offload size), so the attention of the layers whose
-    # KV cache is in RAM runs on the CPU, in ggml-cpu's flash attention (cpu_attn_gflops), not on a GPU
+    # KV cache is in RAM runs on the CPU, in ggml-cpu's flash attention (the rig's cpu_attn_gflops), not on a GPU
     cpu_attn = attn * cpu.kv_cache_bytes / plan.kv_cache_bytes if (gpus and cpu is not None and
                                                                     plan.kv_cache_bytes) else 0.0
     attn -= cpu_attn
@@ -261,7 +261,7 @@ def decode_parts(plan: Plan, spec: ModelSpec, rig: Rig, context: int, n: int = 1
         mem["ram"] += b / (cpu_peak_gbs(rig) * 1e9)
         flops = 2 * cpu.active_params * n + (0 if rig.gpus else attn)
         comp["cpu_compute"] += flops / (rig.cores * constants()["cpu_core_gflops"] * 1e9)
-        comp["cpu_compute"] += cpu_attn / (rig.cores * constants()["cpu_attn_gflops"] * 1e9)
+        comp["cpu_compute"] += cpu_attn / (rig.cores * (rig.cpu_attn_gflops or constants()["cpu_attn_gflops"]) * 1e9)
     mem["overhead"] = _overhead_per_token(plan, spec, rig)
     return mem, comp
 
