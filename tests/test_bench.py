@@ -219,6 +219,31 @@ def test_suite_against_llama_server(twin_model, tmp_path):
 
 
 @pytest.mark.llama
+def test_a_reply_that_streams_no_text_still_has_its_first_token_timed(live_model, qwen_gguf):
+    """llama-server holds back a token that ends inside a UTF-8 character; a one-token reply of such a token (the
+    lone byte 0xE4, forced by a logit bias) streams no text at all, only its final event. Its time to first token is
+    that event's, as vllm bench serve takes it, not a missing first token."""
+    import asyncio
+
+    from rigbench import ggufread
+
+    byte_e4 = ggufread.read(qwen_gguf).fields["tokenizer.ggml.tokens"].index("\u00e4")   # GPT-2 byte map: 0xE4
+
+    async def one(bias: list) -> RequestResult:
+        async with Session() as s:
+            return await stream(s, live_model.url + "/v1/completions",
+                                {"model": "qwen", "prompt": "def add(a, b):", "max_tokens": 1, "temperature": 0,
+                                 "logit_bias": bias})
+
+    held = asyncio.run(one([[byte_e4, 100]]))
+    assert held.ok and held.output_tokens == 1
+    assert held.chunk_times == []                       # no text came: the case itself
+    assert held.ttft is not None and 0 < held.ttft <= held.e2e
+    plain = asyncio.run(one([]))                        # a token that is whole text: timed at its text, as before
+    assert plain.ok and len(plain.chunk_times) == 1 and plain.ttft == plain.chunk_times[0] - plain.start
+
+
+@pytest.mark.llama
 def test_prompts_are_code_of_an_exact_length_with_a_real_token_spread(live_model):
     """A MoE model's prefill depends on how many distinct tokens a u-batch holds: prompts must spread like code."""
     from rigbench.bench.prompts import Tokenizer, text_of_tokens

@@ -1,7 +1,9 @@
 """One streamed request, timed per chunk.
 
 Definitions follow `vllm bench serve`: TTFT is the time from sending the request to the first streamed
-token (reasoning tokens count); ITL is the gap between consecutive streamed chunks; TPOT is
+token (reasoning tokens count), or, for a reply that streams no text at all, to its first event with a choice
+(llama-server holds back a token that ends inside a UTF-8 character, so a one-token reply can be all
+held back; vllm bench serve stamps TTFT on that event too); ITL is the gap between consecutive streamed chunks; TPOT is
 (E2E - TTFT) / (output tokens - 1); token counts come from the server's `usage`, never from chunk counts
 (speculative decoding sends several tokens per chunk).
 """
@@ -33,6 +35,7 @@ class RequestResult(BaseModel):
     status: int | None = None
     probe: list[float] = []             # per-chunk values of `probe_key` (a server that stamps its chunks)
     probe_arrival: float | None = None
+    first_choice: float | None = None   # monotonic time of the first event with a choice, text or not
 
     @property
     def ok(self) -> bool:
@@ -75,6 +78,8 @@ def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -
     data = line[5:].strip()
     if data == b"[DONE]":
         res.e2e = now - res.start
+        if res.ttft is None and res.output_tokens and res.first_choice is not None:
+            res.ttft = res.first_choice - res.start
         if res.output_tokens is None:
             res.error = "no usage in the stream (server did not report token counts)"
         return True
@@ -86,7 +91,10 @@ def _event(line: bytes, now: float, res: RequestResult, probe_key: str | None) -
     if "error" in event:
         res.error = f"server error: {str(event['error'])[:200]}"
         return True
-    for choice in event.get("choices") or []:
+    choices = event.get("choices") or ()
+    if choices and res.first_choice is None:
+        res.first_choice = now
+    for choice in choices:
         if _content(choice.get("delta") or {}) or choice.get("text"):
             if res.ttft is None:
                 res.ttft = now - res.start
