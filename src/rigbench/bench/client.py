@@ -2,10 +2,10 @@
 
 Definitions follow `vllm bench serve`: TTFT is the time from sending the request to the first streamed
 token (reasoning tokens count), or, for a reply that streams no text at all, to its first event with a choice
-(llama-server holds back a token that ends inside a UTF-8 character, so a one-token reply can be all
-held back; vllm bench serve stamps TTFT on that event too); ITL is the gap between consecutive streamed chunks; TPOT is
-(E2E - TTFT) / (output tokens - 1); token counts come from the server's `usage`, never from chunk counts
-(speculative decoding sends several tokens per chunk).
+(llama-server holds back a token that ends inside a UTF-8 character, so a one-token reply can be all held
+back; vllm bench serve stamps TTFT on that event too); ITL is the gap between consecutive streamed chunks;
+TPOT is (E2E - TTFT) / (output tokens - 1); token counts come from the server's `usage`, never from chunk
+counts (speculative decoding sends several tokens per chunk).
 """
 
 from __future__ import annotations
