@@ -3,7 +3,7 @@ checkpoint of a hybrid model (two per request) and for every prompt it saves to 
 (tools/server/server-task.cpp `server_prompt_cache::alloc`: a zero-filled std::vector, then the state copied in):
 first-touch page faults, then the copy. The same two steps here, with numpy, on blocks of a checkpoint's size.
 
-A second view on the lent GPU machine is llama-server's own trace log (`-lv 4`): "prompt cache update took N ms"
+A second view on the GPU test machine is llama-server's own trace log (`-lv 4`): "prompt cache update took N ms"
 beside "saving prompt ... total state size" and the checkpoints it holds (benchmarks/gpu/phases.sh whatif).
 
     python benchmarks/state_copy.py      # writes benchmarks/results/state_copy.json

@@ -15,7 +15,7 @@ Usage (model work: run under the shared lock on the dev box):
   flock /tmp/rigbench-cpu.lock timeout 1800 python benchmarks/whatif_accuracy.py
   python benchmarks/whatif_accuracy.py --gpu --server-bin /path/to/cuda/llama-server \
       --trace benchmarks/results/whatif_recorded_run.json                              # on a GPU machine
-  (benchmarks/gpu/phases.sh whatif [run TRACES REPEATS]: the lent GPU machine, per-turn rows and llama-server's
+  (benchmarks/gpu/phases.sh whatif [run TRACES REPEATS]: the GPU test machine, per-turn rows and llama-server's
   -lv 4 cache lines kept)
   RIGBENCH_CATALOG=benchmarks/results/gpu_s9_rig.yaml python benchmarks/whatif_accuracy.py --gpu --rig h100 \
       --rescore benchmarks/results/gpu_s9_whatif_measured_b.json --trace benchmarks/results/whatif_recorded_run_b.json \

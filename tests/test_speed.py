@@ -333,7 +333,7 @@ def test_decode_runs_the_attention_of_layers_in_ram_on_the_cpu():
     _, long = speed.decode_parts(p, spec, rig, 35840)
     share = cpu.kv_cache_bytes / p.kv_cache_bytes
     extra = speed._attention_flops(spec, 1, 35840 - 8192) * share
-    assert rig.cpu_attn_gflops          # the lent H200 host's own rate (hardware.yaml)
+    assert rig.cpu_attn_gflops          # the H200 test host's own rate (hardware.yaml)
     rate = rig.cores * rig.cpu_attn_gflops * 1e9
     assert long["cpu_compute"] - short["cpu_compute"] == pytest.approx(extra / rate, rel=1e-3)
     # a rig with no rate of its own takes speed.yaml's

@@ -300,7 +300,7 @@ def test_whatif_speed_matches_the_plan_speed_model_for_one_turn(db):
 
 def test_llama_server_state_copies_cost_time_where_its_log_says(db):
     """A hybrid model's two checkpoints per request and the RAM prompt cache's save of a slot a new task displaces
-    are time (tools/server: seen in the lent H200's -lv 4 log, gpu_s9_server_cache_lines.txt); sizes as logged
+    are time (tools/server: seen in the test H200's -lv 4 log, gpu_s9_server_cache_lines.txt); sizes as logged
     there: checkpoint 62.8125 MiB, slot state of 1,730 tokens 96.6 MiB for the 35B-A3B."""
     from rigbench.plan import speed
 

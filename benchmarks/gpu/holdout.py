@@ -2,14 +2,14 @@
 
 `predict` (here, before any measurement): the shipped calibration predicts llama-bench prefill and decode of a
 synthetic Qwen3-Coder-30B-A3B (48 full-attention layers, 128 experts of 768, no Gated DeltaNet: nothing like
-the Qwen3.6 twins it was fitted on) on the lent H100, whole on the GPU and with experts in RAM, mmap'd or
+the Qwen3.6 twins it was fitted on) on the test H100, whole on the GPU and with experts in RAM, mmap'd or
 pinned, and writes benchmarks/results/gpu_h100_s5_holdout_predicted.json. Commit that file before measuring.
 `measure FILE` (on the GPU machine): llama-bench of the same configurations, to $OUT/holdout_measured.jsonl.
 `cachetest FILE` (on the GPU machine): one llama-server, three unrelated 8,000-token prompts, with and without
 its RAM prompt cache (--cache-ram 0): client TTFT against the server's prompt timing.
 
 `compare MEASURED.jsonl OUT.json` (here): the measured rows against predictions of the shipped calibration for
-the machine they ran on (`--gpu`, default h100; the host link is the lent H100 VM's, measured in session 4).
+the machine they ran on (`--gpu`, default h100; the host link is the test H100 VM's, measured there).
 
 Usage: python benchmarks/gpu/holdout.py predict | measure MODEL.gguf | cachetest MODEL.gguf
        | compare MEASURED.jsonl OUT.json [GPU]
@@ -85,8 +85,8 @@ def compare(measured: str, out: str, gpu: str = "h100") -> None:
     from rigbench.model import load
     from rigbench.plan import memory, speed
 
-    lent = hardware.catalog.hardware()["rigs"]["h100"]
-    rig = hardware._build(f"{gpu} (lent)", {**lent, "gpus": [gpu]})
+    host = hardware.catalog.hardware()["rigs"]["h100"]
+    rig = hardware._build(f"{gpu} (test machine)", {**host, "gpus": [gpu]})
     spec = load(MODEL)
     got = {r["config"]: r for r in map(json.loads, Path(measured).read_text().splitlines()) if "tok_s" in r}
     rows = []

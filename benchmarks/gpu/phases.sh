@@ -40,17 +40,17 @@ configure() {
   export RIGBENCH_GGML_LIB=$(ls build/bin/libggml-base.so* | head -1)
 }
 
-# the lent machine as a rig YAML (.device/results/rig.yaml) with the host link host_link.py measured ($1)
+# the GPU test machine as a rig YAML (.device/results/rig.yaml) with the host link host_link.py measured ($1)
 write_rig() {
   python3 - "$1" <<'EOF'
 import json, subprocess, sys, yaml
 h = json.load(open(sys.argv[1]))
 name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                       text=True).stdout
-# the lent machine is an H100 or an H200; scripts know its rig as "h100" (the host), the GPU as what it is
+# the GPU test machine is an H100 or an H200; scripts know its rig as "h100" (the host), the GPU as what it is
 rig = {"gpus": ["h200" if "H200" in name else "h100"], "ram_gb": 128, "memory": "ddr5-8ch", "cores": 16,
        "link_gbs": h["pinned_256mib_gbs"], "link_pageable_gbs": h["mmap_256mib_gbs"],
-       "source": "the lent GPU machine; host link measured by benchmarks/gpu/host_link.py"}
+       "source": "the GPU test machine; host link measured by benchmarks/gpu/host_link.py"}
 yaml.safe_dump({"rigs": {"h100": rig}}, open(".device/results/rig.yaml", "w"))
 EOF
 }
@@ -70,7 +70,7 @@ tune)
     wait
     ls -la build/bin/llama-server $M >> "$OUT/env.txt"
   fi
-  DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), 16 cores, 128 GiB (lent GPU machine)" \
+  DEVICE="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), 16 cores, 128 GiB (GPU test machine)" \
     DEADLINE=$(( ${LIMIT:-570} - SECONDS )) python3 $CODE/benchmarks/gpu/tune_vs_baselines.py measure \
     $CODE/benchmarks/gpu/tune_configs.json "$@" 2>&1 | tee "$OUT/measure.txt"
   keep ;;
@@ -147,7 +147,7 @@ sweeps)
   [ -f $EVEN ] && python3 benchmarks/gpu/sweeps.py $EVEN 0 "${2:-full}"
   keep ;;
 plan)
-  # the lent machine's host link as measured in setup, so the copy coefficient is an efficiency, not the VM
+  # the GPU test machine's host link as measured in setup, so the copy coefficient is an efficiency, not the VM
   write_rig "$(ls .device/results/*host_link.json | sort | tail -1)"
   export RIGBENCH_CATALOG=$PWD/$R/rig.yaml
   mkdir -p .device/cal && cp benchmarks/results/*.calib.jsonl $R/*.calib.jsonl .device/cal/ 2>/dev/null

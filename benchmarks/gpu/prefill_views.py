@@ -31,7 +31,7 @@ from rigbench.plan.speed import Measurement
 
 OUT = Path(os.environ.get("OUT", "."))
 SERVER, BENCH = Path("build/bin/llama-server"), Path("build/bin/llama-bench")
-DEVICE = os.environ.get("DEVICE", "NVIDIA H100 80GB HBM3") + ", 16 cores, 128 GiB (lent GPU machine)"
+DEVICE = os.environ.get("DEVICE", "NVIDIA H100 80GB HBM3") + ", 16 cores, 128 GiB (GPU test machine)"
 PROMPT, OUTPUT = int(os.environ.get("PROMPT", 8000)), int(os.environ.get("OUTPUT", 256))
 
 

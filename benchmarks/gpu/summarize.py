@@ -1,4 +1,4 @@
-"""Summarise benchmarks/results/gpu_turns_h100.jsonl (written on the lent H100 by an earlier measure.py):
+"""Summarise benchmarks/results/gpu_turns_h100.jsonl (written on the test H100 by an earlier measure.py):
 agent-turn times under the 16 GiB budget with ratios against --cpu-moe and --fit, and the planner's predicted
 bytes per GPU buffer against llama.cpp's own allocation log. Writes benchmarks/results/gpu_calibration_h100.json.
 
@@ -49,7 +49,7 @@ def main() -> int:
     for x in mem:
         print(f"{x['config']:<9} {x['what']:<10} predicted {x['predicted_bytes'] / 2**20:>9.0f} MiB  "
               f"llama.cpp {x['actual_bytes'] / 2**20:>9.0f} MiB  {x['error_pct']:+.2f}%")
-    OUT.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3, 16 cores, 128 GiB (lent GPU machine)",
+    OUT.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3, 16 cores, 128 GiB (GPU test machine)",
                                "turn_s": turn, "ratios": ratios, "memory": mem, "runs": rows}, indent=2) + "\n")
     print(f"wrote {OUT}")
     return 0

@@ -20,7 +20,7 @@ from rigbench.plan.speed import Measurement
 
 OUT = Path(os.environ.get("OUT", "."))
 BENCH = Path("build/bin/llama-bench")
-DEVICE = "NVIDIA H100 80GB HBM3, 16 cores, 128 GiB (lent GPU machine)"
+DEVICE = "NVIDIA H100 80GB HBM3, 16 cores, 128 GiB (GPU test machine)"
 
 
 def sweep(gguf: str, skew: float, name: str, args: list[str], prompt: int, depth: int = 0, repeats: int = 2,

@@ -13,7 +13,7 @@ from rigbench.errors import RigbenchError
 
 # Prompts are real source code (this Python's own standard library), because an agent's prompts are code and
 # logs, and a MoE model's prefill depends on how many distinct tokens a batch holds: a 45-word vocabulary repeated
-# for 8,000 tokens sends every u-batch through far fewer experts than real text (seen on the lent H200: a
+# for 8,000 tokens sends every u-batch through far fewer experts than real text (seen on the test H200: a
 # synthetic 35B-A3B under --cpu-moe prefilled 370 tok/s such word salad against 250 for llama-bench's random tokens).
 _CORPUS_FILES = 64
 
